@@ -1,0 +1,296 @@
+//! The command line: clap definitions, size parsing, and the checks that turn
+//! raw arguments into a [`ServeConfig`] before anything touches the system.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::generator::Key;
+
+/// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
+/// and a named pipe.
+#[derive(Parser)]
+#[command(name = "pilfered", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log more (repeat for more detail); RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true, help_heading = "Logging")]
+    pub verbose: u8,
+
+    /// Log less (repeat to silence warnings too).
+    #[arg(short, long, action = ArgAction::Count, global = true, help_heading = "Logging")]
+    pub quiet: u8,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the device in the foreground until SIGINT, SIGTERM or SIGHUP.
+    Serve(ServeArgs),
+}
+
+/// Options of `pilfered serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Directory to mount the FUSE file system on (created if missing); random
+    /// bytes are read from DIR/bits.
+    #[arg(long, value_name = "DIR", default_value = "/mnt/pilfered")]
+    pub mount: PathBuf,
+
+    /// Named pipe to serve random bytes through (created with mode 0600 if
+    /// missing, reused if it is already a FIFO).
+    #[arg(long, value_name = "PATH", default_value = "/tmp/pilferedbits")]
+    pub fifo: PathBuf,
+
+    /// Serve only the named pipe, without mounting anything.
+    #[arg(long, conflicts_with = "no_fifo")]
+    pub no_fuse: bool,
+
+    /// Serve only the FUSE file, without a named pipe.
+    #[arg(long)]
+    pub no_fifo: bool,
+
+    /// Size of each chunk of random bytes the generator produces (a multiple
+    /// of 64 bytes).
+    #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = parse_size)]
+    pub chunk_size: u64,
+
+    /// Most random bytes kept ready in memory.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub queue_capacity: u64,
+
+    /// Pipe buffer size to ask for with F_SETPIPE_SZ [default: the system's
+    /// /proc/sys/fs/pipe-max-size].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub pipe_size: Option<u64>,
+
+    /// Use this 256-bit ChaCha20 key (64 hex digits) instead of one from the
+    /// OS: the output becomes the predictable RFC 8439 keystream of KEY (nonce
+    /// 0, counter 0). For tests and reproducibility only; needs --no-fuse or
+    /// --no-fifo so that one reader gets the whole stream.
+    #[arg(long, value_name = "KEY")]
+    pub seed: Option<String>,
+}
+
+/// Largest chunk accepted: bigger chunks only cost cache misses.
+pub const MAX_CHUNK_SIZE: u64 = 16 << 20;
+/// Largest queue accepted: the queue lives in memory.
+pub const MAX_QUEUE_CAPACITY: u64 = 4 << 30;
+
+/// Everything `serve` needs, checked.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// `None` with `--no-fuse`.
+    pub mount: Option<PathBuf>,
+    /// `None` with `--no-fifo`.
+    pub fifo: Option<PathBuf>,
+    pub chunk_size: usize,
+    pub queue_capacity: usize,
+    /// `None`: use the system's pipe-max-size.
+    pub pipe_size: Option<usize>,
+    pub seed: Option<Key>,
+}
+
+impl ServeArgs {
+    /// Checks the values against each other; touches nothing on disk.
+    pub fn validate(self) -> Result<ServeConfig, Error> {
+        if !(64..=MAX_CHUNK_SIZE).contains(&self.chunk_size) || !self.chunk_size.is_multiple_of(64)
+        {
+            return Err(Error::usage(format!(
+                "--chunk-size {}: must be a multiple of 64 bytes (one ChaCha block) between 64 and {}",
+                format_size(self.chunk_size),
+                format_size(MAX_CHUNK_SIZE)
+            )));
+        }
+        if self.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(Error::usage(format!(
+                "--queue-capacity {}: must be at most {}",
+                self.queue_capacity,
+                format_size(MAX_QUEUE_CAPACITY)
+            )));
+        }
+        if self.chunk_size > self.queue_capacity {
+            return Err(Error::usage(format!(
+                "--chunk-size {} is larger than --queue-capacity {}: the queue must hold at least one chunk",
+                format_size(self.chunk_size),
+                format_size(self.queue_capacity)
+            )));
+        }
+        let seed = self.seed.as_deref().map(parse_seed).transpose()?;
+        if seed.is_some() && !self.no_fuse && !self.no_fifo {
+            return Err(Error::usage(
+                "--seed needs --no-fuse or --no-fifo: one reproducible keystream cannot be split between two interfaces",
+            ));
+        }
+        Ok(ServeConfig {
+            mount: (!self.no_fuse).then_some(self.mount),
+            fifo: (!self.no_fifo).then_some(self.fifo),
+            chunk_size: self.chunk_size as usize,
+            queue_capacity: self.queue_capacity as usize,
+            pipe_size: self.pipe_size.map(|s| s.min(usize::MAX as u64) as usize),
+            seed,
+        })
+    }
+}
+
+/// Parses a byte count with an optional `K`, `M` or `G` suffix (powers of
+/// 1024, either case): `4096`, `4K`, `16M`, `1G`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    const HINT: &str =
+        "expected a number of bytes with an optional K, M or G suffix, like 4K or 16M";
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    if digits.is_empty() {
+        return Err(format!("not a size ({HINT})"));
+    }
+    let shift = match suffix {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        other => return Err(format!("unknown suffix '{other}' ({HINT})")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "too large to be a size".to_string())?;
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| "too large to be a size".to_string())?;
+    if bytes == 0 {
+        return Err("must be greater than zero".to_string());
+    }
+    Ok(bytes)
+}
+
+/// Formats a byte count the way `parse_size` reads it, when exact (`4K`,
+/// `16M`), else as plain bytes.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Parses `--seed`. The message never repeats the value: it is key material.
+fn parse_seed(s: &str) -> Result<Key, Error> {
+    let bad =
+        |what: String| Error::usage(format!("--seed: {what}; expected exactly 64 hex digits"));
+    if s.len() != 64 {
+        return Err(bad(format!("got {} characters", s.chars().count())));
+    }
+    let mut key = Key([0; 32]);
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (hex(pair[0]), hex(pair[1])) {
+            (Some(hi), Some(lo)) => key.0[i] = (hi * 16 + lo) as u8,
+            _ => return Err(bad("not a hex digit in the value".to_string())),
+        }
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("0").unwrap_err().contains("greater than zero"));
+        assert!(parse_size("0K").unwrap_err().contains("greater than zero"));
+        assert!(parse_size("4Q").unwrap_err().contains("unknown suffix 'Q'"));
+        assert!(
+            parse_size("4KB")
+                .unwrap_err()
+                .contains("unknown suffix 'KB'")
+        );
+        assert!(parse_size("").unwrap_err().contains("not a size"));
+        assert!(parse_size("-4").unwrap_err().contains("not a size"));
+        assert!(parse_size("K").unwrap_err().contains("not a size"));
+        assert!(
+            parse_size("18446744073709551616")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse_size("17179869184G")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn format_size_round_trips() {
+        for s in ["4K", "16M", "1G", "100", "1536"] {
+            assert_eq!(format_size(parse_size(s).unwrap()), s);
+        }
+        assert_eq!(format_size(1536 * 1024), "1536K");
+    }
+
+    #[test]
+    fn seed_parsing_never_echoes_the_value() {
+        let good = "00".repeat(31) + "ff";
+        assert_eq!(parse_seed(&good).unwrap().0[31], 0xff);
+        let short = "abc123";
+        let e = parse_seed(short).unwrap_err();
+        assert_eq!(
+            e,
+            Error::usage("--seed: got 6 characters; expected exactly 64 hex digits")
+        );
+        let bad = "zz".repeat(32);
+        let e = parse_seed(&bad).unwrap_err();
+        assert!(!e.to_string().contains("zz"));
+    }
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, Error> {
+        let mut argv = vec!["pilfered", "serve"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).expect("clap accepts");
+        match cli.command {
+            Command::Serve(a) => a.validate(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(c.mount, Some(PathBuf::from("/mnt/pilfered")));
+        assert_eq!(c.fifo, Some(PathBuf::from("/tmp/pilferedbits")));
+        assert_eq!(c.chunk_size, 4096);
+        assert_eq!(c.queue_capacity, 16 << 20);
+        assert_eq!(c.pipe_size, None);
+        assert!(c.seed.is_none());
+    }
+
+    #[test]
+    fn cross_checks() {
+        assert_eq!(
+            serve(&["--chunk-size", "1M", "--queue-capacity", "64K"]).unwrap_err(),
+            Error::usage(
+                "--chunk-size 1M is larger than --queue-capacity 64K: the queue must hold at least one chunk"
+            )
+        );
+        assert_eq!(
+            serve(&["--chunk-size", "100"]).unwrap_err(),
+            Error::usage(
+                "--chunk-size 100: must be a multiple of 64 bytes (one ChaCha block) between 64 and 16M"
+            )
+        );
+        assert!(serve(&["--chunk-size", "32M"]).is_err());
+        let seed = "00".repeat(32);
+        assert!(matches!(
+            serve(&["--seed", &seed]).unwrap_err(),
+            Error::Usage(m) if m.starts_with("--seed needs --no-fuse or --no-fifo")
+        ));
+        assert!(serve(&["--seed", &seed, "--no-fifo"]).is_ok());
+        assert!(Cli::try_parse_from(["pilfered", "serve", "--no-fuse", "--no-fifo"]).is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! The one error type of the program: a message for the user and whether it
+//! was a usage error (exit status 2) or a failure at run time (exit status 1).
+
+use std::fmt;
+use std::io;
+
+/// What went wrong, worded for the person who ran the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The command line asked for something impossible or unsafe: exit 2.
+    Usage(String),
+    /// The system refused or failed at run time: exit 1.
+    Runtime(String),
+}
+
+impl Error {
+    /// A usage error (exit status 2).
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Error::Usage(msg.into())
+    }
+
+    /// A run-time failure (exit status 1).
+    pub fn runtime(msg: impl Into<String>) -> Self {
+        Error::Runtime(msg.into())
+    }
+
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Runtime(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(m) | Error::Runtime(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// An I/O error's description without Rust's " (os error N)" suffix, e.g.
+/// "No such file or directory".
+pub fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_drops_os_error_suffix() {
+        let e = io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(describe(&e), "No such file or directory");
+        assert_eq!(describe(&io::Error::other("custom")), "custom");
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Error::usage("x").exit_code(), 2);
+        assert_eq!(Error::runtime("x").exit_code(), 1);
+    }
+}

@@ -1,0 +1,480 @@
+//! The named-pipe interface: preparing the FIFO, and the writer that moves
+//! queued chunks into it with `writev` without ever blocking on a full pipe.
+//!
+//! The FIFO is held open read-write, so readers can come and go and never see
+//! end-of-file while the daemon lives, and a write can never fail with EPIPE.
+//! Each round the writer waits for the pipe to be writable, computes its free
+//! space (`F_GETPIPE_SZ` minus `FIONREAD`), makes sure it holds that many
+//! bytes taken from the queue, and writes them with one `writev`. What the
+//! pipe did not take stays pending, and the next round continues from the
+//! cursor inside the first pending chunk: no byte is written twice.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use log::{debug, warn};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::EventFd;
+use nix::sys::stat::Mode;
+use nix::unistd::{Uid, geteuid};
+
+use crate::error::{Error, describe};
+use crate::queue::{Chunk, ChunkQueue, Closed};
+use crate::stats::{self, Stats};
+
+/// Most iovecs one `writev` accepts (`IOV_MAX` on Linux).
+pub const IOV_MAX: usize = 1024;
+
+/// Largest pipe the kernel will make (`round_pipe_size` refuses more).
+pub const KERNEL_MAX_PIPE_SIZE: usize = 1 << 31;
+
+/// What sits at the `--fifo` path, found without following symlinks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Nothing: the FIFO will be created.
+    Missing,
+    /// A FIFO we may reuse.
+    Fifo { dev: u64, ino: u64 },
+}
+
+/// Checks the `--fifo` path without changing anything.
+///
+/// A FIFO is reused only if it belongs to us and nobody else can write to it:
+/// otherwise another user could feed chosen bytes to our readers.
+pub fn inspect(path: &Path) -> Result<Existing, Error> {
+    let shown = path.display();
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            return match std::fs::metadata(parent) {
+                Ok(m) if m.is_dir() => Ok(Existing::Missing),
+                Ok(_) => Err(Error::usage(format!(
+                    "--fifo {shown}: {} is not a directory",
+                    parent.display()
+                ))),
+                Err(e) => Err(Error::usage(format!(
+                    "--fifo {shown}: directory {}: {}",
+                    parent.display(),
+                    describe(&e)
+                ))),
+            };
+        }
+        Err(e) => return Err(Error::usage(format!("--fifo {shown}: {}", describe(&e)))),
+    };
+    let ft = meta.file_type();
+    let what = if ft.is_fifo() {
+        None
+    } else if ft.is_symlink() {
+        Some("is a symbolic link")
+    } else if ft.is_file() {
+        Some("is a regular file")
+    } else if ft.is_dir() {
+        Some("is a directory")
+    } else if ft.is_socket() {
+        Some("is a socket")
+    } else {
+        Some("is a device")
+    };
+    if let Some(what) = what {
+        return Err(Error::usage(format!(
+            "--fifo {shown}: {what}, not a FIFO; refusing to touch it"
+        )));
+    }
+    let me = geteuid();
+    if Uid::from_raw(meta.uid()) != me {
+        return Err(Error::usage(format!(
+            "--fifo {shown}: FIFO is owned by uid {}, not by us (uid {me}); remove it or choose another path",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(Error::usage(format!(
+            "--fifo {shown}: FIFO is writable by other users (mode {:04o}), who could inject chosen bytes; remove it or run 'chmod go-w' on it",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(Existing::Fifo {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// The open FIFO. Dropping it closes it and, if we created it, removes it.
+#[derive(Debug)]
+pub struct Fifo {
+    file: File,
+    path: PathBuf,
+    /// `(dev, ino)` of the FIFO we created, to remove on drop.
+    created: Option<(u64, u64)>,
+}
+
+impl Fifo {
+    /// Creates (mode `mode`) or reuses the FIFO at `path` after [`inspect`]
+    /// returned `existing`, opens it read-write and non-blocking, and grows
+    /// its buffer towards `pipe_size`.
+    pub fn open(
+        path: &Path,
+        existing: Existing,
+        mode: u32,
+        pipe_size: usize,
+    ) -> Result<Fifo, Error> {
+        let shown = path.display();
+        let mut created = false;
+        if existing == Existing::Missing {
+            nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode)).map_err(|e| {
+                Error::runtime(format!("--fifo {shown}: cannot create FIFO: {}", e.desc()))
+            })?;
+            created = true;
+        }
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path);
+        let undo = |msg: String| {
+            if created {
+                let _ = std::fs::remove_file(path);
+            }
+            Error::runtime(msg)
+        };
+        let file =
+            opened.map_err(|e| undo(format!("--fifo {shown}: cannot open: {}", describe(&e))))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| undo(format!("--fifo {shown}: {}", describe(&e))))?;
+        let same = match existing {
+            Existing::Fifo { dev, ino } => meta.dev() == dev && meta.ino() == ino,
+            Existing::Missing => meta.file_type().is_fifo(),
+        };
+        if !same {
+            return Err(undo(format!(
+                "--fifo {shown}: the path changed while it was being opened; refusing to use it"
+            )));
+        }
+        let fifo = Fifo {
+            created: created.then(|| (meta.dev(), meta.ino())),
+            file,
+            path: path.to_path_buf(),
+        };
+        if created {
+            // mkfifo's mode is filtered by the umask; set exactly what was asked.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::runtime(format!("--fifo {shown}: chmod: {}", describe(&e))))?;
+        }
+        fifo.grow(pipe_size)?;
+        Ok(fifo)
+    }
+
+    /// The FIFO's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pipe's current buffer size.
+    pub fn pipe_size(&self) -> Result<usize, Error> {
+        fcntl(self.file.as_fd(), FcntlArg::F_GETPIPE_SZ)
+            .map(|n| n as usize)
+            .map_err(|e| {
+                Error::runtime(format!(
+                    "F_GETPIPE_SZ on {}: {}",
+                    self.path.display(),
+                    e.desc()
+                ))
+            })
+    }
+
+    fn grow(&self, want: usize) -> Result<(), Error> {
+        if self.pipe_size()? >= want {
+            return Ok(());
+        }
+        let want_c = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
+        match fcntl(self.file.as_fd(), FcntlArg::F_SETPIPE_SZ(want_c)) {
+            Ok(_) => Ok(()),
+            Err(Errno::EPERM) => {
+                let max = system_pipe_max_size().unwrap_or(0);
+                warn!(
+                    "--pipe-size {want}: above the system limit of {max} bytes (/proc/sys/fs/pipe-max-size), which only a privileged process may exceed; using {max}"
+                );
+                if max > self.pipe_size()? {
+                    let max_c = libc::c_int::try_from(max).unwrap_or(libc::c_int::MAX);
+                    let _ = fcntl(self.file.as_fd(), FcntlArg::F_SETPIPE_SZ(max_c));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                warn!(
+                    "could not grow the pipe buffer of {} to {want} bytes ({}); keeping {}",
+                    self.path.display(),
+                    e.desc(),
+                    self.pipe_size()?
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        let Some((dev, ino)) = self.created else {
+            return;
+        };
+        // Remove it only if the path still names the FIFO we made.
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.dev() == dev && m.ino() == ino => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    warn!(
+                        "could not remove FIFO {}: {}",
+                        self.path.display(),
+                        describe(&e)
+                    );
+                }
+            }
+            _ => debug!(
+                "FIFO {} was replaced; leaving the path alone",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+/// `/proc/sys/fs/pipe-max-size`: the largest pipe an unprivileged process
+/// may ask for.
+pub fn system_pipe_max_size() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::other("unreadable /proc/sys/fs/pipe-max-size"))
+}
+
+nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
+
+/// Bytes currently buffered in the pipe and not yet read.
+fn unread_in_pipe(fd: impl AsRawFd) -> nix::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to
+    // a live, properly aligned c_int.
+    unsafe { fionread(fd.as_raw_fd(), &mut n) }?;
+    Ok(n.max(0) as usize)
+}
+
+/// Fills `iov` with slices over the unread bytes of `pending`, in order,
+/// covering at most `free` bytes and at most `iov.len()` chunks. Returns how
+/// many iovecs were filled and how many bytes they cover.
+pub fn plan<'a>(
+    pending: &'a VecDeque<Chunk>,
+    free: usize,
+    iov: &mut [IoSlice<'a>],
+) -> (usize, usize) {
+    let mut bytes = 0;
+    let mut count = 0;
+    for chunk in pending {
+        if bytes == free || count == iov.len() {
+            break;
+        }
+        let unread = chunk.unread();
+        let n = unread.len().min(free - bytes);
+        if n == 0 {
+            continue;
+        }
+        iov[count] = IoSlice::new(&unread[..n]);
+        count += 1;
+        bytes += n;
+    }
+    (count, bytes)
+}
+
+/// Marks the first `written` pending bytes as handed out: fully written chunks
+/// move to `done`, and the first remaining chunk keeps a cursor at the first
+/// unwritten byte.
+///
+/// # Panics
+/// If `written` exceeds the pending bytes.
+pub fn advance(pending: &mut VecDeque<Chunk>, mut written: usize, done: &mut Vec<Chunk>) {
+    while written > 0 {
+        let front = pending.front_mut().expect("wrote more than was pending");
+        let n = front.len().min(written);
+        front.consume(n);
+        written -= n;
+        if front.is_empty() {
+            done.push(pending.pop_front().expect("front exists"));
+        }
+    }
+}
+
+/// Moves bytes from `queue` into the FIFO until `stop` is signalled or the
+/// queue is closed. Only an unexpected error from the pipe ends it early.
+pub fn serve(fifo: &Fifo, queue: &ChunkQueue, stats: &Stats, stop: &EventFd) -> Result<(), Error> {
+    let fd = fifo.file.as_fd();
+    let pipe_size = fifo.pipe_size()?;
+    let mut pending: VecDeque<Chunk> = VecDeque::new();
+    let mut pending_bytes = 0usize;
+    let mut done: Vec<Chunk> = Vec::new();
+    let fail = |what: &str, e: Errno| {
+        Error::runtime(format!(
+            "{what} on FIFO {}: {}",
+            fifo.path.display(),
+            e.desc()
+        ))
+    };
+    loop {
+        let mut fds = [
+            PollFd::new(fd, PollFlags::POLLOUT),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(fail("poll", e)),
+        }
+        if fds[1].any().unwrap_or(false) {
+            return Ok(());
+        }
+        let unread = match unread_in_pipe(fd) {
+            Ok(n) => n,
+            Err(e) => return Err(fail("FIONREAD", e)),
+        };
+        let free = pipe_size.saturating_sub(unread);
+        if free == 0 {
+            continue;
+        }
+        if pending_bytes < free {
+            match queue.take_chunks(free - pending_bytes, &mut pending) {
+                Ok(n) => pending_bytes += n,
+                Err(Closed) => return Ok(()),
+            }
+        }
+        let mut iov = [IoSlice::new(&[]); IOV_MAX];
+        let (count, planned) = plan(&pending, free, &mut iov);
+        let written = match nix::sys::uio::writev(fd, &iov[..count]) {
+            Ok(n) => n,
+            // The pipe filled up between poll and writev, or a signal came.
+            Err(Errno::EAGAIN | Errno::EINTR) => 0,
+            Err(e) => return Err(fail("writev", e)),
+        };
+        stats::add(&stats.fifo_writev_calls, 1);
+        if written < planned {
+            stats::add(&stats.fifo_partial_writes, 1);
+        }
+        stats::add(&stats.bytes_served_fifo, written as u64);
+        advance(&mut pending, written, &mut done);
+        pending_bytes -= written;
+        if !done.is_empty() {
+            queue.recycle(done.drain(..));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(bytes: &[u8], consumed: usize) -> Chunk {
+        let mut c = Chunk::with_bytes(bytes);
+        c.consume(consumed);
+        c
+    }
+
+    fn pending(sizes: &[usize]) -> (VecDeque<Chunk>, Vec<u8>) {
+        let mut all = Vec::new();
+        let mut q = VecDeque::new();
+        for &n in sizes {
+            let bytes: Vec<u8> = (0..n).map(|i| (all.len() + i) as u8).collect();
+            all.extend_from_slice(&bytes);
+            q.push_back(chunk(&bytes, 0));
+        }
+        (q, all)
+    }
+
+    fn planned_bytes(p: &VecDeque<Chunk>, free: usize, max_iov: usize) -> (usize, Vec<u8>) {
+        let mut iov = vec![IoSlice::new(&[]); max_iov];
+        let (count, bytes) = plan(p, free, &mut iov);
+        let flat: Vec<u8> = iov[..count]
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        assert_eq!(flat.len(), bytes);
+        (count, flat)
+    }
+
+    #[test]
+    fn plan_covers_exactly_the_free_space() {
+        let (p, all) = pending(&[100, 100, 100]);
+        assert_eq!(planned_bytes(&p, 250, 8), (3, all[..250].to_vec()));
+        assert_eq!(planned_bytes(&p, 100, 8), (1, all[..100].to_vec()));
+        assert_eq!(planned_bytes(&p, 1, 8), (1, all[..1].to_vec()));
+        assert_eq!(planned_bytes(&p, 0, 8), (0, vec![]));
+        // More free space than pending: everything, no more.
+        assert_eq!(planned_bytes(&p, 10_000, 8), (3, all.clone()));
+    }
+
+    #[test]
+    fn plan_respects_iov_limit() {
+        let (p, all) = pending(&[10; 5]);
+        assert_eq!(planned_bytes(&p, 1000, 2), (2, all[..20].to_vec()));
+    }
+
+    #[test]
+    fn plan_starts_at_the_cursor() {
+        let (mut p, all) = pending(&[100, 100]);
+        p[0].consume(30);
+        assert_eq!(planned_bytes(&p, 120, 8), (2, all[30..150].to_vec()));
+    }
+
+    #[test]
+    fn advance_keeps_a_cursor_and_releases_written_chunks() {
+        let (mut p, all) = pending(&[100, 100, 100]);
+        let mut done = Vec::new();
+        advance(&mut p, 150, &mut done);
+        assert_eq!(done.len(), 1);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].unread(), &all[150..200]);
+        advance(&mut p, 50, &mut done);
+        assert_eq!(done.len(), 2);
+        assert_eq!(p[0].unread(), &all[200..]);
+        advance(&mut p, 0, &mut done);
+        assert_eq!(p[0].unread(), &all[200..]);
+    }
+
+    #[test]
+    #[should_panic(expected = "wrote more than was pending")]
+    fn advance_past_pending_panics() {
+        let (mut p, _) = pending(&[10]);
+        advance(&mut p, 11, &mut Vec::new());
+    }
+
+    /// Any sequence of partial writes, each of any size the pipe allows,
+    /// concatenates to the pending bytes exactly once and in order.
+    #[test]
+    fn partial_writes_never_replay_or_skip() {
+        use proptest::prelude::*;
+        proptest!(|(sizes in prop::collection::vec(1usize..300, 1..20),
+                    writes in prop::collection::vec((0usize..700, 0.0f64..=1.0), 1..60),
+                    max_iov in 1usize..6)| {
+            let (mut p, all) = pending(&sizes);
+            let mut out = Vec::new();
+            let mut done = Vec::new();
+            for (free, fraction) in writes {
+                let (_, planned) = planned_bytes(&p, free, max_iov);
+                // The kernel may take any prefix of what was offered.
+                let written = (planned.len() as f64 * fraction) as usize;
+                out.extend_from_slice(&planned[..written]);
+                advance(&mut p, written, &mut done);
+            }
+            let rest: usize = p.iter().map(Chunk::len).sum();
+            prop_assert_eq!(out.len() + rest, all.len());
+            prop_assert_eq!(&out[..], &all[..out.len()]);
+            prop_assert_eq!(done.len() + p.len(), sizes.len());
+        });
+    }
+}

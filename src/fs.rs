@@ -1,0 +1,401 @@
+//! The FUSE file system: a root directory holding `bits` (endless random
+//! bytes) and `stats` (the daemon's counters).
+//!
+//! [`Device`] is the core: plain methods returning `Result<_, Errno>`, tested
+//! without a mount. The `fuser::Filesystem` impl below only translates
+//! requests into those calls and replies.
+//!
+//! `bits` is opened with direct I/O and as non-seekable: the kernel then
+//! passes every read straight to us (no page cache, so no byte is served
+//! twice and its size of 0 does not end reads) and refuses `lseek` and `mmap`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyXattr, Request,
+};
+use log::warn;
+
+use crate::queue::{ChunkQueue, Closed};
+use crate::stats::{self, Stats};
+
+/// Inode of `bits`.
+pub const BITS: INodeNo = INodeNo(2);
+/// Inode of `stats`.
+pub const STATS: INodeNo = INodeNo(3);
+
+/// The attributes never change while mounted, so the kernel may cache them.
+const TTL: Duration = Duration::from_secs(1);
+
+const ENTRIES: [(INodeNo, FileType, &str); 4] = [
+    (INodeNo::ROOT, FileType::Directory, "."),
+    (INodeNo::ROOT, FileType::Directory, ".."),
+    (BITS, FileType::RegularFile, "bits"),
+    (STATS, FileType::RegularFile, "stats"),
+];
+
+/// The file system's state and logic, independent of FUSE plumbing.
+#[derive(Debug)]
+pub struct Device {
+    queue: Arc<ChunkQueue>,
+    stats: Arc<Stats>,
+    uid: u32,
+    gid: u32,
+    mounted_at: SystemTime,
+    /// Text of `stats` frozen at open, so that reads at growing offsets see
+    /// one consistent snapshot.
+    snapshots: Mutex<HashMap<u64, Arc<[u8]>>>,
+    next_fh: AtomicU64,
+}
+
+thread_local! {
+    /// Each FUSE thread's reply buffer, grown once to the largest read.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Device {
+    /// A device serving `queue`, owned by `uid`/`gid`.
+    pub fn new(queue: Arc<ChunkQueue>, stats: Arc<Stats>, uid: u32, gid: u32) -> Self {
+        Device {
+            queue,
+            stats,
+            uid,
+            gid,
+            mounted_at: SystemTime::now(),
+            snapshots: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    /// Attributes of inode `ino`.
+    pub fn attr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+        let (kind, perm, nlink) = match ino {
+            INodeNo::ROOT => (FileType::Directory, 0o555, 2),
+            BITS | STATS => (FileType::RegularFile, 0o444, 1),
+            _ => return Err(Errno::ENOENT),
+        };
+        Ok(FileAttr {
+            ino,
+            size: 0,
+            blocks: 0,
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            flags: 0,
+            blksize: 4096,
+        })
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub fn lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+        if parent != INodeNo::ROOT {
+            return Err(Errno::ENOTDIR);
+        }
+        match ENTRIES[2..].iter().find(|e| OsStr::new(e.2) == name) {
+            Some(&(ino, _, _)) => self.attr(ino),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    /// Opens `bits` or `stats` for reading; writing is refused.
+    pub fn open(&self, ino: INodeNo, flags: OpenFlags) -> Result<(FileHandle, FopenFlags), Errno> {
+        if ino == INodeNo::ROOT {
+            return Err(Errno::EISDIR);
+        }
+        self.attr(ino)?;
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return Err(Errno::EACCES);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if ino == STATS {
+            let text: Arc<[u8]> = self.stats.render(&self.queue).into_bytes().into();
+            self.snapshots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(fh, text);
+        }
+        Ok((
+            FileHandle(fh),
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
+        ))
+    }
+
+    /// Forgets what `open` kept for `fh`.
+    pub fn release(&self, fh: FileHandle) {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+    }
+
+    /// Reads `size` bytes of `ino` at `offset` and hands them to `send`.
+    ///
+    /// For `bits` that is always exactly `size` fresh bytes from the queue,
+    /// waiting for the generator if need be; the offset is meaningless.
+    pub fn read<R>(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        send: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, Errno> {
+        match ino {
+            BITS => READ_BUF.with_borrow_mut(|buf| {
+                let size = size as usize;
+                if buf.len() < size {
+                    buf.resize(size, 0);
+                }
+                let out = &mut buf[..size];
+                self.queue.take_exact(out).map_err(|Closed| Errno::EIO)?;
+                stats::add(&self.stats.fuse_reads, 1);
+                stats::add(&self.stats.bytes_served_fuse, size as u64);
+                Ok(send(out))
+            }),
+            STATS => {
+                let text = self
+                    .snapshots
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&fh.0)
+                    .cloned()
+                    .ok_or(Errno::EBADF)?;
+                let start = (offset as usize).min(text.len());
+                let end = start.saturating_add(size as usize).min(text.len());
+                Ok(send(&text[start..end]))
+            }
+            INodeNo::ROOT => Err(Errno::EISDIR),
+            _ => Err(Errno::ENOENT),
+        }
+    }
+}
+
+/// The `fuser` adapter around [`Device`].
+#[derive(Debug)]
+pub struct Fs(pub Device);
+
+impl Filesystem for Fs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.0.lookup(parent, name) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.0.attr(ino) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.0.open(ino, flags) {
+            Ok((fh, open_flags)) => reply.opened(fh, open_flags),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        // `reply` moves into the closure only on success; keep a way to
+        // answer errors by routing both through one Result.
+        let mut reply = Some(reply);
+        let result = self.0.read(ino, fh, offset, size, |data| {
+            reply.take().expect("replied once").data(data)
+        });
+        if let (Err(e), Some(reply)) = (result, reply) {
+            if e == Errno::EIO {
+                warn!("read of {ino:?} refused: the daemon is shutting down");
+            }
+            reply.error(e);
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever written, so there is nothing to flush.
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        // No extended attributes: an empty list.
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.0.release(fh);
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino != INodeNo::ROOT {
+            reply.error(Errno::ENOTDIR);
+            return;
+        }
+        for (i, &(ino, kind, name)) in ENTRIES.iter().enumerate().skip(offset as usize) {
+            // The offset given with an entry is where the next readdir resumes.
+            if reply.add(ino, (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> Device {
+        let queue = Arc::new(ChunkQueue::new(64, 4096));
+        for _ in 0..4 {
+            let mut c = queue.reserve().unwrap();
+            c.refill(|b| b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8));
+            queue.push(c);
+        }
+        Device::new(queue, Arc::new(Stats::default()), 1000, 1000)
+    }
+
+    const RDONLY: OpenFlags = OpenFlags(libc::O_RDONLY);
+
+    #[test]
+    fn lookup_and_attributes() {
+        let d = device();
+        let bits = d.lookup(INodeNo::ROOT, OsStr::new("bits")).unwrap();
+        assert_eq!((bits.ino, bits.perm, bits.size), (BITS, 0o444, 0));
+        assert_eq!(bits.kind, FileType::RegularFile);
+        assert_eq!((bits.uid, bits.gid), (1000, 1000));
+        assert_eq!(
+            d.lookup(INodeNo::ROOT, OsStr::new("stats")).unwrap().ino,
+            STATS
+        );
+        assert_eq!(
+            d.lookup(INodeNo::ROOT, OsStr::new("nope")),
+            Err(Errno::ENOENT)
+        );
+        assert_eq!(d.lookup(INodeNo::ROOT, OsStr::new(".")), Err(Errno::ENOENT));
+        assert_eq!(d.lookup(BITS, OsStr::new("x")), Err(Errno::ENOTDIR));
+        assert_eq!(d.attr(INodeNo(99)), Err(Errno::ENOENT));
+        assert_eq!(d.attr(INodeNo::ROOT).unwrap().kind, FileType::Directory);
+    }
+
+    #[test]
+    fn open_is_direct_nonseekable_and_read_only() {
+        let d = device();
+        let (_, flags) = d.open(BITS, RDONLY).unwrap();
+        assert!(flags.contains(FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE));
+        assert_eq!(d.open(BITS, OpenFlags(libc::O_WRONLY)), Err(Errno::EACCES));
+        assert_eq!(d.open(BITS, OpenFlags(libc::O_RDWR)), Err(Errno::EACCES));
+        assert_eq!(d.open(INodeNo::ROOT, RDONLY), Err(Errno::EISDIR));
+        assert_eq!(d.open(INodeNo(9), RDONLY), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn bits_reads_hand_out_each_byte_once() {
+        let d = device();
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        let a = d.read(BITS, fh, 0, 100, |b| b.to_vec()).unwrap();
+        // The offset is ignored: the next read continues the stream.
+        let b = d.read(BITS, fh, 0, 28, |b| b.to_vec()).unwrap();
+        assert_eq!(a.len(), 100);
+        assert_eq!(b.len(), 28);
+        let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
+        assert_eq!([a, b].concat(), expected);
+        let text = d.stats.render(&d.queue);
+        assert!(text.contains("bytes_served_fuse 128\n"), "{text}");
+        assert!(text.contains("fuse_reads 2\n"), "{text}");
+    }
+
+    #[test]
+    fn stats_reads_a_frozen_snapshot() {
+        let d = device();
+        let (fh, _) = d.open(STATS, RDONLY).unwrap();
+        let whole = d.read(STATS, fh, 0, 1 << 16, |b| b.to_vec()).unwrap();
+        let text = String::from_utf8(whole.clone()).unwrap();
+        assert!(text.starts_with("bytes_generated "), "{text}");
+        // Reading in pieces gives the same snapshot, then end of file.
+        let (fh2, _) = d.open(STATS, RDONLY).unwrap();
+        let mut pieces = Vec::new();
+        loop {
+            let piece = d
+                .read(STATS, fh2, pieces.len() as u64, 7, |b| b.to_vec())
+                .unwrap();
+            if piece.is_empty() {
+                break;
+            }
+            pieces.extend(piece);
+        }
+        assert_eq!(pieces, whole);
+        d.release(fh2);
+        assert_eq!(d.read(STATS, fh2, 0, 10, |b| b.len()), Err(Errno::EBADF));
+    }
+
+    #[test]
+    fn reads_fail_with_eio_after_close() {
+        let d = device();
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        d.queue.close();
+        assert_eq!(d.read(BITS, fh, 0, 10, |b| b.len()), Err(Errno::EIO));
+    }
+}

@@ -1,0 +1,17 @@
+//! pilfered: a virtual entropy device. One ChaCha20 generator fills a bounded
+//! queue of random-byte chunks, served through a FUSE file and a named pipe.
+//!
+//! See the README for the user's view and the architecture.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+pub mod cli;
+pub mod daemon;
+pub mod error;
+pub mod fifo;
+pub mod fs;
+pub mod generator;
+pub mod mounts;
+pub mod queue;
+pub mod stats;
+mod sync;

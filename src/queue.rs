@@ -1,0 +1,350 @@
+//! `ChunkQueue`: the one piece of state shared by the generators and every
+//! consumer.
+//!
+//! Producers reserve an empty chunk, fill it outside the lock and push it.
+//! Consumers either copy an exact number of bytes out ([`ChunkQueue::take_exact`],
+//! used by FUSE reads) or move whole chunks out ([`ChunkQueue::take_chunks`],
+//! used by the FIFO writer, which then owns them and keeps its own cursor).
+//! Either way a byte leaves the queue exactly once: the cursor of a partly
+//! read chunk lives in the chunk itself and moves with it.
+//!
+//! The queue is bounded in bytes: queued bytes plus chunks being filled never
+//! exceed the capacity. Once full, producers sleep until consumers have
+//! drained it down to the low-water mark (three quarters of the capacity), so
+//! they wake in batches rather than once per read. Emptied chunks are kept on
+//! a spare list and reused; their contents are wiped when they are dropped.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use zeroize::Zeroize;
+
+use crate::sync::{Condvar, Mutex, MutexGuard};
+
+/// Returned once the queue has been closed for shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// A fixed-size buffer of random bytes with a read cursor.
+///
+/// The bytes not yet handed out are `buf[pos..]`. Dropping a chunk wipes it.
+pub struct Chunk {
+    buf: Box<[u8]>,
+    pos: usize,
+}
+
+impl Chunk {
+    fn empty(size: usize) -> Self {
+        Chunk {
+            buf: vec![0; size].into_boxed_slice(),
+            pos: size,
+        }
+    }
+
+    /// A chunk whose unread bytes are a copy of `bytes` (for tests and tools;
+    /// the queue itself makes chunks with [`ChunkQueue::reserve`]).
+    pub fn with_bytes(bytes: &[u8]) -> Self {
+        Chunk {
+            buf: bytes.into(),
+            pos: 0,
+        }
+    }
+
+    /// Overwrites the whole chunk with `fill` and makes all of it unread.
+    pub fn refill(&mut self, fill: impl FnOnce(&mut [u8])) {
+        fill(&mut self.buf);
+        self.pos = 0;
+    }
+
+    /// The bytes not yet handed out.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Number of bytes not yet handed out.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Whether every byte has been handed out.
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    /// Marks the next `n` unread bytes as handed out.
+    ///
+    /// # Panics
+    /// If `n` exceeds [`Chunk::len`].
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.len(), "consume({n}) past the end of a chunk");
+        self.pos += n;
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
+}
+
+impl fmt::Debug for Chunk {
+    // Never print the bytes themselves.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunk")
+            .field("size", &self.buf.len())
+            .field("unread", &self.len())
+            .finish()
+    }
+}
+
+struct State {
+    /// Filled chunks in the order they were pushed; only the front one may be
+    /// partly read.
+    ready: VecDeque<Chunk>,
+    /// Unread bytes in `ready`.
+    queued: usize,
+    /// Chunks handed to producers and not yet pushed back.
+    reserved: usize,
+    /// Emptied chunks waiting to be refilled.
+    spare: Vec<Chunk>,
+    /// False from the moment the queue is full until it drains to the
+    /// low-water mark: producers sleep meanwhile.
+    refilling: bool,
+    consumers_waiting: usize,
+    producers_waiting: usize,
+    closed: bool,
+}
+
+/// A byte-bounded queue of random-byte chunks. See the module docs.
+pub struct ChunkQueue {
+    state: Mutex<State>,
+    /// Signalled when bytes arrive (or on close).
+    data_ready: Condvar,
+    /// Signalled when producers may fill again (or on close).
+    space_ready: Condvar,
+    chunk_size: usize,
+    capacity: usize,
+    low_water: usize,
+    consumer_waits: AtomicU64,
+}
+
+impl fmt::Debug for ChunkQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkQueue")
+            .field("chunk_size", &self.chunk_size)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkQueue {
+    /// A queue of `chunk_size`-byte chunks holding at most `capacity` bytes.
+    ///
+    /// # Panics
+    /// Unless `0 < chunk_size <= capacity` (the command line checks this first).
+    pub fn new(chunk_size: usize, capacity: usize) -> Self {
+        assert!(
+            chunk_size > 0 && chunk_size <= capacity,
+            "chunk size {chunk_size} must be in 1..={capacity}"
+        );
+        ChunkQueue {
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                queued: 0,
+                reserved: 0,
+                spare: Vec::new(),
+                refilling: true,
+                consumers_waiting: 0,
+                producers_waiting: 0,
+                closed: false,
+            }),
+            data_ready: Condvar::new(),
+            space_ready: Condvar::new(),
+            chunk_size,
+            capacity,
+            low_water: capacity - capacity / 4,
+            consumer_waits: AtomicU64::new(0),
+        }
+    }
+
+    /// Size of every chunk, in bytes.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Upper bound on queued plus reserved bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Unread bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// How many times a consumer found too few bytes and had to wait.
+    pub fn consumer_waits(&self) -> u64 {
+        self.consumer_waits.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave `State` half-updated in a way that
+        // matters more than stopping would, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, cv: &Condvar, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        cv.wait(guard).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands a producer an empty chunk to fill, waiting while the queue is
+    /// full or above its low-water mark after being full.
+    pub fn reserve(&self) -> Result<Chunk, Closed> {
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return Err(Closed);
+            }
+            let fits = st.queued + (st.reserved + 1) * self.chunk_size <= self.capacity;
+            if !fits {
+                st.refilling = false;
+            }
+            if fits && st.refilling {
+                st.reserved += 1;
+                let spare = st.spare.pop();
+                drop(st);
+                return Ok(spare.unwrap_or_else(|| Chunk::empty(self.chunk_size)));
+            }
+            st.producers_waiting += 1;
+            st = self.wait(&self.space_ready, st);
+            st.producers_waiting -= 1;
+        }
+    }
+
+    /// Queues a chunk obtained from [`ChunkQueue::reserve`] and filled.
+    ///
+    /// After close the chunk is dropped (and so wiped) instead.
+    pub fn push(&self, chunk: Chunk) {
+        let mut st = self.lock();
+        st.reserved -= 1;
+        if st.closed {
+            return;
+        }
+        st.queued += chunk.len();
+        st.ready.push_back(chunk);
+        if st.consumers_waiting > 0 {
+            self.data_ready.notify_one();
+        }
+    }
+
+    /// Fills all of `dst` with the next queued bytes, waiting for producers as
+    /// needed. On `Err(Closed)` the bytes already copied are simply dropped.
+    pub fn take_exact(&self, dst: &mut [u8]) -> Result<(), Closed> {
+        let mut filled = 0;
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return Err(Closed);
+            }
+            let state = &mut *st;
+            while filled < dst.len() {
+                let Some(front) = state.ready.front_mut() else {
+                    break;
+                };
+                let n = front.len().min(dst.len() - filled);
+                dst[filled..filled + n].copy_from_slice(&front.unread()[..n]);
+                front.consume(n);
+                filled += n;
+                state.queued -= n;
+                if front.is_empty() {
+                    let empty = state.ready.pop_front().expect("front exists");
+                    state.spare.push(empty);
+                }
+            }
+            self.after_take(&mut st);
+            if filled == dst.len() {
+                return Ok(());
+            }
+            st = self.wait_for_data(st);
+        }
+    }
+
+    /// Moves whole chunks (the front one possibly partly read) into `out`
+    /// until at least `want` bytes have moved or the queue is empty, waiting
+    /// only if nothing at all is queued. Returns the number of unread bytes
+    /// moved; the caller now owns them and must give the emptied chunks back
+    /// with [`ChunkQueue::recycle`].
+    pub fn take_chunks(&self, want: usize, out: &mut VecDeque<Chunk>) -> Result<usize, Closed> {
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return Err(Closed);
+            }
+            if !st.ready.is_empty() {
+                break;
+            }
+            st = self.wait_for_data(st);
+        }
+        let mut moved = 0;
+        while moved < want {
+            let Some(chunk) = st.ready.pop_front() else {
+                break;
+            };
+            moved += chunk.len();
+            out.push_back(chunk);
+        }
+        st.queued -= moved;
+        self.after_take(&mut st);
+        Ok(moved)
+    }
+
+    /// Returns emptied chunks (from [`ChunkQueue::take_chunks`]) for reuse.
+    pub fn recycle(&self, chunks: impl IntoIterator<Item = Chunk>) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        for chunk in chunks {
+            debug_assert_eq!(chunk.buf.len(), self.chunk_size);
+            st.spare.push(chunk);
+        }
+    }
+
+    /// Wakes every waiter with `Err(Closed)` and wipes all queued and spare
+    /// chunks. Chunks held elsewhere are wiped when they are dropped.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.queued = 0;
+        let ready = std::mem::take(&mut st.ready);
+        let spare = std::mem::take(&mut st.spare);
+        drop(st);
+        self.data_ready.notify_all();
+        self.space_ready.notify_all();
+        drop(ready);
+        drop(spare);
+    }
+
+    fn wait_for_data<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.consumer_waits.fetch_add(1, Ordering::Relaxed);
+        st.consumers_waiting += 1;
+        st = self.wait(&self.data_ready, st);
+        st.consumers_waiting -= 1;
+        st
+    }
+
+    /// Bookkeeping after a consumer removed bytes: pass leftover data on to
+    /// the next waiting consumer and wake producers at the low-water mark.
+    fn after_take(&self, st: &mut State) {
+        if st.queued > 0 && st.consumers_waiting > 0 {
+            self.data_ready.notify_one();
+        }
+        if !st.refilling && st.queued + st.reserved * self.chunk_size <= self.low_water {
+            st.refilling = true;
+            if st.producers_waiting > 0 {
+                self.space_ready.notify_all();
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Bad command lines: one exact line on stderr, the right exit status, and
+//! nothing created, changed or mounted.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::run;
+
+/// Runs `pilfered ARGS` expecting failure with exactly `line` on stderr.
+fn refused(args: &[&str], code: i32, line: &str) {
+    let (status, stdout, stderr) = run(args);
+    assert_eq!(stderr, format!("pilfered: {line}\n"), "args {args:?}");
+    assert_eq!(status, code, "args {args:?}");
+    assert_eq!(stdout, "");
+}
+
+#[test]
+fn bad_sizes() {
+    refused(
+        &["serve", "--chunk-size", "0"],
+        2,
+        "invalid value '0' for '--chunk-size <SIZE>': must be greater than zero",
+    );
+    refused(
+        &["serve", "--queue-capacity", "4Q"],
+        2,
+        "invalid value '4Q' for '--queue-capacity <SIZE>': unknown suffix 'Q' (expected a number of bytes with an optional K, M or G suffix, like 4K or 16M)",
+    );
+    refused(
+        &["serve", "--pipe-size", "99999999999999999999"],
+        2,
+        "invalid value '99999999999999999999' for '--pipe-size <SIZE>': too large to be a size",
+    );
+    refused(
+        &["serve", "--queue-capacity", "20000000000G"],
+        2,
+        "invalid value '20000000000G' for '--queue-capacity <SIZE>': too large to be a size",
+    );
+    refused(
+        &["serve", "--chunk-size", "1M", "--queue-capacity", "64K"],
+        2,
+        "--chunk-size 1M is larger than --queue-capacity 64K: the queue must hold at least one chunk",
+    );
+    refused(
+        &["serve", "--chunk-size", "1000"],
+        2,
+        "--chunk-size 1000: must be a multiple of 64 bytes (one ChaCha block) between 64 and 16M",
+    );
+    refused(
+        &["serve", "--no-fuse", "--pipe-size", "4G"],
+        2,
+        "--pipe-size 4G: the kernel allows at most 2G",
+    );
+}
+
+#[test]
+fn bad_seeds_are_never_echoed() {
+    refused(
+        &["serve", "--seed", "abc123"],
+        2,
+        "--seed: got 6 characters; expected exactly 64 hex digits",
+    );
+    let not_hex = "g".repeat(64);
+    refused(
+        &["serve", "--no-fifo", "--seed", &not_hex],
+        2,
+        "--seed: not a hex digit in the value; expected exactly 64 hex digits",
+    );
+    refused(
+        &["serve", "--seed", &"0".repeat(64)],
+        2,
+        "--seed needs --no-fuse or --no-fifo: one reproducible keystream cannot be split between two interfaces",
+    );
+}
+
+#[test]
+fn usage_errors() {
+    refused(
+        &["serve", "--no-fuse", "--no-fifo"],
+        2,
+        "the argument '--no-fuse' cannot be used with '--no-fifo'",
+    );
+    refused(
+        &["serve", "--bogus"],
+        2,
+        "unexpected argument '--bogus' found; see 'pilfered --help'",
+    );
+    refused(
+        &["frobnicate"],
+        2,
+        "unrecognized subcommand 'frobnicate'; see 'pilfered --help'",
+    );
+    let (status, _, stderr) = run(&[]);
+    assert_eq!(status, 2);
+    assert!(stderr.contains("Usage: pilfered"), "{stderr}");
+}
+
+#[test]
+fn help_explains_every_option_with_its_default() {
+    let (status, out, _) = run(&["serve", "--help"]);
+    assert_eq!(status, 0);
+    for needle in [
+        "--mount <DIR>",
+        "[default: /mnt/pilfered]",
+        "--fifo <PATH>",
+        "[default: /tmp/pilferedbits]",
+        "--no-fuse",
+        "--no-fifo",
+        "--chunk-size <SIZE>",
+        "[default: 4K]",
+        "--queue-capacity <SIZE>",
+        "[default: 16M]",
+        "--pipe-size <SIZE>",
+        "pipe-max-size",
+        "--seed <KEY>",
+        "--verbose",
+        "--quiet",
+    ] {
+        assert!(out.contains(needle), "serve --help lacks {needle}:\n{out}");
+    }
+    let (status, out, _) = run(&["--help"]);
+    assert_eq!(status, 0);
+    assert!(out.contains("serve"), "{out}");
+}
+
+/// Existing non-FIFO paths given as --fifo are refused and left as they were.
+#[test]
+fn fifo_path_that_is_not_a_fifo_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"precious").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let mnt = dir.path().join("mnt");
+    let m = mnt.to_str().unwrap();
+    for (path, what) in [
+        (&file, "is a regular file"),
+        (&link, "is a symbolic link"),
+        (&sub, "is a directory"),
+    ] {
+        let p = path.to_str().unwrap();
+        refused(
+            &["serve", "--mount", m, "--fifo", p],
+            2,
+            &format!("--fifo {p}: {what}, not a FIFO; refusing to touch it"),
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(sub.is_dir());
+    assert!(!mnt.exists(), "mount directory created despite the refusal");
+    let missing = dir.path().join("nodir/fifo");
+    let p = missing.to_str().unwrap();
+    refused(
+        &["serve", "--mount", m, "--fifo", p],
+        2,
+        &format!(
+            "--fifo {p}: directory {}: No such file or directory",
+            dir.path().join("nodir").display()
+        ),
+    );
+    assert!(!mnt.exists());
+}
+
+#[test]
+fn unsafe_fifos_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622)).unwrap();
+    let p = fifo.to_str().unwrap();
+    refused(
+        &["serve", "--no-fuse", "--fifo", p],
+        2,
+        &format!(
+            "--fifo {p}: FIFO is writable by other users (mode 0622), who could inject chosen bytes; remove it or run 'chmod go-w' on it"
+        ),
+    );
+    assert_eq!(
+        std::fs::metadata(&fifo).unwrap().permissions().mode() & 0o777,
+        0o622
+    );
+}
+
+#[test]
+fn bad_mount_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let fifo = dir.path().join("fifo");
+    let f = fifo.to_str().unwrap();
+    let p = file.to_str().unwrap();
+    refused(
+        &["serve", "--mount", p, "--fifo", f],
+        2,
+        &format!("--mount {p}: is a regular file, not a directory"),
+    );
+    let deep = dir.path().join("a/b");
+    let d = deep.to_str().unwrap();
+    refused(
+        &["serve", "--mount", d, "--fifo", f],
+        2,
+        &format!(
+            "--mount {d}: cannot create it: {}: No such file or directory",
+            dir.path().join("a").display()
+        ),
+    );
+    // Something is mounted there already: refuse rather than stack.
+    refused(
+        &["serve", "--mount", "/proc", "--fifo", f],
+        2,
+        "--mount /proc: proc (proc) is already mounted there; unmount it first or choose another directory",
+    );
+    assert!(!Path::new(&fifo).exists());
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}

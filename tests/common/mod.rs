@@ -1,0 +1,261 @@
+//! Helpers for tests that run the real daemon: temporary paths, a guard that
+//! stops the daemon and removes its mount even when a test panics, and
+//! checks on the bytes readers got.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pilfered::mounts;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pilfered");
+
+/// Fails the test unless FUSE can be used here. Outside CI a developer may
+/// opt out with PILFERED_SKIP_FUSE_TESTS=1, and the test then says so.
+pub fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let skip = std::env::var("PILFERED_SKIP_FUSE_TESTS").is_ok_and(|v| v == "1");
+    if skip && !ci {
+        eprintln!("SKIPPED: /dev/fuse is missing and PILFERED_SKIP_FUSE_TESTS=1");
+        return false;
+    }
+    panic!("/dev/fuse is missing: FUSE tests cannot run (CI={})", ci);
+}
+
+/// A running `pilfered serve` on temporary paths. Dropping it stops the
+/// daemon (SIGTERM, then SIGKILL after a deadline) and clears any mount left.
+pub struct Daemon {
+    pub dir: TempDir,
+    pub mount: PathBuf,
+    pub fifo: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    fuse: bool,
+}
+
+impl Daemon {
+    /// Starts the daemon with both interfaces (unless `extra` says
+    /// otherwise) and waits until they are ready.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("pilfered-test")
+            .tempdir()
+            .unwrap();
+        let mount = dir.path().join("mnt");
+        let fifo = dir.path().join("bits.fifo");
+        Self::start_at(dir, mount, fifo, extra)
+    }
+
+    pub fn start_at(dir: TempDir, mount: PathBuf, fifo: PathBuf, extra: &[&str]) -> Daemon {
+        let fuse = !extra.contains(&"--no-fuse");
+        let with_fifo = !extra.contains(&"--no-fifo");
+        let log = dir.path().join("daemon.log");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--mount")
+            .arg(&mount)
+            .arg("--fifo")
+            .arg(&fifo)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start pilfered");
+        let mut d = Daemon {
+            dir,
+            mount,
+            fifo,
+            child: Some(child),
+            log,
+            fuse,
+        };
+        let ready = wait_until(Duration::from_secs(20), || {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("pilfered exited early ({status}): {}", d.log_text());
+            }
+            (!fuse || d.is_mounted()) && (!with_fifo || d.fifo.exists())
+        });
+        assert!(
+            ready,
+            "pilfered not ready after 20 s; log: {}\nmounts: {}",
+            d.log_text(),
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        );
+        d
+    }
+
+    pub fn bits(&self) -> PathBuf {
+        self.mount.join("bits")
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        mounts::mount_at(&self.mount)
+            .unwrap()
+            .is_some_and(|m| m.fs_type == "fuse.pilfered")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` and waits (up to `within`) for the daemon to exit.
+    pub fn stop_with(&mut self, sig: Signal, within: Duration) -> ExitStatus {
+        kill(self.pid(), sig).unwrap();
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pilfered still running {within:?} after {sig}; log: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The `stats` file as a map.
+    pub fn stats(&self) -> HashMap<String, u64> {
+        parse_stats(&std::fs::read_to_string(self.mount.join("stats")).unwrap())
+    }
+}
+
+pub fn parse_stats(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').expect("name value");
+            (k.to_string(), v.parse().expect("number"))
+        })
+        .collect()
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let done = wait_until(Duration::from_secs(5), || {
+                child.try_wait().unwrap().is_some()
+            });
+            if !done {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if self.fuse && self.is_mounted() {
+            let _ = mounts::detach(&self.mount);
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads exactly `n` bytes from `path` with reads of `block` bytes, checking
+/// that every `read` returns the whole block (FUSE: never a short read).
+pub fn read_blocks(path: &Path, block: usize, n: usize, require_full_reads: bool) -> Vec<u8> {
+    let mut f = File::open(path).unwrap();
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let want = block.min(n - got);
+        let r = f.read(&mut out[got..got + want]).unwrap();
+        assert!(r > 0, "end of file from {}", path.display());
+        if require_full_reads {
+            assert_eq!(r, want, "short read from {}", path.display());
+        }
+        got += r;
+    }
+    out
+}
+
+/// Panics if any 32-byte stretch occurs twice across (or within) `outputs`.
+///
+/// Every 32-byte block at an offset that is a multiple of 32 in each output
+/// is indexed; then a window slides over every offset of every output. Any
+/// repeated stretch of 63 bytes or more contains an indexed block of one copy
+/// and is found; shorter coincidences between random streams have
+/// probability around n^2 * 2^-256.
+pub fn assert_no_repeated_stretch(outputs: &[Vec<u8>]) {
+    let key = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap());
+    let mut index: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
+    for (o, out) in outputs.iter().enumerate() {
+        for start in (0..out.len().saturating_sub(31)).step_by(32) {
+            index
+                .entry(key(&out[start..]))
+                .or_default()
+                .push((o, start));
+        }
+    }
+    for (o, out) in outputs.iter().enumerate() {
+        for start in 0..out.len().saturating_sub(31) {
+            if let Some(hits) = index.get(&key(&out[start..])) {
+                for &(ho, hs) in hits {
+                    if (ho, hs) != (o, start) && outputs[ho][hs..hs + 32] == out[start..start + 32]
+                    {
+                        panic!(
+                            "32 bytes at output {o} offset {start} repeat output {ho} offset {hs}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The ChaCha20 keystream of `key_hex` (nonce 0, counter 0) from openssl.
+pub fn openssl_keystream(key_hex: &str, n: usize) -> Vec<u8> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl enc -chacha20 -K {key_hex} -iv 00000000000000000000000000000000 < /dev/zero | head -c {n}"
+        ))
+        .output()
+        .expect("run openssl (package openssl)");
+    assert_eq!(
+        out.stdout.len(),
+        n,
+        "openssl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs `pilfered ARGS` to completion; returns (status code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,281 @@
+//! The chunk queue on its own: generated operation sequences against a
+//! model, and real threads.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use pilfered::queue::{Chunk, ChunkQueue, Closed};
+use proptest::prelude::*;
+
+/// The reference byte stream: byte `i` of the little-endian encoding of the
+/// words 0, 1, 2, ...; any replayed or skipped stretch shows up.
+fn stream_byte(i: usize) -> u8 {
+    ((i / 4) as u32).to_le_bytes()[i % 4]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Reserve, fill with the next stream bytes, push.
+    Produce,
+    /// Reserve but do not push until the next `Produce` (a slow producer).
+    ReserveOnly,
+    /// `take_exact` of n bytes (only when that many are queued).
+    Take(usize),
+    /// `take_chunks` wanting n bytes, then hand out `consume` of them, keeping
+    /// the rest pending like the FIFO writer does.
+    TakeChunks(usize, usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Produce),
+        1 => Just(Op::ReserveOnly),
+        3 => (1usize..700).prop_map(Op::Take),
+        2 => (1usize..900, 0usize..900).prop_map(|(w, c)| Op::TakeChunks(w, c)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// One consumer, any mix of operations: capacity is never exceeded and
+    /// the bytes handed out are exactly the stream, in order, once each.
+    #[test]
+    fn sequences_hand_out_the_stream_once_in_order(
+        chunk_words in 16usize..80,
+        chunks_cap in 1usize..6,
+        ops in prop::collection::vec(op(), 1..200),
+    ) {
+        let chunk_size = chunk_words * 4;
+        let capacity = chunk_size * chunks_cap + chunk_size / 2;
+        let q = ChunkQueue::new(chunk_size, capacity);
+        let mut produced = 0usize;
+        let mut held: Vec<Chunk> = Vec::new();
+        // The FIFO-style consumer's pending chunks, and everything handed out.
+        let mut pending: VecDeque<Chunk> = VecDeque::new();
+        let mut out: Vec<u8> = Vec::new();
+        let fits = |q: &ChunkQueue, held: usize| q.queued_bytes() + (held + 1) * chunk_size <= capacity;
+        for op in ops {
+            match op {
+                Op::Produce | Op::ReserveOnly => {
+                    // reserve() would block when full; only call it when the
+                    // model says it may proceed.
+                    if held.len() < 2 && fits(&q, held.len()) && q.queued_bytes() <= capacity - capacity / 4 {
+                        held.push(q.reserve().unwrap());
+                    }
+                    if matches!(op, Op::Produce) {
+                        while let Some(mut c) = held.pop() {
+                            c.refill(|b| for (j, x) in b.iter_mut().enumerate() { *x = stream_byte(produced + j) });
+                            produced += chunk_size;
+                            q.push(c);
+                        }
+                    }
+                }
+                Op::Take(n) => {
+                    // Pending FIFO bytes were taken earlier, so they come first.
+                    flush(&mut pending, &mut out, &q);
+                    if q.queued_bytes() >= n {
+                        let mut buf = vec![0u8; n];
+                        q.take_exact(&mut buf).unwrap();
+                        out.extend_from_slice(&buf);
+                    }
+                }
+                Op::TakeChunks(want, consume) => {
+                    flush(&mut pending, &mut out, &q);
+                    if q.queued_bytes() > 0 {
+                        let before = q.queued_bytes();
+                        let moved = q.take_chunks(want, &mut pending).unwrap();
+                        prop_assert!(moved >= want.min(before));
+                        prop_assert!(moved > 0);
+                        prop_assert_eq!(q.queued_bytes(), before - moved);
+                        // Hand out part of it, keep a cursor in the rest.
+                        let mut left = consume.min(moved);
+                        while left > 0 {
+                            let front = pending.front_mut().unwrap();
+                            let n = front.len().min(left);
+                            out.extend_from_slice(&front.unread()[..n]);
+                            front.consume(n);
+                            left -= n;
+                            if front.is_empty() { q.recycle(pending.pop_front()); }
+                        }
+                    }
+                }
+            }
+            prop_assert!(q.queued_bytes() + held.len() * chunk_size <= capacity);
+        }
+        flush(&mut pending, &mut out, &q);
+        let rest = q.queued_bytes();
+        let mut tail = vec![0u8; rest];
+        q.take_exact(&mut tail).unwrap();
+        out.extend_from_slice(&tail);
+        prop_assert_eq!(out.len(), produced);
+        for (i, &b) in out.iter().enumerate() {
+            prop_assert_eq!(b, stream_byte(i), "byte {} wrong", i);
+        }
+    }
+}
+
+fn flush(pending: &mut VecDeque<Chunk>, out: &mut Vec<u8>, q: &ChunkQueue) {
+    for c in pending.iter() {
+        out.extend_from_slice(c.unread());
+    }
+    q.recycle(pending.drain(..));
+}
+
+#[test]
+fn producers_block_at_capacity_and_wake_at_low_water() {
+    let q = Arc::new(ChunkQueue::new(64, 64 * 8));
+    for _ in 0..8 {
+        let c = q.reserve().unwrap();
+        q.push(filled(c));
+    }
+    assert_eq!(q.queued_bytes(), 512);
+    let q2 = q.clone();
+    let producer = thread::spawn(move || {
+        let c = q2.reserve().unwrap();
+        q2.push(filled(c));
+    });
+    // Give the producer time to find the queue full and go to sleep.
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        !producer.is_finished(),
+        "producer did not wait on a full queue"
+    );
+    // Taking one chunk is not enough: producers wait for the low-water mark
+    // (3/4 of capacity = 384 bytes) so that they refill in batches.
+    let mut buf = [0u8; 64];
+    q.take_exact(&mut buf).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        !producer.is_finished(),
+        "producer woke above the low-water mark"
+    );
+    q.take_exact(&mut buf).unwrap();
+    producer.join().unwrap();
+    assert_eq!(q.queued_bytes(), 384 + 64);
+}
+
+fn filled(mut c: Chunk) -> Chunk {
+    c.refill(|b| b.fill(1));
+    c
+}
+
+#[test]
+fn close_wakes_blocked_consumers() {
+    let q = Arc::new(ChunkQueue::new(64, 64));
+    let c = q.reserve().unwrap();
+    q.push(filled(c));
+    let (q1, q2) = (q.clone(), q.clone());
+    // Takes the 64 queued bytes, then waits for more that never come.
+    let exact = thread::spawn(move || q1.take_exact(&mut [0u8; 1000]));
+    let chunks = thread::spawn(move || -> Result<(), Closed> {
+        let mut v = VecDeque::new();
+        loop {
+            q2.take_chunks(1, &mut v)?;
+        }
+    });
+    thread::sleep(Duration::from_millis(100));
+    q.close();
+    assert_eq!(exact.join().unwrap(), Err(Closed));
+    assert_eq!(chunks.join().unwrap(), Err(Closed));
+    assert!(q.reserve().is_err());
+}
+
+#[test]
+fn close_wakes_blocked_producers_and_wipes() {
+    let q = Arc::new(ChunkQueue::new(64, 128));
+    for _ in 0..2 {
+        let c = q.reserve().unwrap();
+        q.push(filled(c));
+    }
+    let q1 = q.clone();
+    let producer = thread::spawn(move || q1.reserve().map(drop));
+    thread::sleep(Duration::from_millis(100));
+    q.close();
+    assert_eq!(producer.join().unwrap(), Err(Closed));
+    assert_eq!(q.queued_bytes(), 0);
+    assert_eq!(q.take_exact(&mut [0u8; 1]), Err(Closed));
+}
+
+/// Several producers and consumers of both kinds on real threads: each
+/// consumer gets exactly its quota and no 8-byte word is handed out twice.
+#[test]
+fn threads_never_hand_out_a_word_twice() {
+    const CHUNK: usize = 256;
+    let q = Arc::new(ChunkQueue::new(CHUNK, CHUNK * 16));
+    let next = Arc::new(AtomicU64::new(0));
+    let producers: Vec<_> = (0..3)
+        .map(|_| {
+            let (q, next) = (q.clone(), next.clone());
+            thread::spawn(move || {
+                while let Ok(mut c) = q.reserve() {
+                    c.refill(|b| {
+                        for w in b.chunks_mut(8) {
+                            w.copy_from_slice(&next.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+                        }
+                    });
+                    q.push(c);
+                }
+            })
+        })
+        .collect();
+    const QUOTA_WORDS: usize = 40_000;
+    let consumers: Vec<_> = (0..4usize)
+        .map(|k| {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut words: Vec<u64> = Vec::with_capacity(QUOTA_WORDS);
+                let mut pending = VecDeque::new();
+                let mut i = 0;
+                while words.len() < QUOTA_WORDS {
+                    i += 1;
+                    let n = ((k * 7 + i) % 37 + 1).min(QUOTA_WORDS - words.len());
+                    if k % 2 == 0 || QUOTA_WORDS - words.len() < CHUNK / 8 * 2 {
+                        // FUSE-style: exact takes of whole words.
+                        let mut buf = vec![0u8; n * 8];
+                        q.take_exact(&mut buf).unwrap();
+                        words.extend(
+                            buf.chunks(8)
+                                .map(|w| u64::from_le_bytes(w.try_into().unwrap())),
+                        );
+                    } else {
+                        // FIFO-style: whole chunks, handed out in two pieces
+                        // (chunks only ever hold whole words here, because
+                        // every exact take is a whole number of words).
+                        q.take_chunks(n * 8, &mut pending).unwrap();
+                        for c in pending.iter_mut() {
+                            let first = c.len() / 16 * 8;
+                            for n in [first, c.len() - first] {
+                                words.extend(
+                                    c.unread()[..n]
+                                        .chunks(8)
+                                        .map(|w| u64::from_le_bytes(w.try_into().unwrap())),
+                                );
+                                c.consume(n);
+                            }
+                        }
+                        q.recycle(pending.drain(..));
+                    }
+                }
+                words
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for c in consumers {
+        let words = c.join().unwrap();
+        assert!(words.len() >= QUOTA_WORDS);
+        for w in words {
+            assert!(seen.insert(w), "word {w} handed out twice");
+        }
+    }
+    q.close();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let produced = next.load(Ordering::Relaxed);
+    assert!(seen.iter().all(|&w| w < produced));
+}

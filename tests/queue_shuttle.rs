@@ -1,0 +1,101 @@
+//! The chunk queue under shuttle's randomized schedulers: the same
+//! `src/queue.rs`, compiled here against `shuttle::sync`, so every lock,
+//! wait and notify is a point where shuttle may switch threads. A lost
+//! wake-up shows up as a deadlock report; a replayed byte as a failed assert.
+
+use std::collections::{HashSet, VecDeque};
+
+use shuttle::sync::Arc;
+use shuttle::thread;
+
+/// What `crate::sync` names inside `queue.rs` when compiled by this file.
+mod sync {
+    pub use shuttle::sync::{Condvar, Mutex, MutexGuard};
+}
+
+#[allow(dead_code)]
+#[path = "../src/queue.rs"]
+mod queue;
+
+use queue::{ChunkQueue, Closed};
+
+/// `producers` producers numbering their bytes, one exact taker and one
+/// chunk taker; small sizes so that the queue fills, drains and wakes often.
+fn scenario(producers: u8) {
+    const CHUNK: usize = 8;
+    let q = Arc::new(ChunkQueue::new(CHUNK, CHUNK * 3));
+    let producers: Vec<_> = (0..producers)
+        .map(|p| {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut n = 0u8;
+                while let Ok(mut c) = q.reserve() {
+                    c.refill(|b| {
+                        for x in b.iter_mut() {
+                            // Producer in the top bit, sequence below.
+                            *x = (p << 7) | (n & 0x7f);
+                            n = n.wrapping_add(1);
+                        }
+                    });
+                    q.push(c);
+                }
+            })
+        })
+        .collect();
+    let q1 = q.clone();
+    let exact = thread::spawn(move || {
+        let mut got = Vec::new();
+        for n in [3usize, 8, 5, 13] {
+            let mut buf = vec![0u8; n];
+            q1.take_exact(&mut buf).unwrap();
+            got.extend(buf);
+        }
+        got
+    });
+    let q2 = q.clone();
+    let chunks = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut pending = VecDeque::new();
+        while got.len() < 20 {
+            q2.take_chunks(6, &mut pending).unwrap();
+            for c in pending.iter_mut() {
+                let n = c.len();
+                got.extend_from_slice(c.unread());
+                c.consume(n);
+            }
+            q2.recycle(pending.drain(..));
+        }
+        got
+    });
+    let a = exact.join().unwrap();
+    let b = chunks.join().unwrap();
+    assert_eq!(a.len(), 29);
+    assert!(b.len() >= 20);
+    q.close();
+    for p in producers {
+        p.join().unwrap();
+    }
+    // Each producer's sequence is strictly increasing (mod 128) in the
+    // bytes it made, so a byte seen twice is a byte handed out twice.
+    let mut seen = HashSet::new();
+    for x in a.iter().chain(b.iter()) {
+        assert!(seen.insert(*x), "byte {x:#04x} handed out twice");
+    }
+    assert_eq!(q.take_exact(&mut [0u8; 1]), Err(Closed));
+}
+
+#[test]
+fn random_schedules_one_producer() {
+    shuttle::check_random(|| scenario(1), 1000);
+}
+
+#[test]
+fn random_schedules_two_producers() {
+    shuttle::check_random(|| scenario(2), 1000);
+}
+
+#[test]
+fn pct_schedules() {
+    shuttle::check_pct(|| scenario(1), 1000, 3);
+    shuttle::check_pct(|| scenario(2), 1000, 3);
+}
