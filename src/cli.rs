@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::error::Error;
-use crate::generator::Key;
+use crate::generator::{Key, Rounds};
 
 /// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
 /// and a named pipe.
@@ -66,6 +66,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub pipe_size: Option<u64>,
 
+    /// Generator threads, each an independent ChaCha instance keyed from the
+    /// OS [default: the number of CPUs; 1 with --seed].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub generators: Option<u16>,
+
+    /// FUSE session threads serving reads of the file.
+    #[arg(long, value_name = "N", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub fuse_threads: u16,
+
+    /// ChaCha rounds. 20 is the default and the conservative choice; 12 (what
+    /// rand's StdRng uses) and 8 trade security margin for speed.
+    #[arg(long, value_name = "N", default_value = "20")]
+    pub rounds: Rounds,
+
     /// Use this 256-bit ChaCha20 key (64 hex digits) instead of one from the
     /// OS: the output becomes the predictable RFC 8439 keystream of KEY (nonce
     /// 0, counter 0). For tests and reproducibility only; needs --no-fuse or
@@ -91,6 +105,9 @@ pub struct ServeConfig {
     /// `None`: use the system's pipe-max-size.
     pub pipe_size: Option<usize>,
     pub seed: Option<Key>,
+    pub generators: usize,
+    pub fuse_threads: usize,
+    pub rounds: Rounds,
 }
 
 impl ServeArgs {
@@ -124,6 +141,16 @@ impl ServeArgs {
                 "--seed needs --no-fuse or --no-fifo: one reproducible keystream cannot be split between two interfaces",
             ));
         }
+        let generators = match (self.generators, &seed) {
+            (Some(n), Some(_)) if n > 1 => {
+                return Err(Error::usage(format!(
+                    "--generators {n}: --seed needs a single generator to keep its keystream in order"
+                )));
+            }
+            (Some(n), _) => n as usize,
+            (None, Some(_)) => 1,
+            (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         Ok(ServeConfig {
             mount: (!self.no_fuse).then_some(self.mount),
             fifo: (!self.no_fifo).then_some(self.fifo),
@@ -131,6 +158,9 @@ impl ServeArgs {
             queue_capacity: self.queue_capacity as usize,
             pipe_size: self.pipe_size.map(|s| s.min(usize::MAX as u64) as usize),
             seed,
+            generators,
+            fuse_threads: self.fuse_threads as usize,
+            rounds: self.rounds,
         })
     }
 }
@@ -268,6 +298,12 @@ mod tests {
         assert_eq!(c.queue_capacity, 16 << 20);
         assert_eq!(c.pipe_size, None);
         assert!(c.seed.is_none());
+        assert_eq!(
+            c.generators,
+            std::thread::available_parallelism().unwrap().get()
+        );
+        assert_eq!(c.fuse_threads, 2);
+        assert_eq!(c.rounds, Rounds::R20);
     }
 
     #[test]
@@ -290,7 +326,13 @@ mod tests {
             serve(&["--seed", &seed]).unwrap_err(),
             Error::Usage(m) if m.starts_with("--seed needs --no-fuse or --no-fifo")
         ));
-        assert!(serve(&["--seed", &seed, "--no-fifo"]).is_ok());
+        let seeded = serve(&["--seed", &seed, "--no-fifo", "--rounds", "12"]).unwrap();
+        assert_eq!((seeded.generators, seeded.rounds), (1, Rounds::R12));
+        assert!(matches!(
+            serve(&["--seed", &seed, "--no-fifo", "--generators", "2"]).unwrap_err(),
+            Error::Usage(m) if m == "--generators 2: --seed needs a single generator to keep its keystream in order"
+        ));
+        assert_eq!(serve(&["--generators", "3"]).unwrap().generators, 3);
         assert!(Cli::try_parse_from(["pilfered", "serve", "--no-fuse", "--no-fifo"]).is_err());
     }
 }

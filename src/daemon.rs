@@ -36,9 +36,6 @@ use crate::stats::{self, Stats};
 /// connection for any reader still holding the file open).
 const FUSE_STOP_GRACE: Duration = Duration::from_millis(1500);
 
-/// FUSE session threads: one large reader cannot stall a small one.
-const FUSE_THREADS: usize = 2;
-
 /// Mode of a FIFO we create.
 const FIFO_MODE: u32 = 0o600;
 
@@ -161,15 +158,18 @@ impl Daemon {
                 "--seed: serving the predictable ChaCha20 keystream of the given key; never use these bytes for secrets"
             );
         }
-        let generator = match &cfg.seed {
-            Some(key) => Generator::from_key(key),
-            None => Generator::from_os()
-                .map_err(|e| Error::runtime(format!("cannot seed from the OS: {e}")))?,
-        };
-        let (queue, stats) = (self.queue.clone(), self.stats.clone());
-        self.generators.push(spawn("generator", move || {
-            run_generator(generator, &queue, &stats)
-        })?);
+        for i in 0..cfg.generators {
+            let generator = match &cfg.seed {
+                Some(key) => Generator::from_key(key, cfg.rounds),
+                None => Generator::from_os(cfg.rounds)
+                    .map_err(|e| Error::runtime(format!("cannot seed from the OS: {e}")))?,
+            };
+            let (queue, stats) = (self.queue.clone(), self.stats.clone());
+            self.generators
+                .push(spawn(&format!("generator-{i}"), move || {
+                    run_generator(generator, &queue, &stats)
+                })?);
+        }
 
         if let (Some(path), Some(found), Some(pipe_size)) = (&cfg.fifo, fifo_found, pipe_size) {
             let fifo = Arc::new(Fifo::open(path, found, FIFO_MODE, pipe_size)?);
@@ -195,11 +195,11 @@ impl Daemon {
         }
 
         if let Some(plan) = mount_plan {
-            self.fuse = Some(self.mount(plan, tx)?);
+            self.fuse = Some(self.mount(plan, cfg.fuse_threads, tx)?);
         }
 
         info!(
-            "serving: FUSE {}, FIFO {}; chunk {}, queue {}",
+            "serving: FUSE {}, FIFO {}; chunk {}, queue {}, {} ChaCha{} generator(s), {} FUSE thread(s)",
             self.fuse.as_ref().map_or("off".into(), |f| f
                 .mount_point
                 .join("bits")
@@ -215,11 +215,19 @@ impl Daemon {
             }),
             format_size(cfg.chunk_size as u64),
             format_size(cfg.queue_capacity as u64),
+            cfg.generators,
+            cfg.rounds.count(),
+            cfg.fuse_threads,
         );
         Ok(())
     }
 
-    fn mount(&self, plan: MountPlan, tx: &Sender<Event>) -> Result<FusePart, Error> {
+    fn mount(
+        &self,
+        plan: MountPlan,
+        threads: usize,
+        tx: &Sender<Event>,
+    ) -> Result<FusePart, Error> {
         let shown = plan.path.display().to_string();
         if plan.create {
             std::fs::DirBuilder::new()
@@ -255,7 +263,7 @@ impl Daemon {
             MountOption::DefaultPermissions,
         ];
         config.acl = SessionACL::Owner;
-        config.n_threads = Some(FUSE_THREADS);
+        config.n_threads = Some(threads);
         config.clone_fd = true;
         let mut session = match Session::new(Fs(device), &plan.path, &config) {
             Ok(s) => s,
@@ -351,11 +359,23 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| Error::runtime(format!("cannot start thread {name}: {}", describe(&e))))
 }
 
+/// Bytes a generator fills per queue round trip: large enough that locking
+/// and waking consumers is rare, small enough to stay in cache.
+const GENERATOR_BATCH: usize = 64 << 10;
+
 fn run_generator(mut generator: Generator, queue: &ChunkQueue, stats: &Stats) {
-    while let Ok(mut chunk) = queue.reserve() {
-        chunk.refill(|buf| generator.fill(buf));
-        stats::add(&stats.bytes_generated, chunk.len() as u64);
-        queue.push(chunk);
+    let mut batch = Vec::new();
+    let max = (GENERATOR_BATCH / queue.chunk_size()).max(1);
+    while queue.reserve(max, &mut batch).is_ok() {
+        let mut bytes = 0;
+        for chunk in batch.iter_mut() {
+            chunk.refill(|buf| generator.fill(buf));
+            bytes += chunk.len();
+        }
+        // Bytes already made cannot be recomputed from the state left behind.
+        generator.erase_key();
+        stats::add(&stats.bytes_generated, bytes as u64);
+        queue.push(&mut batch);
     }
 }
 

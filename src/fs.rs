@@ -309,11 +309,12 @@ mod tests {
 
     fn device() -> Device {
         let queue = Arc::new(ChunkQueue::new(64, 4096));
-        for _ in 0..4 {
-            let mut c = queue.reserve().unwrap();
+        let mut chunks = Vec::new();
+        queue.reserve(4, &mut chunks).unwrap();
+        for c in chunks.iter_mut() {
             c.refill(|b| b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8));
-            queue.push(c);
         }
+        queue.push(&mut chunks);
         Device::new(queue, Arc::new(Stats::default()), 1000, 1000)
     }
 

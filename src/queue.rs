@@ -198,23 +198,28 @@ impl ChunkQueue {
         cv.wait(guard).unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands a producer an empty chunk to fill, waiting while the queue is
-    /// full or above its low-water mark after being full.
-    pub fn reserve(&self) -> Result<Chunk, Closed> {
+    /// Hands a producer up to `max` empty chunks to fill (appended to `out`),
+    /// waiting while the queue is full, or above its low-water mark after
+    /// being full. At least one chunk is handed out on success.
+    pub fn reserve(&self, max: usize, out: &mut Vec<Chunk>) -> Result<(), Closed> {
         let mut st = self.lock();
         loop {
             if st.closed {
                 return Err(Closed);
             }
-            let fits = st.queued + (st.reserved + 1) * self.chunk_size <= self.capacity;
-            if !fits {
+            let room = (self.capacity - st.queued) / self.chunk_size - st.reserved;
+            if room == 0 {
                 st.refilling = false;
             }
-            if fits && st.refilling {
-                st.reserved += 1;
-                let spare = st.spare.pop();
+            if room > 0 && st.refilling {
+                let n = room.min(max.max(1));
+                st.reserved += n;
+                let reused = n.min(st.spare.len());
+                let from = st.spare.len() - reused;
+                out.extend(st.spare.drain(from..));
                 drop(st);
-                return Ok(spare.unwrap_or_else(|| Chunk::empty(self.chunk_size)));
+                out.extend((reused..n).map(|_| Chunk::empty(self.chunk_size)));
+                return Ok(());
             }
             st.producers_waiting += 1;
             st = self.wait(&self.space_ready, st);
@@ -222,19 +227,23 @@ impl ChunkQueue {
         }
     }
 
-    /// Queues a chunk obtained from [`ChunkQueue::reserve`] and filled.
-    ///
-    /// After close the chunk is dropped (and so wiped) instead.
-    pub fn push(&self, chunk: Chunk) {
+    /// Queues all of `chunks` (obtained from [`ChunkQueue::reserve`] and
+    /// filled), leaving `chunks` empty. After close they are dropped (and so
+    /// wiped) instead.
+    pub fn push(&self, chunks: &mut Vec<Chunk>) {
         let mut st = self.lock();
-        st.reserved -= 1;
+        st.reserved -= chunks.len();
         if st.closed {
+            drop(st);
+            chunks.clear();
             return;
         }
-        st.queued += chunk.len();
-        st.ready.push_back(chunk);
+        for chunk in chunks.drain(..) {
+            st.queued += chunk.len();
+            st.ready.push_back(chunk);
+        }
         if st.consumers_waiting > 0 {
-            self.data_ready.notify_one();
+            self.data_ready.notify_all();
         }
     }
 

@@ -18,10 +18,12 @@ fn stream_byte(i: usize) -> u8 {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Reserve, fill with the next stream bytes, push.
-    Produce,
-    /// Reserve but do not push until the next `Produce` (a slow producer).
-    ReserveOnly,
+    /// Reserve up to n chunks, fill all held chunks with the next stream
+    /// bytes, push them.
+    Produce(usize),
+    /// Reserve up to n chunks but do not push until the next `Produce` (a
+    /// slow producer).
+    ReserveOnly(usize),
     /// `take_exact` of n bytes (only when that many are queued).
     Take(usize),
     /// `take_chunks` wanting n bytes, then hand out `consume` of them, keeping
@@ -31,8 +33,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => Just(Op::Produce),
-        1 => Just(Op::ReserveOnly),
+        4 => (1usize..4).prop_map(Op::Produce),
+        1 => (1usize..3).prop_map(Op::ReserveOnly),
         3 => (1usize..700).prop_map(Op::Take),
         2 => (1usize..900, 0usize..900).prop_map(|(w, c)| Op::TakeChunks(w, c)),
     ]
@@ -57,21 +59,24 @@ proptest! {
         // The FIFO-style consumer's pending chunks, and everything handed out.
         let mut pending: VecDeque<Chunk> = VecDeque::new();
         let mut out: Vec<u8> = Vec::new();
-        let fits = |q: &ChunkQueue, held: usize| q.queued_bytes() + (held + 1) * chunk_size <= capacity;
         for op in ops {
             match op {
-                Op::Produce | Op::ReserveOnly => {
+                Op::Produce(max) | Op::ReserveOnly(max) => {
                     // reserve() would block when full; only call it when the
-                    // model says it may proceed.
-                    if held.len() < 2 && fits(&q, held.len()) && q.queued_bytes() <= capacity - capacity / 4 {
-                        held.push(q.reserve().unwrap());
+                    // model says it may proceed, and check what it hands out.
+                    let room = (capacity - q.queued_bytes()) / chunk_size - held.len();
+                    if room > 0 && q.queued_bytes() <= capacity - capacity / 4 {
+                        let before = held.len();
+                        q.reserve(max, &mut held).unwrap();
+                        prop_assert_eq!(held.len() - before, room.min(max));
                     }
-                    if matches!(op, Op::Produce) {
-                        while let Some(mut c) = held.pop() {
+                    if matches!(op, Op::Produce(_)) {
+                        for c in held.iter_mut() {
                             c.refill(|b| for (j, x) in b.iter_mut().enumerate() { *x = stream_byte(produced + j) });
                             produced += chunk_size;
-                            q.push(c);
                         }
+                        q.push(&mut held);
+                        prop_assert!(held.is_empty());
                     }
                 }
                 Op::Take(n) => {
@@ -129,14 +134,12 @@ fn flush(pending: &mut VecDeque<Chunk>, out: &mut Vec<u8>, q: &ChunkQueue) {
 fn producers_block_at_capacity_and_wake_at_low_water() {
     let q = Arc::new(ChunkQueue::new(64, 64 * 8));
     for _ in 0..8 {
-        let c = q.reserve().unwrap();
-        q.push(filled(c));
+        push_one(&q, filled(reserve_one(&q).unwrap()));
     }
     assert_eq!(q.queued_bytes(), 512);
     let q2 = q.clone();
     let producer = thread::spawn(move || {
-        let c = q2.reserve().unwrap();
-        q2.push(filled(c));
+        push_one(&q2, filled(reserve_one(&q2).unwrap()));
     });
     // Give the producer time to find the queue full and go to sleep.
     thread::sleep(Duration::from_millis(100));
@@ -163,11 +166,21 @@ fn filled(mut c: Chunk) -> Chunk {
     c
 }
 
+fn reserve_one(q: &ChunkQueue) -> Result<Chunk, Closed> {
+    let mut v = Vec::new();
+    q.reserve(1, &mut v)?;
+    assert_eq!(v.len(), 1);
+    Ok(v.pop().unwrap())
+}
+
+fn push_one(q: &ChunkQueue, c: Chunk) {
+    q.push(&mut vec![c]);
+}
+
 #[test]
 fn close_wakes_blocked_consumers() {
     let q = Arc::new(ChunkQueue::new(64, 64));
-    let c = q.reserve().unwrap();
-    q.push(filled(c));
+    push_one(&q, filled(reserve_one(&q).unwrap()));
     let (q1, q2) = (q.clone(), q.clone());
     // Takes the 64 queued bytes, then waits for more that never come.
     let exact = thread::spawn(move || q1.take_exact(&mut [0u8; 1000]));
@@ -181,18 +194,17 @@ fn close_wakes_blocked_consumers() {
     q.close();
     assert_eq!(exact.join().unwrap(), Err(Closed));
     assert_eq!(chunks.join().unwrap(), Err(Closed));
-    assert!(q.reserve().is_err());
+    assert!(reserve_one(&q).is_err());
 }
 
 #[test]
 fn close_wakes_blocked_producers_and_wipes() {
     let q = Arc::new(ChunkQueue::new(64, 128));
     for _ in 0..2 {
-        let c = q.reserve().unwrap();
-        q.push(filled(c));
+        push_one(&q, filled(reserve_one(&q).unwrap()));
     }
     let q1 = q.clone();
-    let producer = thread::spawn(move || q1.reserve().map(drop));
+    let producer = thread::spawn(move || reserve_one(&q1).map(drop));
     thread::sleep(Duration::from_millis(100));
     q.close();
     assert_eq!(producer.join().unwrap(), Err(Closed));
@@ -211,13 +223,18 @@ fn threads_never_hand_out_a_word_twice() {
         .map(|_| {
             let (q, next) = (q.clone(), next.clone());
             thread::spawn(move || {
-                while let Ok(mut c) = q.reserve() {
-                    c.refill(|b| {
-                        for w in b.chunks_mut(8) {
-                            w.copy_from_slice(&next.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-                        }
-                    });
-                    q.push(c);
+                let mut batch = Vec::new();
+                while q.reserve(3, &mut batch).is_ok() {
+                    for c in batch.iter_mut() {
+                        c.refill(|b| {
+                            for w in b.chunks_mut(8) {
+                                w.copy_from_slice(
+                                    &next.fetch_add(1, Ordering::Relaxed).to_le_bytes(),
+                                );
+                            }
+                        });
+                    }
+                    q.push(&mut batch);
                 }
             })
         })

@@ -29,15 +29,18 @@ fn scenario(producers: u8) {
             let q = q.clone();
             thread::spawn(move || {
                 let mut n = 0u8;
-                while let Ok(mut c) = q.reserve() {
-                    c.refill(|b| {
-                        for x in b.iter_mut() {
-                            // Producer in the top bit, sequence below.
-                            *x = (p << 7) | (n & 0x7f);
-                            n = n.wrapping_add(1);
-                        }
-                    });
-                    q.push(c);
+                let mut batch = Vec::new();
+                while q.reserve(2, &mut batch).is_ok() {
+                    for c in batch.iter_mut() {
+                        c.refill(|b| {
+                            for x in b.iter_mut() {
+                                // Producer in the top bit, sequence below.
+                                *x = (p << 7) | (n & 0x7f);
+                                n = n.wrapping_add(1);
+                            }
+                        });
+                    }
+                    q.push(&mut batch);
                 }
             })
         })
