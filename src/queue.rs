@@ -13,6 +13,13 @@
 //! drained it down to the low-water mark (three quarters of the capacity), so
 //! they wake in batches rather than once per read. Emptied chunks are kept on
 //! a spare list and reused; their contents are wiped when they are dropped.
+//!
+//! The last few queued bytes (the small-read reserve, an eighth of the
+//! capacity up to 1 MiB) are kept for reads of at most [`SMALL_READ`] bytes:
+//! bulk consumers (large reads, the FIFO writer) wait rather than take them.
+//! Bulk readers draining as fast as they can would otherwise leave the queue
+//! empty, and a small read, such as a program asking for a 16-byte key,
+//! would queue behind them for the generator.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -21,6 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroize;
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
+
+/// Reads of at most this many bytes may use the small-read reserve.
+pub const SMALL_READ: usize = 64 << 10;
 
 /// Returned once the queue has been closed for shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +136,8 @@ pub struct ChunkQueue {
     chunk_size: usize,
     capacity: usize,
     low_water: usize,
+    /// Bytes bulk consumers leave for small reads.
+    small_reserve: usize,
     consumer_waits: AtomicU64,
 }
 
@@ -164,6 +176,13 @@ impl ChunkQueue {
             chunk_size,
             capacity,
             low_water: capacity - capacity / 4,
+            // At most capacity - 2 chunks, so that a full queue always has a
+            // whole chunk for bulk consumers (see `take_chunks`).
+            small_reserve: (capacity / 8)
+                .min(1 << 20)
+                .min(capacity.saturating_sub(2 * chunk_size))
+                / chunk_size
+                * chunk_size,
             consumer_waits: AtomicU64::new(0),
         }
     }
@@ -176,6 +195,11 @@ impl ChunkQueue {
     /// Upper bound on queued plus reserved bytes.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Bytes kept for reads of at most [`SMALL_READ`] bytes.
+    pub fn small_reserve(&self) -> usize {
+        self.small_reserve
     }
 
     /// Unread bytes currently queued.
@@ -248,8 +272,14 @@ impl ChunkQueue {
     }
 
     /// Fills all of `dst` with the next queued bytes, waiting for producers as
-    /// needed. On `Err(Closed)` the bytes already copied are simply dropped.
+    /// needed; reads larger than [`SMALL_READ`] leave the small-read reserve
+    /// alone. On `Err(Closed)` the bytes already copied are simply dropped.
     pub fn take_exact(&self, dst: &mut [u8]) -> Result<(), Closed> {
+        let floor = if dst.len() <= SMALL_READ {
+            0
+        } else {
+            self.small_reserve
+        };
         let mut filled = 0;
         let mut st = self.lock();
         loop {
@@ -257,11 +287,14 @@ impl ChunkQueue {
                 return Err(Closed);
             }
             let state = &mut *st;
-            while filled < dst.len() {
+            while filled < dst.len() && state.queued > floor {
                 let Some(front) = state.ready.front_mut() else {
                     break;
                 };
-                let n = front.len().min(dst.len() - filled);
+                let n = front
+                    .len()
+                    .min(dst.len() - filled)
+                    .min(state.queued - floor);
                 dst[filled..filled + n].copy_from_slice(&front.unread()[..n]);
                 front.consume(n);
                 filled += n;
@@ -280,30 +313,34 @@ impl ChunkQueue {
     }
 
     /// Moves whole chunks (the front one possibly partly read) into `out`
-    /// until at least `want` bytes have moved or the queue is empty, waiting
-    /// only if nothing at all is queued. Returns the number of unread bytes
-    /// moved; the caller now owns them and must give the emptied chunks back
-    /// with [`ChunkQueue::recycle`].
+    /// until at least `want` bytes have moved or only the small-read reserve
+    /// is left, waiting only if not even one chunk can be moved. Returns the
+    /// number of unread bytes moved; the caller now owns them and must give
+    /// the emptied chunks back with [`ChunkQueue::recycle`].
     pub fn take_chunks(&self, want: usize, out: &mut VecDeque<Chunk>) -> Result<usize, Closed> {
         let mut st = self.lock();
+        // Whether the front chunk can go without touching the reserve.
+        let movable = |st: &State| {
+            st.ready
+                .front()
+                .is_some_and(|c| st.queued - c.len() >= self.small_reserve)
+        };
         loop {
             if st.closed {
                 return Err(Closed);
             }
-            if !st.ready.is_empty() {
+            if movable(&st) {
                 break;
             }
             st = self.wait_for_data(st);
         }
         let mut moved = 0;
-        while moved < want {
-            let Some(chunk) = st.ready.pop_front() else {
-                break;
-            };
+        while moved < want && movable(&st) {
+            let chunk = st.ready.pop_front().expect("movable means a front chunk");
+            st.queued -= chunk.len();
             moved += chunk.len();
             out.push_back(chunk);
         }
-        st.queued -= moved;
         self.after_take(&mut st);
         Ok(moved)
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use pilfered::queue::{Chunk, ChunkQueue, Closed};
+use pilfered::queue::{Chunk, ChunkQueue, Closed, SMALL_READ};
 use proptest::prelude::*;
 
 /// The reference byte stream: byte `i` of the little-endian encoding of the
@@ -210,6 +210,38 @@ fn close_wakes_blocked_producers_and_wipes() {
     assert_eq!(producer.join().unwrap(), Err(Closed));
     assert_eq!(q.queued_bytes(), 0);
     assert_eq!(q.take_exact(&mut [0u8; 1]), Err(Closed));
+}
+
+/// Bulk consumers leave the small-read reserve for small reads.
+#[test]
+fn small_read_reserve_is_kept_from_bulk_consumers() {
+    const CHUNK: usize = 4096;
+    let q = Arc::new(ChunkQueue::new(CHUNK, 1 << 20));
+    assert_eq!(q.small_reserve(), 128 << 10);
+    let mut batch = Vec::new();
+    while q.queued_bytes() < 1 << 20 {
+        q.reserve(256, &mut batch).unwrap();
+        batch.iter_mut().for_each(|c| c.refill(|b| b.fill(7)));
+        q.push(&mut batch);
+    }
+    // A large read takes everything above the reserve.
+    let mut big = vec![0u8; (1 << 20) - (128 << 10)];
+    q.take_exact(&mut big).unwrap();
+    assert_eq!(q.queued_bytes(), 128 << 10);
+    // More bulk reads wait (no producer runs here)...
+    let (q1, q2) = (q.clone(), q.clone());
+    let bulk_read = thread::spawn(move || q1.take_exact(&mut vec![0u8; SMALL_READ + 1]));
+    let fifo = thread::spawn(move || q2.take_chunks(1, &mut VecDeque::new()));
+    thread::sleep(Duration::from_millis(100));
+    assert!(!bulk_read.is_finished() && !fifo.is_finished());
+    // ...while small reads are served at once from the reserve.
+    for _ in 0..32 {
+        q.take_exact(&mut [0u8; 4096]).unwrap();
+    }
+    assert_eq!(q.queued_bytes(), 0);
+    q.close();
+    assert_eq!(bulk_read.join().unwrap(), Err(Closed));
+    assert_eq!(fifo.join().unwrap(), Err(Closed));
 }
 
 /// Several producers and consumers of both kinds on real threads: each

@@ -21,9 +21,12 @@ use queue::{ChunkQueue, Closed};
 
 /// `producers` producers numbering their bytes, one exact taker and one
 /// chunk taker; small sizes so that the queue fills, drains and wakes often.
-fn scenario(producers: u8) {
+/// With 8 or more chunks of capacity the chunk taker must also leave the
+/// small-read reserve alone.
+fn scenario(producers: u8, chunks: usize) {
     const CHUNK: usize = 8;
-    let q = Arc::new(ChunkQueue::new(CHUNK, CHUNK * 3));
+    let q = Arc::new(ChunkQueue::new(CHUNK, CHUNK * chunks));
+    assert_eq!(q.small_reserve(), if chunks >= 8 { CHUNK } else { 0 });
     let producers: Vec<_> = (0..producers)
         .map(|p| {
             let q = q.clone();
@@ -89,16 +92,22 @@ fn scenario(producers: u8) {
 
 #[test]
 fn random_schedules_one_producer() {
-    shuttle::check_random(|| scenario(1), 1000);
+    shuttle::check_random(|| scenario(1, 3), 1000);
 }
 
 #[test]
 fn random_schedules_two_producers() {
-    shuttle::check_random(|| scenario(2), 1000);
+    shuttle::check_random(|| scenario(2, 3), 1000);
+}
+
+#[test]
+fn random_schedules_with_small_read_reserve() {
+    shuttle::check_random(|| scenario(1, 8), 1000);
 }
 
 #[test]
 fn pct_schedules() {
-    shuttle::check_pct(|| scenario(1), 1000, 3);
-    shuttle::check_pct(|| scenario(2), 1000, 3);
+    shuttle::check_pct(|| scenario(1, 3), 1000, 3);
+    shuttle::check_pct(|| scenario(2, 3), 1000, 3);
+    shuttle::check_pct(|| scenario(2, 8), 1000, 3);
 }
