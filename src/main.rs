@@ -43,8 +43,13 @@ fn clap_one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let first = text.lines().next().unwrap_or("invalid command line");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    match e.kind() {
-        ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand => {
+    let possible = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values:"));
+    match (e.kind(), possible) {
+        (_, Some(values)) => format!("{first} {values}"),
+        (ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand, None) => {
             format!("{first}; see 'pilfered --help'")
         }
         _ => first.to_string(),
