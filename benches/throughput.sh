@@ -26,33 +26,10 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release --quiet --bin pilfered --example readlat
-bin=target/release/pilfered
 readlat=target/release/examples/readlat
 
-tmp=$(mktemp -d /tmp/pilfered-bench.XXXXXX)
-mnt="$tmp/mnt"
-fifo="$tmp/fifo"
-daemon=""
-drainers=()
-cleanup() {
-    for p in "${drainers[@]}"; do kill "$p" 2>/dev/null || true; done
-    if [ -n "$daemon" ]; then
-        kill "$daemon" 2>/dev/null || true
-        wait "$daemon" 2>/dev/null || true
-    fi
-    grep -qs " $mnt " /proc/self/mounts && umount -l "$mnt"
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-"$bin" serve --mount "$mnt" --fifo "$fifo" -q "${serve_opts[@]}" 2>"$tmp/daemon.log" &
-daemon=$!
-for _ in $(seq 100); do
-    [ -r "$mnt/bits" ] && [ -p "$fifo" ] && break
-    kill -0 "$daemon" 2>/dev/null || { cat "$tmp/daemon.log" >&2; exit 1; }
-    sleep 0.1
-done
-[ -r "$mnt/bits" ] || { echo "daemon not ready" >&2; cat "$tmp/daemon.log" >&2; exit 1; }
+. benches/lib.sh
+start_daemon "${serve_opts[@]}"
 
 # MB/s (10^6 bytes per second) of one dd run: dd_mbs PATH BLOCK TOTAL_BYTES
 dd_mbs() {
@@ -80,12 +57,12 @@ for r in $(seq "$rounds"); do
 done
 
 # Latency of 4 KiB reads while the file and the FIFO are drained.
-dd if="$mnt/bits" of=/dev/null bs=1M 2>/dev/null & drainers+=($!)
+dd if="$mnt/bits" of=/dev/null bs=1M 2>/dev/null & drainers=($!)
 dd if="$fifo" of=/dev/null bs=64K 2>/dev/null & drainers+=($!)
 sleep 1
 read -r p50 p99 max < <("$readlat" "$mnt/bits" 4096 50000)
-for p in "${drainers[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-drainers=()
+kill "${drainers[@]}"
+wait "${drainers[@]}" 2>/dev/null || true
 
 # CPU over 5 idle seconds (after the queue has refilled), and peak RSS.
 sleep 2
@@ -120,18 +97,9 @@ rows+=("CPU while idle (5 s)|$idle_cpu % of a core|||< 1 %|$(yes_no "$(awk -v c=
 rows+=("peak RSS|$rss_mib MiB|||< 64 MiB|$(yes_no "$(awk -v r="$rss_mib" 'BEGIN { print (r < 64) }')")")
 
 header="measure|pilfered|/dev/urandom|ratio|target|met"
-{
-    echo "$header"
-    printf '%s\n' "${rows[@]}"
-} | column -t -s '|'
-
+print_table "$header" "${rows[@]}"
 if [ -n "$markdown" ]; then
-    {
-        echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r), by \`benches/throughput.sh --rounds $rounds${serve_opts[*]:+ -- ${serve_opts[*]}}\`; medians of $rounds alternating rounds."
-        echo
-        echo "| ${header//|/ | } |"
-        echo "| --- | --- | --- | --- | --- | --- |"
-        for row in "${rows[@]}"; do echo "| ${row//|/ | } |"; done
-    } >"$markdown"
-    echo "wrote $markdown" >&2
+    write_markdown "$markdown" \
+        "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r), by \`benches/throughput.sh --rounds $rounds${serve_opts[*]:+ -- ${serve_opts[*]}}\`; medians of $rounds alternating rounds." \
+        "$header" "${rows[@]}"
 fi

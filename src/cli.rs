@@ -2,11 +2,13 @@
 //! raw arguments into a [`ServeConfig`] before anything touches the system.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::error::Error;
 use crate::generator::{Key, Rounds};
+use crate::seeding::SourceSpec;
 
 /// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
 /// and a named pipe.
@@ -66,6 +68,36 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub pipe_size: Option<u64>,
 
+    /// Mode of a FIFO we create (octal), e.g. 0644 to let others read. Never
+    /// writable by group or others: they could inject chosen bytes. Given
+    /// explicitly, it is also applied to a reused FIFO [default: 0600].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_fifo_mode)]
+    pub fifo_mode: Option<u32>,
+
+    /// Let every user read the FUSE file (mount option allow_other). A normal
+    /// user needs 'user_allow_other' in /etc/fuse.conf for this.
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Reseed each generator from the OS (and any --source) this often:
+    /// seconds, or with an s, m or h suffix.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub reseed_interval: Duration,
+
+    /// Also reseed each generator after it has produced this many bytes.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub reseed_bytes: u64,
+
+    /// Mix an extra entropy source into every key: rdseed (the CPU
+    /// instruction), hwrng (/dev/hwrng), or a path to a file or FIFO.
+    /// Repeatable. A source that fails its health test is dropped.
+    #[arg(long, value_name = "NAME", value_parser = SourceSpec::parse)]
+    pub source: Vec<SourceSpec>,
+
+    /// Lock the daemon's memory (queue, keys) so it is never swapped out.
+    #[arg(long)]
+    pub mlock: bool,
+
     /// Generator threads, each an independent ChaCha instance keyed from the
     /// OS [default: the number of CPUs; 1 with --seed].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -108,6 +140,13 @@ pub struct ServeConfig {
     pub generators: usize,
     pub fuse_threads: usize,
     pub rounds: Rounds,
+    /// `None`: 0600 for a FIFO we create, and leave a reused one alone.
+    pub fifo_mode: Option<u32>,
+    pub allow_other: bool,
+    pub reseed_interval: Duration,
+    pub reseed_bytes: u64,
+    pub sources: Vec<SourceSpec>,
+    pub mlock: bool,
 }
 
 impl ServeArgs {
@@ -161,6 +200,12 @@ impl ServeArgs {
             generators,
             fuse_threads: self.fuse_threads as usize,
             rounds: self.rounds,
+            fifo_mode: self.fifo_mode,
+            allow_other: self.allow_other,
+            reseed_interval: self.reseed_interval,
+            reseed_bytes: self.reseed_bytes,
+            sources: self.source,
+            mlock: self.mlock,
         })
     }
 }
@@ -192,6 +237,45 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err("must be greater than zero".to_string());
     }
     Ok(bytes)
+}
+
+/// Parses a FIFO mode in octal (`0644`, `600`). The owner must be able to
+/// read and write; group and others may at most read.
+pub fn parse_fifo_mode(s: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or("expected an octal mode such as 0600 or 0644")?;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{mode:04o} lets other users write into the FIFO and inject chosen bytes; give them read access at most (e.g. 0644)"
+        ));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(format!("{mode:04o}: the owner needs read and write (0600)"));
+    }
+    Ok(mode)
+}
+
+/// Parses a duration: seconds, or a number with an `s`, `m` or `h` suffix.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const HINT: &str = "expected seconds, or a number with an s, m or h suffix, like 60s or 5m";
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a duration ({HINT})"))?;
+    let secs = match suffix {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        other => return Err(format!("unknown suffix '{other}' ({HINT})")),
+    }
+    .ok_or("too long")?;
+    if secs == 0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// Formats a byte count the way `parse_size` reads it, when exact (`4K`,
@@ -258,6 +342,59 @@ mod tests {
     }
 
     #[test]
+    fn fifo_modes() {
+        assert_eq!(parse_fifo_mode("0644"), Ok(0o644));
+        assert_eq!(parse_fifo_mode("600"), Ok(0o600));
+        assert_eq!(parse_fifo_mode("0640"), Ok(0o640));
+        assert!(
+            parse_fifo_mode("0666")
+                .unwrap_err()
+                .contains("inject chosen bytes")
+        );
+        assert!(
+            parse_fifo_mode("0620")
+                .unwrap_err()
+                .contains("inject chosen bytes")
+        );
+        assert!(
+            parse_fifo_mode("0400")
+                .unwrap_err()
+                .contains("owner needs read and write")
+        );
+        assert!(parse_fifo_mode("0999").unwrap_err().contains("octal"));
+        assert!(parse_fifo_mode("01644").unwrap_err().contains("octal"));
+        assert!(parse_fifo_mode("rw").unwrap_err().contains("octal"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(
+            parse_duration("0")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+        assert!(
+            parse_duration("5d")
+                .unwrap_err()
+                .contains("unknown suffix 'd'")
+        );
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            parse_duration("99999999999999999h")
+                .unwrap_err()
+                .contains("too long")
+        );
+    }
+
+    #[test]
     fn format_size_round_trips() {
         for s in ["4K", "16M", "1G", "100", "1536"] {
             assert_eq!(format_size(parse_size(s).unwrap()), s);
@@ -304,6 +441,11 @@ mod tests {
         );
         assert_eq!(c.fuse_threads, 2);
         assert_eq!(c.rounds, Rounds::R20);
+        assert_eq!(c.fifo_mode, None);
+        assert!(!c.allow_other && !c.mlock);
+        assert_eq!(c.reseed_interval, Duration::from_secs(60));
+        assert_eq!(c.reseed_bytes, 1 << 30);
+        assert!(c.sources.is_empty());
     }
 
     #[test]

@@ -29,15 +29,13 @@ use crate::fs::{Device, Fs};
 use crate::generator::Generator;
 use crate::mounts;
 use crate::queue::ChunkQueue;
+use crate::seeding::Seeder;
 use crate::stats::{self, Stats};
 
 /// How long shutdown waits for the FUSE session to finish after unmounting
 /// before the process exits anyway (exiting closes /dev/fuse, which ends the
 /// connection for any reader still holding the file open).
 const FUSE_STOP_GRACE: Duration = Duration::from_millis(1500);
-
-/// Mode of a FIFO we create.
-const FIFO_MODE: u32 = 0o600;
 
 enum Event {
     Signal(Signal),
@@ -54,6 +52,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
         None => None,
     };
     let mount_plan = cfg.mount.as_deref().map(plan_mount).transpose()?;
+    if cfg.allow_other && cfg.mount.is_some() {
+        check_allow_other()?;
+    }
+    let seeder = Arc::new(Seeder::new(&cfg.sources)?);
+    if cfg.mlock {
+        lock_memory(&cfg)?;
+    }
 
     let signals = block_signals()?;
     let (tx, events) = mpsc::channel();
@@ -77,7 +82,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
         fuse: None,
         events,
     };
-    let started = daemon.start(&cfg, fifo_found, pipe_size, mount_plan, &tx);
+    let started = daemon.start(&cfg, &seeder, fifo_found, pipe_size, mount_plan, &tx);
     if let Err(e) = started {
         daemon.shutdown();
         return Err(e);
@@ -148,6 +153,7 @@ impl Daemon {
     fn start(
         &mut self,
         cfg: &ServeConfig,
+        seeder: &Arc<Seeder>,
         fifo_found: Option<fifo::Existing>,
         pipe_size: Option<usize>,
         mount_plan: Option<MountPlan>,
@@ -158,21 +164,24 @@ impl Daemon {
                 "--seed: serving the predictable ChaCha20 keystream of the given key; never use these bytes for secrets"
             );
         }
+        let policy = ReseedPolicy {
+            interval: cfg.reseed_interval,
+            bytes: cfg.reseed_bytes,
+        };
         for i in 0..cfg.generators {
             let generator = match &cfg.seed {
                 Some(key) => Generator::from_key(key, cfg.rounds),
-                None => Generator::from_os(cfg.rounds)
-                    .map_err(|e| Error::runtime(format!("cannot seed from the OS: {e}")))?,
+                None => Generator::from_key_erasing(&seeder.key()?, cfg.rounds),
             };
-            let (queue, stats) = (self.queue.clone(), self.stats.clone());
+            let (queue, stats, seeder) = (self.queue.clone(), self.stats.clone(), seeder.clone());
             self.generators
                 .push(spawn(&format!("generator-{i}"), move || {
-                    run_generator(generator, &queue, &stats)
+                    run_generator(generator, &queue, &stats, &seeder, policy)
                 })?);
         }
 
         if let (Some(path), Some(found), Some(pipe_size)) = (&cfg.fifo, fifo_found, pipe_size) {
-            let fifo = Arc::new(Fifo::open(path, found, FIFO_MODE, pipe_size)?);
+            let fifo = Arc::new(Fifo::open(path, found, cfg.fifo_mode, pipe_size)?);
             let stop = Arc::new(
                 EventFd::new().map_err(|e| Error::runtime(format!("eventfd: {}", e.desc())))?,
             );
@@ -195,7 +204,7 @@ impl Daemon {
         }
 
         if let Some(plan) = mount_plan {
-            self.fuse = Some(self.mount(plan, cfg.fuse_threads, tx)?);
+            self.fuse = Some(self.mount(plan, cfg.fuse_threads, cfg.allow_other, tx)?);
         }
 
         info!(
@@ -226,6 +235,7 @@ impl Daemon {
         &self,
         plan: MountPlan,
         threads: usize,
+        allow_other: bool,
         tx: &Sender<Event>,
     ) -> Result<FusePart, Error> {
         let shown = plan.path.display().to_string();
@@ -262,7 +272,11 @@ impl Daemon {
             MountOption::NoAtime,
             MountOption::DefaultPermissions,
         ];
-        config.acl = SessionACL::Owner;
+        config.acl = if allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
         config.n_threads = Some(threads);
         config.clone_fd = true;
         let mut session = match Session::new(Fs(device), &plan.path, &config) {
@@ -363,10 +377,40 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 /// and waking consumers is rare, small enough to stay in cache.
 const GENERATOR_BATCH: usize = 64 << 10;
 
-fn run_generator(mut generator: Generator, queue: &ChunkQueue, stats: &Stats) {
+/// When a generator takes a fresh key from the [`Seeder`].
+#[derive(Debug, Clone, Copy)]
+struct ReseedPolicy {
+    interval: Duration,
+    bytes: u64,
+}
+
+fn run_generator(
+    mut generator: Generator,
+    queue: &ChunkQueue,
+    stats: &Stats,
+    seeder: &Seeder,
+    policy: ReseedPolicy,
+) {
     let mut batch = Vec::new();
     let max = (GENERATOR_BATCH / queue.chunk_size()).max(1);
+    let mut last_seed = Instant::now();
+    let mut since_seed = 0u64;
     while queue.reserve(max, &mut batch).is_ok() {
+        // Checked before filling, so that a generator waking after a long
+        // idle spell reseeds before it makes anything.
+        if !generator.is_fixed()
+            && (last_seed.elapsed() >= policy.interval || since_seed >= policy.bytes)
+        {
+            match seeder.key() {
+                Ok(key) => {
+                    generator.reseed(&key);
+                    stats::add(&stats.reseeds, 1);
+                }
+                Err(e) => warn!("reseeding failed ({e}); keeping the current key"),
+            }
+            last_seed = Instant::now();
+            since_seed = 0;
+        }
         let mut bytes = 0;
         for chunk in batch.iter_mut() {
             chunk.refill(|buf| generator.fill(buf));
@@ -374,9 +418,56 @@ fn run_generator(mut generator: Generator, queue: &ChunkQueue, stats: &Stats) {
         }
         // Bytes already made cannot be recomputed from the state left behind.
         generator.erase_key();
+        since_seed += bytes as u64;
         stats::add(&stats.bytes_generated, bytes as u64);
         queue.push(&mut batch);
     }
+}
+
+/// Refuses --allow-other early when fusermount3 would refuse it.
+fn check_allow_other() -> Result<(), Error> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let allowed = std::fs::read_to_string("/etc/fuse.conf")
+        .map(|text| text.lines().any(|l| l.trim() == "user_allow_other"))
+        .unwrap_or(false);
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::usage(
+            "--allow-other: a normal user may use it only if /etc/fuse.conf contains the line 'user_allow_other'; add it (as root) or run as root",
+        ))
+    }
+}
+
+/// `--mlock`: locks all current and future memory, after checking that the
+/// locked-memory limit can hold what the daemon will allocate.
+fn lock_memory(cfg: &ServeConfig) -> Result<(), Error> {
+    use nix::sys::mman::{MlockAllFlags, mlockall};
+    use nix::sys::resource::{Resource, getrlimit};
+    // The queue, the generators' batches, a 1 MiB read buffer and a 2 MiB
+    // stack per thread, and slack for the program itself.
+    let threads = cfg.generators + cfg.fuse_threads + 4;
+    let need = cfg.queue_capacity as u64
+        + (cfg.generators * GENERATOR_BATCH) as u64
+        + threads as u64 * (3 << 20)
+        + (32 << 20);
+    let (limit, _) = getrlimit(Resource::RLIMIT_MEMLOCK)
+        .map_err(|e| Error::runtime(format!("--mlock: getrlimit: {}", e.desc())))?;
+    if !nix::unistd::geteuid().is_root() && limit < need {
+        return Err(Error::runtime(format!(
+            "--mlock: the locked-memory limit is {} but the daemon needs about {}; raise it ('ulimit -l', or LimitMEMLOCK= in a systemd unit), run as root, or drop --mlock",
+            format_size(limit),
+            format_size(need.next_multiple_of(1 << 20))
+        )));
+    }
+    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(|e| {
+        Error::runtime(format!(
+            "--mlock: cannot lock memory: {}; raise the locked-memory limit ('ulimit -l') or drop --mlock",
+            e.desc()
+        ))
+    })
 }
 
 /// Blocks the termination signals in this thread (and so in every thread

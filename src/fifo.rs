@@ -31,6 +31,9 @@ use crate::stats::{self, Stats};
 /// Most iovecs one `writev` accepts (`IOV_MAX` on Linux).
 pub const IOV_MAX: usize = 1024;
 
+/// Mode of a FIFO we create, unless `--fifo-mode` says otherwise.
+pub const DEFAULT_MODE: u32 = 0o600;
+
 /// Largest pipe the kernel will make (`round_pipe_size` refuses more).
 pub const KERNEL_MAX_PIPE_SIZE: usize = 1 << 31;
 
@@ -119,19 +122,20 @@ pub struct Fifo {
 }
 
 impl Fifo {
-    /// Creates (mode `mode`) or reuses the FIFO at `path` after [`inspect`]
-    /// returned `existing`, opens it read-write and non-blocking, and grows
-    /// its buffer towards `pipe_size`.
+    /// Creates or reuses the FIFO at `path` after [`inspect`] returned
+    /// `existing`, opens it read-write and non-blocking, and grows its buffer
+    /// towards `pipe_size`. A FIFO we create gets `mode` (default
+    /// [`DEFAULT_MODE`]); a reused one gets it only if `mode` is given.
     pub fn open(
         path: &Path,
         existing: Existing,
-        mode: u32,
+        mode: Option<u32>,
         pipe_size: usize,
     ) -> Result<Fifo, Error> {
         let shown = path.display();
         let mut created = false;
         if existing == Existing::Missing {
-            nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode)).map_err(|e| {
+            nix::unistd::mkfifo(path, Mode::from_bits_truncate(DEFAULT_MODE)).map_err(|e| {
                 Error::runtime(format!("--fifo {shown}: cannot create FIFO: {}", e.desc()))
             })?;
             created = true;
@@ -166,9 +170,12 @@ impl Fifo {
             file,
             path: path.to_path_buf(),
         };
-        if created {
-            // mkfifo's mode is filtered by the umask; set exactly what was asked.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        // mkfifo's mode is filtered by the umask; set exactly what was asked,
+        // through the open descriptor so that no other path can be affected.
+        let mode = mode.or(created.then_some(DEFAULT_MODE));
+        if let Some(mode) = mode {
+            fifo.file
+                .set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::runtime(format!("--fifo {shown}: chmod: {}", describe(&e))))?;
         }
         fifo.grow(pipe_size)?;

@@ -112,12 +112,18 @@ impl fmt::Debug for Generator {
 impl Generator {
     /// A generator keyed with 32 fresh bytes from the OS.
     pub fn from_os(rounds: Rounds) -> Result<Self, getrandom::Error> {
-        let key = Key::from_os()?;
-        Ok(Generator {
-            cipher: Cipher::new(rounds, &key),
+        Ok(Self::from_key_erasing(&Key::from_os()?, rounds))
+    }
+
+    /// A generator starting from a secret `key` (from the OS or a
+    /// [`Seeder`](crate::seeding::Seeder)), which then practises key erasure
+    /// and accepts reseeds.
+    pub fn from_key_erasing(key: &Key, rounds: Rounds) -> Self {
+        Generator {
+            cipher: Cipher::new(rounds, key),
             rounds,
             fixed: false,
-        })
+        }
     }
 
     /// A generator whose output is the ChaCha keystream of `key` (nonce 0,
@@ -283,11 +289,7 @@ mod tests {
         // The same key, but treated as an OS key: erasure rekeys from the
         // next 32 keystream bytes (never handed out), reseeding XORs in the
         // seed.
-        let mut g = Generator {
-            cipher: Cipher::new(Rounds::R20, &key),
-            rounds: Rounds::R20,
-            fixed: false,
-        };
+        let mut g = Generator::from_key_erasing(&key, Rounds::R20);
         assert!(!g.is_fixed());
         let mut out = vec![0u8; 256];
         g.fill(&mut out[..128]);

@@ -56,6 +56,66 @@ fn bad_sizes() {
 }
 
 #[test]
+fn bad_option_values() {
+    refused(
+        &["serve", "--fifo-mode", "0666"],
+        2,
+        "invalid value '0666' for '--fifo-mode <OCTAL>': 0666 lets other users write into the FIFO and inject chosen bytes; give them read access at most (e.g. 0644)",
+    );
+    refused(
+        &["serve", "--fifo-mode", "0400"],
+        2,
+        "invalid value '0400' for '--fifo-mode <OCTAL>': 0400: the owner needs read and write (0600)",
+    );
+    refused(
+        &["serve", "--generators", "0"],
+        2,
+        "invalid value '0' for '--generators <N>': 0 is not in 1..=64",
+    );
+    refused(
+        &["serve", "--rounds", "7"],
+        2,
+        "invalid value '7' for '--rounds <N>' [possible values: 20, 12, 8]",
+    );
+    refused(
+        &["serve", "--reseed-interval", "0"],
+        2,
+        "invalid value '0' for '--reseed-interval <DURATION>': must be greater than zero",
+    );
+    refused(
+        &["serve", "--reseed-bytes", "1T"],
+        2,
+        "invalid value '1T' for '--reseed-bytes <SIZE>': unknown suffix 'T' (expected a number of bytes with an optional K, M or G suffix, like 4K or 16M)",
+    );
+    refused(
+        &["serve", "--source", "lava-lamp"],
+        2,
+        "invalid value 'lava-lamp' for '--source <NAME>': expected rdseed, hwrng, or a path to a file or FIFO (containing '/')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    refused(
+        &[
+            "serve",
+            "--no-fuse",
+            "--fifo",
+            fifo.to_str().unwrap(),
+            "--source",
+            "/nonexistent/rng",
+        ],
+        2,
+        "--source /nonexistent/rng: /nonexistent/rng: No such file or directory",
+    );
+    assert!(!fifo.exists());
+    let seed = "0".repeat(64);
+    refused(
+        &["serve", "--no-fifo", "--seed", &seed, "--generators", "2"],
+        2,
+        "--generators 2: --seed needs a single generator to keep its keystream in order",
+    );
+}
+
+#[test]
 fn bad_seeds_are_never_echoed() {
     refused(
         &["serve", "--seed", "abc123"],
@@ -169,6 +229,26 @@ fn fifo_path_that_is_not_a_fifo_is_untouched() {
         ),
     );
     assert!(!mnt.exists());
+}
+
+/// A FIFO that belongs to someone else could be fed by them; refuse it.
+#[test]
+fn foreign_fifos_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&fifo, Some(nobody), None).unwrap();
+    let p = fifo.to_str().unwrap();
+    refused(
+        &["serve", "--no-fuse", "--fifo", p],
+        2,
+        &format!(
+            "--fifo {p}: FIFO is owned by uid 65534, not by us (uid 0); remove it or choose another path"
+        ),
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&fifo).unwrap().uid(), 65534);
 }
 
 #[test]

@@ -1,0 +1,53 @@
+# Shared by the scripts in benches/: start the release daemon on temporary
+# paths, stop it on exit, and print result tables. Source it, don't run it.
+
+# start_daemon SERVE-OPTIONS...: builds nothing; starts target/release/pilfered
+# on a fresh temporary directory and waits until its interfaces are ready.
+# Sets tmp, mnt, fifo and daemon, and stops everything on exit.
+start_daemon() {
+    tmp=$(mktemp -d /tmp/pilfered-bench.XXXXXX)
+    mnt="$tmp/mnt"
+    fifo="$tmp/fifo"
+    trap stop_daemon EXIT
+    target/release/pilfered serve --mount "$mnt" --fifo "$fifo" -q "$@" 2>"$tmp/daemon.log" &
+    daemon=$!
+    for _ in $(seq 100); do
+        [ -r "$mnt/bits" ] && [ -p "$fifo" ] && return 0
+        kill -0 "$daemon" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "pilfered did not start:" >&2
+    cat "$tmp/daemon.log" >&2
+    exit 1
+}
+
+stop_daemon() {
+    # Background jobs of the script (readers) first, then the daemon.
+    local jobs_left
+    jobs_left=$(jobs -p)
+    [ -n "$jobs_left" ] && kill $jobs_left 2>/dev/null
+    wait 2>/dev/null
+    grep -qs " $mnt " /proc/self/mounts && umount -l "$mnt"
+    rm -rf "$tmp"
+}
+
+# print_table HEADER ROW...: fields separated by '|', aligned in columns.
+print_table() {
+    printf '%s\n' "$@" | column -t -s '|'
+}
+
+# write_markdown FILE INTRO HEADER ROW...: the same table as Markdown, after a
+# line saying how it was made.
+write_markdown() {
+    local file=$1 intro=$2 header=$3 cols
+    shift 3
+    cols=$(awk -F'|' '{ print NF }' <<<"$header")
+    {
+        echo "$intro"
+        echo
+        echo "| ${header//|/ | } |"
+        printf '|'; for _ in $(seq "$cols"); do printf ' --- |'; done; echo
+        for row in "$@"; do echo "| ${row//|/ | } |"; done
+    } >"$file"
+    echo "wrote $file" >&2
+}
