@@ -13,5 +13,6 @@ pub mod fs;
 pub mod generator;
 pub mod mounts;
 pub mod queue;
+pub mod reader;
 pub mod stats;
 mod sync;
