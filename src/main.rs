@@ -24,6 +24,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => args.validate().and_then(pilfered::daemon::serve),
+        Command::Roll(args) => pilfered::tools::roll(&args.exprs, args.source.from.as_deref()),
+        Command::Nonce(args) => pilfered::tools::nonce(args.count, args.source.from.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,9 +43,18 @@ fn fail(e: &Error) -> ExitCode {
 /// '--bogus' found" or "invalid value '4Q' for '--chunk-size <SIZE>': ...".
 fn clap_one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid command line");
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid command line");
     let first = first.strip_prefix("error: ").unwrap_or(first);
     match e.kind() {
+        // "...were not provided:" lists the arguments on indented lines.
+        ErrorKind::MissingRequiredArgument => {
+            let missing: Vec<&str> = lines
+                .take_while(|l| l.starts_with(' '))
+                .map(str::trim)
+                .collect();
+            format!("{first} {}", missing.join(", "))
+        }
         ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand => {
             format!("{first}; see 'pilfered --help'")
         }
