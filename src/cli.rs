@@ -31,19 +31,32 @@ pub struct Cli {
 pub enum Command {
     /// Run the device in the foreground until SIGINT, SIGTERM or SIGHUP.
     Serve(ServeArgs),
+    /// Roll dice like 3d6, d20 or 100d100 with random bytes from the device.
+    ///
+    /// Prints one line per expression: the rolls, then " = " and their sum,
+    /// like "4 1 6 = 11" for 3d6. Every die is fair: rejection sampling, no
+    /// modulo bias.
+    Roll(RollArgs),
+    /// Print random 64-bit nonces from the device, one per line in decimal.
+    Nonce(NonceArgs),
 }
+
+/// Where `serve` mounts the FUSE file system by default.
+pub const DEFAULT_MOUNT: &str = "/mnt/pilfered";
+/// Where `serve` makes the named pipe by default.
+pub const DEFAULT_FIFO: &str = "/tmp/pilferedbits";
 
 /// Options of `pilfered serve`.
 #[derive(Args)]
 pub struct ServeArgs {
     /// Directory to mount the FUSE file system on (created if missing); random
     /// bytes are read from DIR/bits.
-    #[arg(long, value_name = "DIR", default_value = "/mnt/pilfered")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNT)]
     pub mount: PathBuf,
 
     /// Named pipe to serve random bytes through (created with mode 0600 if
     /// missing, reused if it is already a FIFO).
-    #[arg(long, value_name = "PATH", default_value = "/tmp/pilferedbits")]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_FIFO)]
     pub fifo: PathBuf,
 
     /// Serve only the named pipe, without mounting anything.
@@ -118,6 +131,39 @@ pub struct ServeArgs {
     /// --no-fifo so that one reader gets the whole stream.
     #[arg(long, value_name = "KEY")]
     pub seed: Option<String>,
+}
+
+/// Where `roll` and `nonce` read random bytes from.
+#[derive(Args)]
+pub struct SourceArgs {
+    /// Read random bytes from PATH: the device's FUSE file or FIFO (or any
+    /// file) [default: /mnt/pilfered/bits if it can be opened, else the FIFO
+    /// /tmp/pilferedbits].
+    #[arg(long, value_name = "PATH")]
+    pub from: Option<PathBuf>,
+}
+
+/// Arguments of `pilfered roll`.
+#[derive(Args)]
+pub struct RollArgs {
+    /// Dice in NdS notation: N dice (default 1, at most 10000000) of S sides
+    /// (at most 4294967296), like 3d6, d20 or 100d100.
+    #[arg(value_name = "EXPR", required = true)]
+    pub exprs: Vec<String>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Arguments of `pilfered nonce`.
+#[derive(Args)]
+pub struct NonceArgs {
+    /// How many nonces to print.
+    #[arg(short = 'n', long = "count", value_name = "COUNT", default_value_t = 1)]
+    pub count: u64,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 /// Largest chunk accepted: bigger chunks only cost cache misses.
@@ -423,6 +469,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).expect("clap accepts");
         match cli.command {
             Command::Serve(a) => a.validate(),
+            _ => unreachable!("parsed as serve"),
         }
     }
 

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => args.validate().and_then(pilfered::daemon::serve),
+        Command::Roll(args) => pilfered::tools::roll(&args.exprs, args.source.from.as_deref()),
+        Command::Nonce(args) => pilfered::tools::nonce(args.count, args.source.from.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,14 +43,25 @@ fn fail(e: &Error) -> ExitCode {
 /// '--bogus' found" or "invalid value '4Q' for '--chunk-size <SIZE>': ...".
 fn clap_one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid command line");
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid command line");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    let possible = text
-        .lines()
-        .map(str::trim)
+    let rest: Vec<&str> = lines.collect();
+    let possible = rest
+        .iter()
+        .map(|l| l.trim())
         .find(|l| l.starts_with("[possible values:"));
     match (e.kind(), possible) {
         (_, Some(values)) => format!("{first} {values}"),
+        // "...were not provided:" lists the arguments on indented lines.
+        (ErrorKind::MissingRequiredArgument, None) => {
+            let missing: Vec<&str> = rest
+                .iter()
+                .take_while(|l| l.starts_with(' '))
+                .map(|l| l.trim())
+                .collect();
+            format!("{first} {}", missing.join(", "))
+        }
         (ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand, None) => {
             format!("{first}; see 'pilfered --help'")
         }

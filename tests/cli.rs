@@ -6,15 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::run;
-
-/// Runs `pilfered ARGS` expecting failure with exactly `line` on stderr.
-fn refused(args: &[&str], code: i32, line: &str) {
-    let (status, stdout, stderr) = run(args);
-    assert_eq!(stderr, format!("pilfered: {line}\n"), "args {args:?}");
-    assert_eq!(status, code, "args {args:?}");
-    assert_eq!(stdout, "");
-}
+use common::{refused, run};
 
 #[test]
 fn bad_sizes() {

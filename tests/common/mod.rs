@@ -259,3 +259,12 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `pilfered ARGS` expecting failure with exactly `line` on stderr,
+/// status `code` and nothing on stdout.
+pub fn refused(args: &[&str], code: i32, line: &str) {
+    let (status, stdout, stderr) = run(args);
+    assert_eq!(stderr, format!("pilfered: {line}\n"), "args {args:?}");
+    assert_eq!(status, code, "args {args:?}");
+    assert_eq!(stdout, "", "args {args:?}");
+}
