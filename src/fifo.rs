@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use log::{debug, warn};
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, fcntl};
+use nix::fcntl::{FcntlArg, Flock, FlockArg, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::EventFd;
 use nix::sys::stat::Mode;
@@ -112,10 +112,11 @@ pub fn inspect(path: &Path) -> Result<Existing, Error> {
     })
 }
 
-/// The open FIFO. Dropping it closes it and, if we created it, removes it.
+/// The open FIFO, locked (flock) against a second daemon. Dropping it
+/// closes it and, if we created it, removes it.
 #[derive(Debug)]
 pub struct Fifo {
-    file: File,
+    file: Flock<File>,
     path: PathBuf,
     /// `(dev, ino)` of the FIFO we created, to remove on drop.
     created: Option<(u64, u64)>,
@@ -165,6 +166,17 @@ impl Fifo {
                 "--fifo {shown}: the path changed while it was being opened; refusing to use it"
             )));
         }
+        // Two daemons feeding one FIFO would each remove it from under the
+        // other on exit; the lock lives as long as the daemon (crash included).
+        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(Error::usage(format!(
+                    "--fifo {shown}: another pilfered is already serving this FIFO; stop it or choose another path"
+                )));
+            }
+            Err((_, e)) => return Err(undo(format!("--fifo {shown}: flock: {}", e.desc()))),
+        };
         let fifo = Fifo {
             created: created.then(|| (meta.dev(), meta.ino())),
             file,
