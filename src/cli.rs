@@ -193,6 +193,8 @@ pub struct ServeConfig {
     pub reseed_bytes: u64,
     pub sources: Vec<SourceSpec>,
     pub mlock: bool,
+    /// Log a throughput line this often (set by `-v`).
+    pub report_every: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -252,6 +254,7 @@ impl ServeArgs {
             reseed_bytes: self.reseed_bytes,
             sources: self.source,
             mlock: self.mlock,
+            report_every: None,
         })
     }
 }

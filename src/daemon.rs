@@ -88,7 +88,20 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
         return Err(e);
     }
 
-    let outcome = match daemon.events.recv() {
+    let mut report = cfg
+        .report_every
+        .map(|every| Report::new(&daemon.stats, every));
+    let event = loop {
+        let Some(r) = report.as_mut() else {
+            break daemon.events.recv();
+        };
+        match daemon.events.recv_timeout(r.every) {
+            Err(RecvTimeoutError::Timeout) => r.log(&daemon.stats, &daemon.queue),
+            Err(RecvTimeoutError::Disconnected) => break Err(mpsc::RecvError),
+            Ok(event) => break Ok(event),
+        }
+    };
+    let outcome = match event {
         Ok(Event::Signal(sig)) => {
             info!("{sig}: shutting down");
             Ok(())
@@ -373,6 +386,48 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| Error::runtime(format!("cannot start thread {name}: {}", describe(&e))))
 }
 
+/// The periodic throughput line logged with -v.
+struct Report {
+    every: Duration,
+    last: [u64; 3],
+    at: Instant,
+}
+
+impl Report {
+    fn counters(stats: &Stats) -> [u64; 3] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            stats.bytes_served_fuse.load(Relaxed),
+            stats.bytes_served_fifo.load(Relaxed),
+            stats.bytes_generated.load(Relaxed),
+        ]
+    }
+
+    fn new(stats: &Stats, every: Duration) -> Report {
+        Report {
+            every,
+            last: Self::counters(stats),
+            at: Instant::now(),
+        }
+    }
+
+    fn log(&mut self, stats: &Stats, queue: &ChunkQueue) {
+        let now = Self::counters(stats);
+        let secs = self.at.elapsed().as_secs_f64().max(1e-3);
+        let rate = |i: usize| (now[i] - self.last[i]) as f64 / secs / 1e6;
+        info!(
+            "throughput: FUSE {:.1} MB/s, FIFO {:.1} MB/s, generated {:.1} MB/s; queue {:.1} of {:.1} MiB",
+            rate(0),
+            rate(1),
+            rate(2),
+            queue.queued_bytes() as f64 / (1 << 20) as f64,
+            queue.capacity() as f64 / (1 << 20) as f64,
+        );
+        self.last = now;
+        self.at = Instant::now();
+    }
+}
+
 /// Bytes a generator fills per queue round trip: large enough that locking
 /// and waking consumers is rare, small enough to stay in cache.
 const GENERATOR_BATCH: usize = 64 << 10;
@@ -526,6 +581,10 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
                 create: true,
             })
         }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            clear_stale_mount(&abs, &shown.to_string())?;
+            plan_mount(&abs)
+        }
         Err(e) => Err(Error::usage(format!("--mount {shown}: {}", describe(&e)))),
         Ok(meta) if !meta.is_dir() => Err(Error::usage(format!(
             "--mount {shown}: {}, not a directory",
@@ -542,6 +601,14 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
             let mounted = mounts::mount_at(&canonical)
                 .map_err(|e| Error::runtime(format!("/proc/self/mountinfo: {}", describe(&e))))?;
             if let Some(m) = mounted {
+                // A dead pilfered mount may still answer stat from cached
+                // attributes; statfs always asks the daemon.
+                if m.fs_type == "fuse.pilfered"
+                    && nix::sys::statvfs::statvfs(&canonical) == Err(nix::errno::Errno::ENOTCONN)
+                {
+                    clear_stale_mount(&canonical, &shown.to_string())?;
+                    return plan_mount(&canonical);
+                }
                 return Err(Error::usage(format!(
                     "--mount {shown}: {} ({}) is already mounted there; unmount it first or choose another directory",
                     m.source, m.fs_type
@@ -553,6 +620,32 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
                 create: false,
             })
         }
+    }
+}
+
+/// A FUSE mount whose daemon died answers "Transport endpoint is not
+/// connected". If it was a pilfered mount, detach it; anything else is not
+/// ours to touch.
+fn clear_stale_mount(path: &Path, shown: &str) -> Result<(), Error> {
+    let mounted = mounts::mount_at(path)
+        .map_err(|e| Error::runtime(format!("/proc/self/mountinfo: {}", describe(&e))))?;
+    match mounted {
+        Some(m) if m.fs_type == "fuse.pilfered" => {
+            warn!("--mount {shown}: clearing the stale mount of a pilfered daemon that is gone");
+            mounts::detach(path).map_err(|e| {
+                Error::runtime(format!(
+                    "--mount {shown}: cannot clear the stale mount there: {}",
+                    describe(&e)
+                ))
+            })
+        }
+        Some(m) => Err(Error::usage(format!(
+            "--mount {shown}: a dead {} mount is there (Transport endpoint is not connected); unmount it first ('fusermount3 -u {shown}' or 'umount -l {shown}')",
+            m.fs_type
+        ))),
+        None => Err(Error::usage(format!(
+            "--mount {shown}: Transport endpoint is not connected"
+        ))),
     }
 }
 

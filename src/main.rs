@@ -1,4 +1,5 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
@@ -6,6 +7,9 @@ use log::LevelFilter;
 
 use pilfered::cli::{Cli, Command};
 use pilfered::error::Error;
+
+/// How often `serve -v` logs its throughput.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -23,7 +27,11 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Serve(args) => args.validate().and_then(pilfered::daemon::serve),
+        Command::Serve(args) => args.validate().and_then(|mut cfg| {
+            // -v adds a throughput line every few seconds.
+            cfg.report_every = (cli.verbose > 0).then_some(REPORT_EVERY);
+            pilfered::daemon::serve(cfg)
+        }),
         Command::Roll(args) => pilfered::tools::roll(&args.exprs, args.source.from.as_deref()),
         Command::Nonce(args) => pilfered::tools::nonce(args.count, args.source.from.as_deref()),
     };

@@ -85,7 +85,10 @@ impl Daemon {
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("pilfered exited early ({status}): {}", d.log_text());
             }
-            (!fuse || d.is_mounted()) && (!with_fifo || d.fifo.exists())
+            // A dead mount left at the path is in the mount table too: wait
+            // until the daemon answers (statfs is never served from cache).
+            (!fuse || (d.is_mounted() && nix::sys::statvfs::statvfs(&d.mount).is_ok()))
+                && (!with_fifo || d.fifo.exists())
         });
         assert!(
             ready,
@@ -94,6 +97,16 @@ impl Daemon {
             std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
         );
         d
+    }
+
+    /// Hands back the paths without stopping anything or clearing the
+    /// mount: for tests that kill the daemon and start another on the same
+    /// paths. The caller's next guard cleans up.
+    pub fn abandon(mut self) -> (TempDir, PathBuf, PathBuf) {
+        self.child = None;
+        self.fuse = false;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.mount.clone(), self.fifo.clone())
     }
 
     pub fn bits(&self) -> PathBuf {
