@@ -29,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the device in the foreground until SIGINT, SIGTERM or SIGHUP.
     Serve(ServeArgs),
+    /// Show a running daemon's throughput, queue fill and uptime.
+    Status(crate::status::StatusArgs),
 }
 
 /// Options of `pilfered serve`.
@@ -284,9 +286,10 @@ mod tests {
         let mut argv = vec!["pilfered", "serve"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).expect("clap accepts");
-        match cli.command {
-            Command::Serve(a) => a.validate(),
-        }
+        let Command::Serve(a) = cli.command else {
+            unreachable!("parsed as serve")
+        };
+        a.validate()
     }
 
     #[test]

@@ -14,4 +14,5 @@ pub mod generator;
 pub mod mounts;
 pub mod queue;
 pub mod stats;
+pub mod status;
 mod sync;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => args.validate().and_then(pilfered::daemon::serve),
+        Command::Status(args) => pilfered::status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
