@@ -52,7 +52,8 @@ fi
 bin=${PILFERED:-target/release/pilfered}
 dupcheck=${DUPCHECK:-target/release/examples/dupcheck}
 
-total=$(awk -v g="$gib" 'BEGIN { printf "%d", g * 1073741824 }')
+# %.0f, not %d: mawk's %d stops at 2^31 - 1.
+total=$(awk -v g="$gib" 'BEGIN { printf "%.0f", g * 1073741824 }')
 [ "$total" -gt 0 ] || { echo "soak.sh: SOAK_GIB=$gib: expected a positive number of GiB" >&2; exit 2; }
 per_reader=$((total / 2 / readers))
 sample_per_reader=$((sample_mib * 1048576 / readers))
@@ -94,7 +95,7 @@ fi
 # reader NAME PATH: dd after dd with random block sizes and lengths until
 # this reader's share is moved; keeps some of its output as samples.
 reader() {
-    local name=$1 path=$2 moved=0 sampled=0 n=0 child="" bs count out
+    local name=$1 path=$2 moved=0 sampled=0 n=0 child="" bs count len out
     trap 'kill "$child" 2>/dev/null; exit 0' TERM
     while [ "$moved" -lt "$per_reader" ]; do
         case $((RANDOM % 5)) in
@@ -104,12 +105,19 @@ reader() {
             3) bs=1048576 ;;
             4) bs=$((RANDOM % 8192 + 1)) ;;
         esac
-        # 1 to 256 MiB, never past the share.
-        count=$(((RANDOM % 256 + 1) * 1048576 / bs + 1))
+        # 1 to 256 MiB (1 to 8 MiB for odd small blocks, which cost a
+        # request each), never past the share.
+        if [ "$bs" -ge 4096 ]; then
+            count=$(((RANDOM % 256 + 1) * 1048576 / bs + 1))
+        else
+            count=$(((RANDOM % 8 + 1) * 1048576 / bs + 1))
+        fi
         [ $((count * bs)) -le $((per_reader - moved)) ] || count=$(((per_reader - moved + bs - 1) / bs))
         out=/dev/null
         if [ "$sampled" -lt "$sample_per_reader" ] && [ $((RANDOM % 4)) = 0 ]; then
-            count=$(((sample_per_reader - sampled) / bs / 2 + 1))
+            len=$(((sample_per_reader - sampled) / 2))
+            [ "$bs" -ge 4096 ] || [ "$len" -le 1048576 ] || len=1048576
+            count=$((len / bs + 1))
             out=$tmp/sample-$name-$n
             sampled=$((sampled + count * bs))
         fi
@@ -176,13 +184,14 @@ running() {
     for p in "${readers_pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done
     return 1
 }
-next=$(awk -v a="$start" -v i="$interval" 'BEGIN { print a + i }')
+# printf, not print: print would round the time to 6 digits (1.79577e+09).
+next=$(awk -v a="$start" -v i="$interval" 'BEGIN { printf "%.3f", a + i }')
 while running; do
     kill -0 "$daemon" 2>/dev/null || { echo "soak.sh: the daemon died" >&2; cat "$tmp/daemon.log" >&2; exit 1; }
     sleep 0.1
     if awk -v a="$(now)" -v b="$next" 'BEGIN { exit !(a >= b) }'; then
         report
-        next=$(awk -v a="$next" -v i="$interval" 'BEGIN { print a + i }')
+        next=$(awk -v a="$next" -v i="$interval" 'BEGIN { printf "%.3f", a + i }')
     fi
 done
 for p in "${readers_pids[@]}"; do wait "$p" || failed=1; done
