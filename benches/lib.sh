@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts in benches/: start the release daemon on temporary
 # paths, stop it on exit, and print result tables. Source it, don't run it.
 
@@ -23,9 +24,9 @@ start_daemon() {
 
 stop_daemon() {
     # Background jobs of the script (readers) first, then the daemon.
-    local jobs_left
-    jobs_left=$(jobs -p)
-    [ -n "$jobs_left" ] && kill $jobs_left 2>/dev/null
+    local pids
+    mapfile -t pids < <(jobs -p)
+    [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null
     wait 2>/dev/null
     grep -qs " $mnt " /proc/self/mounts && umount -l "$mnt"
     rm -rf "$tmp"

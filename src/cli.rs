@@ -39,6 +39,8 @@ pub enum Command {
     Roll(RollArgs),
     /// Print random 64-bit nonces from the device, one per line in decimal.
     Nonce(NonceArgs),
+    /// Show a running daemon's throughput, queue fill and uptime.
+    Status(crate::status::StatusArgs),
 }
 
 /// Where `serve` mounts the FUSE file system by default.
@@ -470,10 +472,10 @@ mod tests {
         let mut argv = vec!["pilfered", "serve"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).expect("clap accepts");
-        match cli.command {
-            Command::Serve(a) => a.validate(),
-            _ => unreachable!("parsed as serve"),
-        }
+        let Command::Serve(a) = cli.command else {
+            unreachable!("parsed as serve")
+        };
+        a.validate()
     }
 
     #[test]

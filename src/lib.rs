@@ -19,5 +19,6 @@ pub mod queue;
 pub mod reader;
 pub mod seeding;
 pub mod stats;
+pub mod status;
 mod sync;
 pub mod tools;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         }),
         Command::Roll(args) => pilfered::tools::roll(&args.exprs, args.source.from.as_deref()),
         Command::Nonce(args) => pilfered::tools::nonce(args.count, args.source.from.as_deref()),
+        Command::Status(args) => pilfered::status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

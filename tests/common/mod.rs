@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod stretch;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -211,37 +213,14 @@ pub fn read_blocks(path: &Path, block: usize, n: usize, require_full_reads: bool
     out
 }
 
-/// Panics if any 32-byte stretch occurs twice across (or within) `outputs`.
-///
-/// Every 32-byte block at an offset that is a multiple of 32 in each output
-/// is indexed; then a window slides over every offset of every output. Any
-/// repeated stretch of 63 bytes or more contains an indexed block of one copy
-/// and is found; shorter coincidences between random streams have
-/// probability around n^2 * 2^-256.
+/// Panics if any 32-byte stretch occurs twice across (or within) `outputs`
+/// (see [`stretch::find_repeated_stretch`] for what is guaranteed to be found).
 pub fn assert_no_repeated_stretch(outputs: &[Vec<u8>]) {
-    let key = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap());
-    let mut index: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
-    for (o, out) in outputs.iter().enumerate() {
-        for start in (0..out.len().saturating_sub(31)).step_by(32) {
-            index
-                .entry(key(&out[start..]))
-                .or_default()
-                .push((o, start));
-        }
-    }
-    for (o, out) in outputs.iter().enumerate() {
-        for start in 0..out.len().saturating_sub(31) {
-            if let Some(hits) = index.get(&key(&out[start..])) {
-                for &(ho, hs) in hits {
-                    if (ho, hs) != (o, start) && outputs[ho][hs..hs + 32] == out[start..start + 32]
-                    {
-                        panic!(
-                            "32 bytes at output {o} offset {start} repeat output {ho} offset {hs}"
-                        );
-                    }
-                }
-            }
-        }
+    if let Some(r) = stretch::find_repeated_stretch(outputs) {
+        panic!(
+            "32 bytes at output {} offset {} repeat output {} offset {}",
+            r.second.0, r.second.1, r.first.0, r.first.1
+        );
     }
 }
 
