@@ -5,7 +5,7 @@ mod common;
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
@@ -278,6 +278,22 @@ fn bits_refuses_writes_seeks_and_mmap() {
         d.stats()["bytes_served_fuse"],
         0,
         "mmap must not serve bytes"
+    );
+
+    // isatty() and friends probe with ioctls: a plain ENOTTY, and no
+    // "not implemented" warnings in the log.
+    let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: TCGETS writes at most one termios into the buffer.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+    assert!(
+        !d.log_text().contains("Not Implemented"),
+        "{}",
+        d.log_text()
     );
 }
 
