@@ -12,8 +12,16 @@ start_daemon() {
     trap stop_daemon EXIT
     target/release/pilfered serve --mount "$mnt" --fifo "$fifo" -q "$@" 2>"$tmp/daemon.log" &
     daemon=$!
+    local want_fuse=1 want_fifo=1 arg
+    for arg in "$@"; do
+        case $arg in
+            --no-fuse) want_fuse=0 ;;
+            --no-fifo) want_fifo=0 ;;
+        esac
+    done
     for _ in $(seq 100); do
-        [ -r "$mnt/bits" ] && [ -p "$fifo" ] && return 0
+        { [ $want_fuse = 0 ] || [ -r "$mnt/bits" ]; } &&
+            { [ $want_fifo = 0 ] || [ -p "$fifo" ]; } && return 0
         kill -0 "$daemon" 2>/dev/null || break
         sleep 0.1
     done
