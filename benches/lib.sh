@@ -36,7 +36,9 @@ stop_daemon() {
     mapfile -t pids < <(jobs -p)
     [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null
     wait 2>/dev/null
-    grep -qs " $mnt " /proc/self/mounts && umount -l "$mnt"
+    # Anything still mounted below $tmp (the daemon's mount if it failed to
+    # unmount, a helper's) is detached before the directory goes.
+    awk -v t="$tmp/" 'index($2, t) == 1 { print $2 }' /proc/self/mounts | xargs -r -n1 umount -l
     rm -rf "$tmp"
 }
 
