@@ -2,15 +2,16 @@
 # Shared by the scripts in benches/: start the release daemon on temporary
 # paths, stop it on exit, and print result tables. Source it, don't run it.
 
-# start_daemon SERVE-OPTIONS...: builds nothing; starts target/release/pilfered
-# on a fresh temporary directory and waits until its interfaces are ready.
-# Sets tmp, mnt, fifo and daemon, and stops everything on exit.
+# start_daemon SERVE-OPTIONS...: builds nothing; starts $PILFERED (default
+# target/release/pilfered) on a fresh temporary directory, logging to
+# $tmp/daemon.log, and waits until its interfaces are ready. Sets tmp, mnt,
+# fifo and daemon, and stops everything on exit.
 start_daemon() {
     tmp=$(mktemp -d /tmp/pilfered-bench.XXXXXX)
     mnt="$tmp/mnt"
     fifo="$tmp/fifo"
     trap stop_daemon EXIT
-    target/release/pilfered serve --mount "$mnt" --fifo "$fifo" -q "$@" 2>"$tmp/daemon.log" &
+    "${PILFERED:-target/release/pilfered}" serve --mount "$mnt" --fifo "$fifo" "$@" 2>"$tmp/daemon.log" &
     daemon=$!
     local want_fuse=1 want_fifo=1 arg
     for arg in "$@"; do

@@ -58,39 +58,10 @@ total=$(awk -v g="$gib" 'BEGIN { printf "%.0f", g * 1073741824 }')
 per_reader=$((total / 2 / readers))
 sample_per_reader=$((sample_mib * 1048576 / readers))
 
-tmp=$(mktemp -d /tmp/pilfered-soak.XXXXXX)
-mnt=$tmp/mnt
-fifo=$tmp/fifo
-daemon=""
-loops=()
-cleanup() {
-    local p
-    for p in "${loops[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${loops[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
-        kill -TERM "$daemon" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$daemon" 2>/dev/null || true
-        wait "$daemon" 2>/dev/null || true
-    fi
-    if grep -qsF " $mnt " /proc/self/mountinfo; then umount -l "$mnt" || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+PILFERED=$bin start_daemon "${serve_opts[@]}"
 trap 'exit 130' INT TERM HUP
-
-"$bin" serve --mount "$mnt" --fifo "$fifo" "${serve_opts[@]}" 2>"$tmp/daemon.log" &
-daemon=$!
-for _ in $(seq 200); do
-    [ -r "$mnt/stats" ] && [ -p "$fifo" ] && break
-    kill -0 "$daemon" 2>/dev/null || { cat "$tmp/daemon.log" >&2; exit 1; }
-    sleep 0.05
-done
-if [ ! -r "$mnt/stats" ] || [ ! -p "$fifo" ]; then
-    echo "soak.sh: daemon not ready after 10 s" >&2
-    cat "$tmp/daemon.log" >&2
-    exit 1
-fi
 
 # reader NAME PATH: dd after dd with random block sizes and lengths until
 # this reader's share is moved; keeps some of its output as samples.
@@ -145,10 +116,8 @@ for i in $(seq "$readers"); do
     reader "fuse$i" "$mnt/bits" & readers_pids+=($!)
     reader "fifo$i" "$fifo" & readers_pids+=($!)
 done
-loops+=("${readers_pids[@]}")
 nibbler "$mnt/bits" & nibblers=($!)
 nibbler "$fifo" & nibblers+=($!)
-loops+=("${nibblers[@]}")
 
 stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/stats"; }
 vm() { awk -v k="$1:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$daemon/status"; }
@@ -196,7 +165,6 @@ while running; do
 done
 for p in "${readers_pids[@]}"; do wait "$p" || failed=1; done
 for p in "${nibblers[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" || true; done
-loops=()
 report
 elapsed=$(awk -v a="$(now)" -v b="$start" 'BEGIN { print a - b }')
 [ "$failed" = 0 ] || { echo "soak.sh: a reader failed" >&2; exit 1; }
