@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::error::Error;
-use crate::generator::{Key, Rounds};
-use crate::seeding::SourceSpec;
+use crate::generator::Rounds;
+use crate::seeding::{Key, SourceSpec};
 
 /// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
 /// and a named pipe.
@@ -354,11 +354,11 @@ fn parse_seed(s: &str) -> Result<Key, Error> {
     if s.len() != 64 {
         return Err(bad(format!("got {} characters", s.chars().count())));
     }
-    let mut key = Key([0; 32]);
+    let mut key = Key::zeroed();
     for (i, pair) in s.as_bytes().chunks(2).enumerate() {
         let hex = |b: u8| (b as char).to_digit(16);
         match (hex(pair[0]), hex(pair[1])) {
-            (Some(hi), Some(lo)) => key.0[i] = (hi * 16 + lo) as u8,
+            (Some(hi), Some(lo)) => key.bytes_mut()[i] = (hi * 16 + lo) as u8,
             _ => return Err(bad("not a hex digit in the value".to_string())),
         }
     }
@@ -463,7 +463,7 @@ mod tests {
     #[test]
     fn seed_parsing_never_echoes_the_value() {
         let good = "00".repeat(31) + "ff";
-        assert_eq!(parse_seed(&good).unwrap().0[31], 0xff);
+        assert_eq!(parse_seed(&good).unwrap().as_bytes()[31], 0xff);
         let short = "abc123";
         let e = parse_seed(short).unwrap_err();
         assert_eq!(

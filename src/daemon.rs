@@ -26,11 +26,11 @@ use crate::cli::{ServeConfig, format_size};
 use crate::error::{Error, describe};
 use crate::fifo::{self, Fifo, KERNEL_MAX_PIPE_SIZE};
 use crate::fs::{Device, Fs};
-use crate::generator::Generator;
+use crate::generator::{self, Generator, ReseedPolicy};
 use crate::mounts;
 use crate::queue::ChunkQueue;
 use crate::seeding::Seeder;
-use crate::stats::{self, Stats};
+use crate::stats::Stats;
 
 /// How long shutdown waits for the FUSE session to finish after unmounting
 /// before the process exits anyway (exiting closes /dev/fuse, which ends the
@@ -189,7 +189,7 @@ impl Daemon {
             let (queue, stats, seeder) = (self.queue.clone(), self.stats.clone(), seeder.clone());
             self.generators
                 .push(spawn(&format!("generator-{i}"), move || {
-                    run_generator(generator, &queue, &stats, &seeder, policy)
+                    generator.run(&queue, &stats, &seeder, policy)
                 })?);
         }
 
@@ -428,57 +428,6 @@ impl Report {
     }
 }
 
-/// Bytes a generator fills per queue round trip: large enough that locking
-/// and waking consumers is rare, small enough to stay in cache.
-const GENERATOR_BATCH: usize = 64 << 10;
-
-/// When a generator takes a fresh key from the [`Seeder`].
-#[derive(Debug, Clone, Copy)]
-struct ReseedPolicy {
-    interval: Duration,
-    bytes: u64,
-}
-
-fn run_generator(
-    mut generator: Generator,
-    queue: &ChunkQueue,
-    stats: &Stats,
-    seeder: &Seeder,
-    policy: ReseedPolicy,
-) {
-    let mut batch = Vec::new();
-    let max = (GENERATOR_BATCH / queue.chunk_size()).max(1);
-    let mut last_seed = Instant::now();
-    let mut since_seed = 0u64;
-    while queue.reserve(max, &mut batch).is_ok() {
-        // Checked before filling, so that a generator waking after a long
-        // idle spell reseeds before it makes anything.
-        if !generator.is_fixed()
-            && (last_seed.elapsed() >= policy.interval || since_seed >= policy.bytes)
-        {
-            match seeder.key() {
-                Ok(key) => {
-                    generator.reseed(&key);
-                    stats::add(&stats.reseeds, 1);
-                }
-                Err(e) => warn!("reseeding failed ({e}); keeping the current key"),
-            }
-            last_seed = Instant::now();
-            since_seed = 0;
-        }
-        let mut bytes = 0;
-        for chunk in batch.iter_mut() {
-            chunk.refill(|buf| generator.fill(buf));
-            bytes += chunk.len();
-        }
-        // Bytes already made cannot be recomputed from the state left behind.
-        generator.erase_key();
-        since_seed += bytes as u64;
-        stats::add(&stats.bytes_generated, bytes as u64);
-        queue.push(&mut batch);
-    }
-}
-
 /// Refuses --allow-other early when fusermount3 would refuse it.
 fn check_allow_other() -> Result<(), Error> {
     if nix::unistd::geteuid().is_root() {
@@ -505,7 +454,7 @@ fn lock_memory(cfg: &ServeConfig) -> Result<(), Error> {
     // stack per thread, and slack for the program itself.
     let threads = cfg.generators + cfg.fuse_threads + 4;
     let need = cfg.queue_capacity as u64
-        + (cfg.generators * GENERATOR_BATCH) as u64
+        + (cfg.generators * generator::BATCH_BYTES) as u64
         + threads as u64 * (3 << 20)
         + (32 << 20);
     let (limit, _) = getrlimit(Resource::RLIMIT_MEMLOCK)

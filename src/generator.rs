@@ -1,10 +1,14 @@
-//! The ChaCha generator that fills chunks.
+//! The ChaCha generators that fill the queue's chunks.
 //!
 //! # Seeding
-//! Normally the 256-bit key comes from the OS (`getrandom`). With a fixed key
-//! (`--seed`) the output is exactly the RFC 8439 ChaCha20 keystream for that
-//! key with nonce 0 and block counter 0, which makes runs reproducible and
-//! lets tests compare against independent implementations.
+//! Normally each generator's 256-bit key comes from a
+//! [`Seeder`] (the OS, plus any extra sources). With a fixed key (`--seed`)
+//! the output is the ChaCha20 keystream for that key with nonce 0 and a
+//! 64-bit block counter starting at 0. For its first 2^32 blocks (256 GiB)
+//! that is exactly the RFC 8439 keystream (nonce 0); after that the counter
+//! carries into the first nonce word, as in the original ChaCha and in
+//! OpenSSL, where RFC 8439 defines nothing. Seeded runs are reproducible and
+//! tests compare them with independent implementations.
 //!
 //! # Security
 //! Like the kernel's own generator, an OS-keyed generator practises fast key
@@ -12,39 +16,20 @@
 //! its own keystream that are never handed out, and the old state is wiped
 //! (`chacha20`'s generators zeroize themselves on drop). Someone who later
 //! reads the generator's memory cannot reconstruct bytes it already made.
-//! [`Generator::reseed`] mixes a fresh OS seed into a new key the same way.
+//! [`Generator::reseed`] mixes a fresh seed into a new key the same way.
 //! The state is never printed: `Debug` shows nothing of it.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use chacha20::{ChaCha8Rng, ChaCha12Rng, ChaCha20Rng};
+use log::warn;
 use rand_core::{Rng, SeedableRng};
 use zeroize::Zeroize;
 
-/// A 256-bit ChaCha key. `Debug` never shows it; it is wiped on drop.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key(pub [u8; 32]);
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Key(<hidden>)")
-    }
-}
-
-impl Drop for Key {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl Key {
-    /// 32 fresh bytes from the OS.
-    pub fn from_os() -> Result<Key, getrandom::Error> {
-        let mut key = Key([0; 32]);
-        getrandom::fill(&mut key.0)?;
-        Ok(key)
-    }
-}
+use crate::queue::ChunkQueue;
+use crate::seeding::{Key, Seeder};
+use crate::stats::{self, Stats};
 
 /// How many ChaCha rounds: 20 (the default, RFC 8439) or, for users who
 /// choose speed, 12 (what `rand`'s `StdRng` uses) or 8.
@@ -78,11 +63,15 @@ enum Cipher {
 
 impl Cipher {
     fn new(rounds: Rounds, key: &Key) -> Cipher {
-        match rounds {
-            Rounds::R20 => Cipher::R20(ChaCha20Rng::from_seed(key.0)),
-            Rounds::R12 => Cipher::R12(ChaCha12Rng::from_seed(key.0)),
-            Rounds::R8 => Cipher::R8(ChaCha8Rng::from_seed(key.0)),
-        }
+        // `from_seed` takes its seed by value: wipe our copy afterwards.
+        let mut seed = *key.as_bytes();
+        let cipher = match rounds {
+            Rounds::R20 => Cipher::R20(ChaCha20Rng::from_seed(seed)),
+            Rounds::R12 => Cipher::R12(ChaCha12Rng::from_seed(seed)),
+            Rounds::R8 => Cipher::R8(ChaCha8Rng::from_seed(seed)),
+        };
+        seed.zeroize();
+        cipher
     }
 
     fn fill(&mut self, buf: &mut [u8]) {
@@ -90,6 +79,15 @@ impl Cipher {
             Cipher::R20(c) => c.fill_bytes(buf),
             Cipher::R12(c) => c.fill_bytes(buf),
             Cipher::R8(c) => c.fill_bytes(buf),
+        }
+    }
+
+    #[cfg(test)]
+    fn set_block_pos(&mut self, block: u64) {
+        match self {
+            Cipher::R20(c) => c.set_block_pos(block),
+            Cipher::R12(c) => c.set_block_pos(block),
+            Cipher::R8(c) => c.set_block_pos(block),
         }
     }
 }
@@ -110,14 +108,8 @@ impl fmt::Debug for Generator {
 }
 
 impl Generator {
-    /// A generator keyed with 32 fresh bytes from the OS.
-    pub fn from_os(rounds: Rounds) -> Result<Self, getrandom::Error> {
-        Ok(Self::from_key_erasing(&Key::from_os()?, rounds))
-    }
-
-    /// A generator starting from a secret `key` (from the OS or a
-    /// [`Seeder`](crate::seeding::Seeder)), which then practises key erasure
-    /// and accepts reseeds.
+    /// A generator starting from a secret `key` (from a [`Seeder`]), which
+    /// then practises key erasure and accepts reseeds.
     pub fn from_key_erasing(key: &Key, rounds: Rounds) -> Self {
         Generator {
             cipher: Cipher::new(rounds, key),
@@ -134,11 +126,6 @@ impl Generator {
             rounds,
             fixed: true,
         }
-    }
-
-    /// Whether the key came from the user (`--seed`).
-    pub fn is_fixed(&self) -> bool {
-        self.fixed
     }
 
     /// Overwrites `buf` with the next keystream bytes.
@@ -173,56 +160,189 @@ impl Generator {
         if self.fixed {
             return;
         }
-        let mut key = Key([0; 32]);
-        self.cipher.fill(&mut key.0);
+        let mut key = Key::zeroed();
+        self.cipher.fill(key.bytes_mut());
         if let Some(seed) = seed {
-            for (k, s) in key.0.iter_mut().zip(seed.0) {
+            for (k, s) in key.bytes_mut().iter_mut().zip(seed.as_bytes()) {
                 *k ^= s;
             }
         }
-        // The old cipher is dropped here, and zeroizes itself.
+        // The old cipher is dropped here, and zeroizes itself; so is `key`.
         self.cipher = Cipher::new(self.rounds, &key);
     }
+
+    /// Fills chunks from `queue` until it is closed, reseeding from `seeder`
+    /// as `policy` says and erasing the key after every batch.
+    pub fn run(mut self, queue: &ChunkQueue, stats: &Stats, seeder: &Seeder, policy: ReseedPolicy) {
+        let mut batch = Vec::new();
+        let max = (BATCH_BYTES / queue.chunk_size()).max(1);
+        let mut last_seed = Instant::now();
+        let mut since_seed = 0u64;
+        while queue.reserve(max, &mut batch).is_ok() {
+            // Checked before filling, so that a generator waking after a long
+            // idle spell reseeds before it makes anything.
+            if !self.fixed && (last_seed.elapsed() >= policy.interval || since_seed >= policy.bytes)
+            {
+                match seeder.key() {
+                    Ok(key) => {
+                        self.reseed(&key);
+                        stats::add(&stats.reseeds, 1);
+                    }
+                    Err(e) => warn!("reseeding failed ({e}); keeping the current key"),
+                }
+                last_seed = Instant::now();
+                since_seed = 0;
+            }
+            let mut bytes = 0;
+            for chunk in batch.iter_mut() {
+                chunk.refill(|buf| self.fill(buf));
+                bytes += chunk.len();
+            }
+            // Bytes already made cannot be recomputed from the state left behind.
+            self.erase_key();
+            since_seed += bytes as u64;
+            stats::add(&stats.bytes_generated, bytes as u64);
+            queue.push(&mut batch);
+        }
+    }
+}
+
+/// Bytes a generator fills per queue round trip: large enough that locking
+/// and waking consumers is rare, small enough to stay in cache.
+pub const BATCH_BYTES: usize = 64 << 10;
+
+/// When a generator takes a fresh key from its [`Seeder`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReseedPolicy {
+    /// After this much time...
+    pub interval: Duration,
+    /// ...or this many bytes, whichever comes first.
+    pub bytes: u64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// RFC 7539 (= RFC 8439), appendix A.1, test vector 1: all-zero key,
-    /// all-zero nonce, block counter 0; the whole 64-byte block.
-    #[test]
-    fn rfc7539_a1_test_vector_1() {
-        let expected: [u8; 64] = [
-            0x76, 0xb8, 0xe0, 0xad, 0xa0, 0xf1, 0x3d, 0x90, 0x40, 0x5d, 0x6a, 0xe5, 0x53, 0x86,
-            0xbd, 0x28, 0xbd, 0xd2, 0x19, 0xb8, 0xa0, 0x8d, 0xed, 0x1a, 0xa8, 0x36, 0xef, 0xcc,
-            0x8b, 0x77, 0x0d, 0xc7, 0xda, 0x41, 0x59, 0x7c, 0x51, 0x57, 0x48, 0x8d, 0x77, 0x24,
-            0xe0, 0x3f, 0xb8, 0xd8, 0x4a, 0x37, 0x6a, 0x43, 0xb8, 0xf4, 0x15, 0x18, 0xa1, 0x1c,
-            0xc3, 0x87, 0xb6, 0x69, 0xb2, 0xee, 0x65, 0x86,
-        ];
-        let mut out = [0u8; 64];
-        Generator::from_key(&Key([0; 32]), Rounds::R20).fill(&mut out);
-        assert_eq!(out, expected);
+    fn key(bytes: [u8; 32]) -> Key {
+        let mut k = Key::zeroed();
+        *k.bytes_mut() = bytes;
+        k
     }
 
-    /// RFC 7539 appendix A.1, test vector 2: the same key, block counter 1,
-    /// which is simply the second block of our stream.
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The 64-byte block number `block` of `key`'s keystream.
+    fn block(key: &Key, rounds: Rounds, block: u64) -> Vec<u8> {
+        let mut g = Generator::from_key(key, rounds);
+        g.cipher.set_block_pos(block);
+        let mut out = vec![0u8; 64];
+        g.fill(&mut out);
+        out
+    }
+
+    /// RFC 8439 (= RFC 7539), appendix A.1, test vectors 1 to 4: whole
+    /// 64-byte blocks for the all-zero key at blocks 0 and 1, and for two
+    /// non-zero keys at blocks 1 and 2 (all with nonce 0).
     #[test]
-    fn rfc7539_a1_test_vector_2_is_second_block() {
-        let expected: [u8; 16] = [
-            0x9f, 0x07, 0xe7, 0xbe, 0x55, 0x51, 0x38, 0x7a, 0x98, 0xba, 0x97, 0x7c, 0x73, 0x2d,
-            0x08, 0x0d,
-        ];
-        let mut out = [0u8; 128];
-        Generator::from_key(&Key([0; 32]), Rounds::R20).fill(&mut out);
-        assert_eq!(out[64..80], expected);
+    fn rfc8439_a1_test_vectors() {
+        let zero = key([0; 32]);
+        let mut last_bit = [0; 32];
+        last_bit[31] = 1;
+        let mut second_byte = [0; 32];
+        second_byte[1] = 0xff;
+        for (name, key, at, expected) in [
+            (
+                "#1",
+                &zero,
+                0,
+                "76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7\
+                 da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586",
+            ),
+            (
+                "#2",
+                &zero,
+                1,
+                "9f07e7be5551387a98ba977c732d080dcb0f29a048e3656912c6533e32ee7aed\
+                 29b721769ce64e43d57133b074d839d531ed1f28510afb45ace10a1f4b794d6f",
+            ),
+            (
+                "#3",
+                &key(last_bit),
+                1,
+                "3aeb5224ecf849929b9d828db1ced4dd832025e8018b8160b82284f3c949aa5a\
+                 8eca00bbb4a73bdad192b5c42f73f2fd4e273644c8b36125a64addeb006c13a0",
+            ),
+            (
+                "#4",
+                &key(second_byte),
+                2,
+                "72d54dfbf12ec44b362692df94137f328fea8da73990265ec1bbbea1ae9af0ca\
+                 13b25aa26cb4a648cb9b9d1be65b2c0924a66c54d545ec1b7374f4872e99f096",
+            ),
+        ] {
+            assert_eq!(block(key, Rounds::R20, at), hex(expected), "{name}");
+        }
+        // Positioned blocks are the stream itself: #2 is the second block.
+        let mut stream = vec![0u8; 128];
+        Generator::from_key(&zero, Rounds::R20).fill(&mut stream);
+        assert_eq!(stream[64..], block(&zero, Rounds::R20, 1));
+    }
+
+    /// draft-strombergson-chacha-test-vectors-01, TC1 (all-zero 256-bit key
+    /// and IV), first block, for 8 and 12 rounds.
+    #[test]
+    fn chacha8_and_chacha12_test_vectors() {
+        let zero = key([0; 32]);
+        assert_eq!(
+            block(&zero, Rounds::R8, 0),
+            hex(
+                "3e00ef2f895f40d67f5bb8e81f09a5a12c840ec3ce9a7f3b181be188ef711a1e\
+                 984ce172b9216f419f445367456d5619314a42a3da86b001387bfdb80e0cfe42"
+            )
+        );
+        assert_eq!(
+            block(&zero, Rounds::R12, 0),
+            hex(
+                "9bf49a6a0755f953811fce125f2683d50429c3bb49e074147e0089a52eae155f\
+                 0564f879d27ae3c02ce82834acfa8c793a629f2ca0de6919610be82f411326be"
+            )
+        );
+    }
+
+    /// Past 2^32 blocks (256 GiB) the block counter carries into the first
+    /// nonce word, as in `rand_chacha` (an independent implementation) and
+    /// in OpenSSL: `openssl enc -chacha20 -iv ffffffff000000000000000000000000`
+    /// gives the same two blocks.
+    #[test]
+    fn the_block_counter_is_64_bits() {
+        let k: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let mut g = Generator::from_key(&key(k), Rounds::R20);
+        g.cipher.set_block_pos(u32::MAX as u64);
+        let mut ours = vec![0u8; 128];
+        g.fill(&mut ours);
+        let mut reference = rand_chacha::ChaCha20Rng::from_seed(k);
+        reference.set_word_pos(u128::from(u32::MAX) * 16);
+        let mut expected = vec![0u8; 128];
+        reference.fill_bytes(&mut expected);
+        assert_eq!(ours, expected);
+        assert_eq!(
+            ours[64..72],
+            hex("d838fb09536e2e3a"),
+            "block 2^32, as openssl computes it"
+        );
     }
 
     /// Splitting the output into fills of any whole number of words must not
     /// change the stream.
     #[test]
     fn fills_continue_the_stream() {
-        let key = Key(std::array::from_fn(|i| i as u8));
+        let key = key(std::array::from_fn(|i| i as u8));
         let mut whole = vec![0u8; 10_000];
         Generator::from_key(&key, Rounds::R20).fill(&mut whole);
         let mut g = Generator::from_key(&key, Rounds::R20);
@@ -238,15 +358,15 @@ mod tests {
     #[test]
     #[should_panic(expected = "not whole words")]
     fn partial_words_are_refused() {
-        Generator::from_key(&Key([0; 32]), Rounds::R20).fill(&mut [0u8; 5]);
+        Generator::from_key(&key([0; 32]), Rounds::R20).fill(&mut [0u8; 5]);
     }
 
     #[test]
     fn os_seeded_generators_differ() {
         let mut a = [0u8; 32];
         let mut b = [0u8; 32];
-        Generator::from_os(Rounds::R20).unwrap().fill(&mut a);
-        Generator::from_os(Rounds::R20).unwrap().fill(&mut b);
+        Generator::from_key_erasing(&Key::from_os().unwrap(), Rounds::R20).fill(&mut a);
+        Generator::from_key_erasing(&Key::from_os().unwrap(), Rounds::R20).fill(&mut b);
         // Equal by chance with probability 2^-256.
         assert_ne!(a, b);
     }
@@ -256,16 +376,16 @@ mod tests {
     #[test]
     fn matches_rand_chacha_for_every_round_count() {
         use rand_chacha::{ChaCha8Rng, ChaCha12Rng, ChaCha20Rng};
-        let key = Key(std::array::from_fn(|i| (i * 7 + 3) as u8));
+        let k: [u8; 32] = std::array::from_fn(|i| (i * 7 + 3) as u8);
         let mut reference = vec![0u8; 1 << 16];
         let mut ours = vec![0u8; 1 << 16];
         for rounds in [Rounds::R20, Rounds::R12, Rounds::R8] {
             match rounds {
-                Rounds::R20 => ChaCha20Rng::from_seed(key.0).fill_bytes(&mut reference),
-                Rounds::R12 => ChaCha12Rng::from_seed(key.0).fill_bytes(&mut reference),
-                Rounds::R8 => ChaCha8Rng::from_seed(key.0).fill_bytes(&mut reference),
+                Rounds::R20 => ChaCha20Rng::from_seed(k).fill_bytes(&mut reference),
+                Rounds::R12 => ChaCha12Rng::from_seed(k).fill_bytes(&mut reference),
+                Rounds::R8 => ChaCha8Rng::from_seed(k).fill_bytes(&mut reference),
             }
-            Generator::from_key(&key, rounds).fill(&mut ours);
+            Generator::from_key(&key(k), rounds).fill(&mut ours);
             assert_eq!(ours, reference, "{rounds:?}");
         }
     }
@@ -274,29 +394,29 @@ mod tests {
     /// but never that of a fixed key.
     #[test]
     fn rekeying_applies_only_to_os_keys() {
-        let key = Key([9; 32]);
+        let fixed = key([9; 32]);
         let mut plain = vec![0u8; 256];
-        Generator::from_key(&key, Rounds::R20).fill(&mut plain);
-        let mut g = Generator::from_key(&key, Rounds::R20);
+        Generator::from_key(&fixed, Rounds::R20).fill(&mut plain);
+        let mut g = Generator::from_key(&fixed, Rounds::R20);
         let mut out = vec![0u8; 256];
         g.fill(&mut out[..128]);
         g.erase_key();
-        g.reseed(&Key([1; 32]));
+        g.reseed(&key([1; 32]));
         g.fill(&mut out[128..]);
         assert_eq!(out, plain);
-        assert!(g.is_fixed());
+        assert!(g.fixed);
 
         // The same key, but treated as an OS key: erasure rekeys from the
         // next 32 keystream bytes (never handed out), reseeding XORs in the
         // seed.
-        let mut g = Generator::from_key_erasing(&key, Rounds::R20);
-        assert!(!g.is_fixed());
+        let mut g = Generator::from_key_erasing(&fixed, Rounds::R20);
+        assert!(!g.fixed);
         let mut out = vec![0u8; 256];
         g.fill(&mut out[..128]);
         g.erase_key();
         g.fill(&mut out[128..]);
         assert_eq!(out[..128], plain[..128]);
-        let erased_key = Key(plain[128..160].try_into().unwrap());
+        let erased_key = key(plain[128..160].try_into().unwrap());
         let mut expected = vec![0u8; 128];
         Generator::from_key(&erased_key, Rounds::R20).fill(&mut expected);
         assert_eq!(out[128..], expected[..]);
@@ -304,11 +424,11 @@ mod tests {
         // Continue the erased generator: its next 32 bytes are at 128 of the
         // erased key's stream; reseed XORs them with the seed.
         let mut after = [0u8; 64];
-        g.reseed(&Key([0xff; 32]));
+        g.reseed(&key([0xff; 32]));
         g.fill(&mut after);
         let mut stream = vec![0u8; 160];
         Generator::from_key(&erased_key, Rounds::R20).fill(&mut stream);
-        let reseeded = Key(std::array::from_fn(|i| stream[128 + i] ^ 0xff));
+        let reseeded = key(std::array::from_fn(|i| stream[128 + i] ^ 0xff));
         let mut expected = [0u8; 64];
         Generator::from_key(&reseeded, Rounds::R20).fill(&mut expected);
         assert_eq!(after, expected);
@@ -316,8 +436,8 @@ mod tests {
 
     #[test]
     fn debug_hides_state() {
-        let g = Generator::from_key(&Key([7; 32]), Rounds::R20);
+        let g = Generator::from_key(&key([7; 32]), Rounds::R20);
         assert_eq!(format!("{g:?}"), "Generator { .. }");
-        assert_eq!(format!("{:?}", Key([7; 32])), "Key(<hidden>)");
+        assert_eq!(format!("{:?}", key([7; 32])), "Key(<hidden>)");
     }
 }

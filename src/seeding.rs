@@ -20,10 +20,45 @@ use std::time::{Duration, Instant};
 use log::warn;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, describe};
-use crate::generator::Key;
+
+/// A 256-bit ChaCha key. Its bytes are only ever lent out by reference,
+/// `Debug` never shows them, and they are wiped when the key is dropped.
+#[derive(Zeroize, ZeroizeOnDrop)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
+pub struct Key([u8; 32]);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<hidden>)")
+    }
+}
+
+impl Key {
+    /// An all-zero key, to be filled in place with [`Key::bytes_mut`].
+    pub fn zeroed() -> Key {
+        Key([0; 32])
+    }
+
+    /// 32 fresh bytes from the OS.
+    pub fn from_os() -> Result<Key, getrandom::Error> {
+        let mut key = Key::zeroed();
+        getrandom::fill(&mut key.0)?;
+        Ok(key)
+    }
+
+    /// The key's bytes, lent for as long as the key lives.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The key's bytes, to fill in place.
+    pub fn bytes_mut(&mut self) -> &mut [u8; 32] {
+        &mut self.0
+    }
+}
 
 /// What `--source` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,9 +292,9 @@ impl Seeder {
     pub fn key(&self) -> Result<Key, Error> {
         let mut hasher = Sha256::new();
         hasher.update(b"pilfered seed v1");
-        let mut os = Key::from_os().map_err(|e| Error::runtime(format!("getrandom: {e}")))?;
-        hasher.update(os.0);
-        os.0.zeroize();
+        let os = Key::from_os().map_err(|e| Error::runtime(format!("getrandom: {e}")))?;
+        hasher.update(os.as_bytes());
+        drop(os);
         let mut sources = self.lock();
         let mut buf = [0u8; 32];
         sources.retain_mut(|source| match source.read(&mut buf) {
@@ -277,7 +312,8 @@ impl Seeder {
         });
         buf.zeroize();
         let mut digest = hasher.finalize();
-        let key = Key(digest.into());
+        let mut key = Key::zeroed();
+        key.bytes_mut().copy_from_slice(&digest);
         digest.zeroize();
         Ok(key)
     }
