@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use fuser::{Session, SessionUnmounter};
 use log::{debug, info, warn};
 use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
@@ -25,7 +25,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::cli::{ServeConfig, format_size};
 use crate::error::{Error, describe};
 use crate::fifo::{self, Fifo, KERNEL_MAX_PIPE_SIZE};
-use crate::fs::{Device, Fs};
+use crate::fs::{self, Device, Fs};
 use crate::generator::{self, Generator, ReseedPolicy};
 use crate::mounts;
 use crate::queue::ChunkQueue;
@@ -274,24 +274,7 @@ impl Daemon {
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
-        let mut config = Config::default();
-        config.mount_options = vec![
-            MountOption::FSName("pilfered".into()),
-            MountOption::CUSTOM("subtype=pilfered".into()),
-            MountOption::RO,
-            MountOption::NoSuid,
-            MountOption::NoDev,
-            MountOption::NoExec,
-            MountOption::NoAtime,
-            MountOption::DefaultPermissions,
-        ];
-        config.acl = if allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        };
-        config.n_threads = Some(threads);
-        config.clone_fd = true;
+        let config = fs::mount_config(threads, allow_other);
         let mut session = match Session::new(Fs(device), &plan.path, &config) {
             Ok(s) => s,
             Err(e) => {
@@ -552,7 +535,7 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
             if let Some(m) = mounted {
                 // A dead pilfered mount may still answer stat from cached
                 // attributes; statfs always asks the daemon.
-                if m.fs_type == "fuse.pilfered"
+                if m.fs_type == fs::FS_TYPE
                     && nix::sys::statvfs::statvfs(&canonical) == Err(nix::errno::Errno::ENOTCONN)
                 {
                     clear_stale_mount(&canonical, &shown.to_string())?;
@@ -579,7 +562,7 @@ fn clear_stale_mount(path: &Path, shown: &str) -> Result<(), Error> {
     let mounted = mounts::mount_at(path)
         .map_err(|e| Error::runtime(format!("/proc/self/mountinfo: {}", describe(&e))))?;
     match mounted {
-        Some(m) if m.fs_type == "fuse.pilfered" => {
+        Some(m) if m.fs_type == fs::FS_TYPE => {
             warn!("--mount {shown}: clearing the stale mount of a pilfered daemon that is gone");
             mounts::detach(path).map_err(|e| {
                 Error::runtime(format!(

@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyXattr, Request,
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    IoctlFlags, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyXattr, Request, SessionACL,
 };
 use log::warn;
+use zeroize::Zeroize;
 
 use crate::queue::{ChunkQueue, Closed};
 use crate::stats::{self, Stats};
@@ -33,6 +34,41 @@ pub const STATS: INodeNo = INodeNo(3);
 
 /// The attributes never change while mounted, so the kernel may cache them.
 const TTL: Duration = Duration::from_secs(1);
+
+/// The file system type of a pilfered mount, as `/proc/self/mountinfo`
+/// shows it.
+pub const FS_TYPE: &str = "fuse.pilfered";
+
+/// How every file is opened: direct I/O, so that the kernel passes each read
+/// to us and never serves bytes from (or keeps them in) its page cache, and
+/// non-seekable.
+pub const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
+
+/// How pilfered mounts: read-only, `nosuid,nodev,noexec,noatime`, with the
+/// kernel checking permissions, `threads` session threads each with its own
+/// cloned `/dev/fuse` descriptor, and (unless `allow_other`) only the
+/// mounting user let in.
+pub fn mount_config(threads: usize, allow_other: bool) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("pilfered".into()),
+        MountOption::CUSTOM(format!("subtype={}", FS_TYPE.trim_start_matches("fuse."))),
+        MountOption::RO,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    config.acl = if allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(threads);
+    config.clone_fd = true;
+    config
+}
 
 const ENTRIES: [(INodeNo, FileType, &str); 4] = [
     (INodeNo::ROOT, FileType::Directory, "."),
@@ -56,7 +92,8 @@ pub struct Device {
 }
 
 thread_local! {
-    /// Each FUSE thread's reply buffer, grown once to the largest read.
+    /// Each FUSE thread's reply buffer, grown once to the largest read and
+    /// wiped after every reply, as chunks are.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -128,10 +165,7 @@ impl Device {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(fh, text);
         }
-        Ok((
-            FileHandle(fh),
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
-        ))
+        Ok((FileHandle(fh), OPEN_FLAGS))
     }
 
     /// Forgets what `open` kept for `fh`.
@@ -164,7 +198,10 @@ impl Device {
                 self.queue.take_exact(out).map_err(|Closed| Errno::EIO)?;
                 stats::add(&self.stats.fuse_reads, 1);
                 stats::add(&self.stats.bytes_served_fuse, size as u64);
-                Ok(send(out))
+                let sent = send(out);
+                // The reply has been written to the kernel: wipe our copy.
+                out.zeroize();
+                Ok(sent)
             }),
             STATS => {
                 let text = self
@@ -181,6 +218,24 @@ impl Device {
             INodeNo::ROOT => Err(Errno::EISDIR),
             _ => Err(Errno::ENOENT),
         }
+    }
+
+    /// The directory entries of `ino` from `offset` on, each with the offset
+    /// at which the next `readdir` resumes after it.
+    pub fn readdir(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+    ) -> Result<impl Iterator<Item = (INodeNo, u64, FileType, &'static str)>, Errno> {
+        if ino != INodeNo::ROOT {
+            return Err(Errno::ENOTDIR);
+        }
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        Ok(ENTRIES
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map(|(i, &(ino, kind, name))| (ino, (i + 1) as u64, kind, name)))
     }
 }
 
@@ -305,17 +360,18 @@ impl Filesystem for Fs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if ino != INodeNo::ROOT {
-            reply.error(Errno::ENOTDIR);
-            return;
-        }
-        for (i, &(ino, kind, name)) in ENTRIES.iter().enumerate().skip(offset as usize) {
-            // The offset given with an entry is where the next readdir resumes.
-            if reply.add(ino, (i + 1) as u64, kind, name) {
-                break;
+        match self.0.readdir(ino, offset) {
+            Ok(entries) => {
+                for (ino, next, kind, name) in entries {
+                    // True once the kernel's buffer is full.
+                    if reply.add(ino, next, kind, name) {
+                        break;
+                    }
+                }
+                reply.ok();
             }
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 }
 
@@ -406,6 +462,39 @@ mod tests {
         assert_eq!(pieces, whole);
         d.release(fh2);
         assert_eq!(d.read(STATS, fh2, 0, 10, |b| b.len()), Err(Errno::EBADF));
+    }
+
+    #[test]
+    fn readdir_lists_entries_from_an_offset() {
+        let d = device();
+        let names = |offset| -> Vec<(&str, u64)> {
+            d.readdir(INodeNo::ROOT, offset)
+                .unwrap()
+                .map(|(_, next, _, name)| (name, next))
+                .collect()
+        };
+        assert_eq!(names(0), [(".", 1), ("..", 2), ("bits", 3), ("stats", 4)]);
+        // Resuming at an entry's offset gives the entries after it.
+        assert_eq!(names(3), [("stats", 4)]);
+        assert!(names(4).is_empty());
+        assert!(names(u64::MAX).is_empty());
+        let (ino, _, kind, _) = d.readdir(INodeNo::ROOT, 2).unwrap().next().unwrap();
+        assert_eq!((ino, kind), (BITS, FileType::RegularFile));
+        assert!(matches!(d.readdir(BITS, 0), Err(Errno::ENOTDIR)));
+        assert!(matches!(d.readdir(INodeNo(9), 0), Err(Errno::ENOTDIR)));
+    }
+
+    /// What a thread served is not left in its reply buffer.
+    #[test]
+    fn the_reply_buffer_is_wiped_after_each_read() {
+        let d = device();
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        let served = d.read(BITS, fh, 0, 100, |b| b.to_vec()).unwrap();
+        assert!(served.iter().any(|&b| b != 0));
+        READ_BUF.with_borrow(|buf| {
+            assert!(buf.len() >= 100);
+            assert!(buf.iter().all(|&b| b == 0), "served bytes left behind");
+        });
     }
 
     #[test]
