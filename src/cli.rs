@@ -9,6 +9,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::error::Error;
 use crate::generator::Rounds;
 use crate::seeding::{Key, SourceSpec};
+use crate::units::{format_size, parse_duration, parse_interval, parse_size};
 
 /// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
 /// and a named pipe.
@@ -40,7 +41,7 @@ pub enum Command {
     /// Print random 64-bit nonces from the device, one per line in decimal.
     Nonce(NonceArgs),
     /// Show a running daemon's throughput, queue fill and uptime.
-    Status(crate::status::StatusArgs),
+    Status(StatusArgs),
 }
 
 /// Where `serve` mounts the FUSE file system by default.
@@ -133,6 +134,20 @@ pub struct ServeArgs {
     /// --no-fifo so that one reader gets the whole stream.
     #[arg(long, value_name = "KEY")]
     pub seed: Option<String>,
+}
+
+/// Options of `pilfered status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Mount point of the daemon to report on (the directory holding `bits`
+    /// and `stats`).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNT)]
+    pub mount: PathBuf,
+
+    /// Seconds between the two samples that the current rates are measured
+    /// over; 0 takes one sample and shows only averages since start.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval, allow_negative_numbers = true)]
+    pub interval: Duration,
 }
 
 /// Where `roll` and `nonce` read random bytes from.
@@ -261,35 +276,6 @@ impl ServeArgs {
     }
 }
 
-/// Parses a byte count with an optional `K`, `M` or `G` suffix (powers of
-/// 1024, either case): `4096`, `4K`, `16M`, `1G`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    const HINT: &str =
-        "expected a number of bytes with an optional K, M or G suffix, like 4K or 16M";
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, suffix) = s.split_at(split);
-    if digits.is_empty() {
-        return Err(format!("not a size ({HINT})"));
-    }
-    let shift = match suffix {
-        "" => 0,
-        "k" | "K" => 10,
-        "m" | "M" => 20,
-        "g" | "G" => 30,
-        other => return Err(format!("unknown suffix '{other}' ({HINT})")),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "too large to be a size".to_string())?;
-    let bytes = n
-        .checked_mul(1 << shift)
-        .ok_or_else(|| "too large to be a size".to_string())?;
-    if bytes == 0 {
-        return Err("must be greater than zero".to_string());
-    }
-    Ok(bytes)
-}
-
 /// One generator per two CPUs: measured on 2 cores, one generator moved
 /// more through the FIFO than two (1.5 against 1.2 GB/s), because readers,
 /// the FIFO writer and the kernel's copies need a core too.
@@ -315,38 +301,6 @@ pub fn parse_fifo_mode(s: &str) -> Result<u32, String> {
     Ok(mode)
 }
 
-/// Parses a duration: seconds, or a number with an `s`, `m` or `h` suffix.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected seconds, or a number with an s, m or h suffix, like 60s or 5m";
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, suffix) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("not a duration ({HINT})"))?;
-    let secs = match suffix {
-        "" | "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        other => return Err(format!("unknown suffix '{other}' ({HINT})")),
-    }
-    .ok_or("too long")?;
-    if secs == 0 {
-        return Err("must be greater than zero".into());
-    }
-    Ok(Duration::from_secs(secs))
-}
-
-/// Formats a byte count the way `parse_size` reads it, when exact (`4K`,
-/// `16M`), else as plain bytes.
-pub fn format_size(bytes: u64) -> String {
-    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
-
 /// Parses `--seed`. The message never repeats the value: it is key material.
 fn parse_seed(s: &str) -> Result<Key, Error> {
     let bad =
@@ -368,36 +322,6 @@ fn parse_seed(s: &str) -> Result<Key, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("4K"), Ok(4096));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert_eq!(parse_size("16M"), Ok(16 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert!(parse_size("0").unwrap_err().contains("greater than zero"));
-        assert!(parse_size("0K").unwrap_err().contains("greater than zero"));
-        assert!(parse_size("4Q").unwrap_err().contains("unknown suffix 'Q'"));
-        assert!(
-            parse_size("4KB")
-                .unwrap_err()
-                .contains("unknown suffix 'KB'")
-        );
-        assert!(parse_size("").unwrap_err().contains("not a size"));
-        assert!(parse_size("-4").unwrap_err().contains("not a size"));
-        assert!(parse_size("K").unwrap_err().contains("not a size"));
-        assert!(
-            parse_size("18446744073709551616")
-                .unwrap_err()
-                .contains("too large")
-        );
-        assert!(
-            parse_size("17179869184G")
-                .unwrap_err()
-                .contains("too large")
-        );
-    }
 
     #[test]
     fn fifo_modes() {
@@ -422,42 +346,6 @@ mod tests {
         assert!(parse_fifo_mode("0999").unwrap_err().contains("octal"));
         assert!(parse_fifo_mode("01644").unwrap_err().contains("octal"));
         assert!(parse_fifo_mode("rw").unwrap_err().contains("octal"));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert!(
-            parse_duration("0")
-                .unwrap_err()
-                .contains("greater than zero")
-        );
-        assert!(
-            parse_duration("5d")
-                .unwrap_err()
-                .contains("unknown suffix 'd'")
-        );
-        assert!(
-            parse_duration("soon")
-                .unwrap_err()
-                .contains("not a duration")
-        );
-        assert!(
-            parse_duration("99999999999999999h")
-                .unwrap_err()
-                .contains("too long")
-        );
-    }
-
-    #[test]
-    fn format_size_round_trips() {
-        for s in ["4K", "16M", "1G", "100", "1536"] {
-            assert_eq!(format_size(parse_size(s).unwrap()), s);
-        }
-        assert_eq!(format_size(1536 * 1024), "1536K");
     }
 
     #[test]

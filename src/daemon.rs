@@ -22,7 +22,7 @@ use log::{debug, info, warn};
 use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::cli::{ServeConfig, format_size};
+use crate::cli::ServeConfig;
 use crate::error::{Error, describe};
 use crate::fifo::{self, Fifo, KERNEL_MAX_PIPE_SIZE};
 use crate::fs::{self, Device, Fs};
@@ -30,7 +30,8 @@ use crate::generator::{self, Generator, ReseedPolicy};
 use crate::mounts;
 use crate::queue::ChunkQueue;
 use crate::seeding::Seeder;
-use crate::stats::Stats;
+use crate::stats::{Report, Stats};
+use crate::units::format_size;
 
 /// How long shutdown waits for the FUSE session to finish after unmounting
 /// before the process exits anyway (exiting closes /dev/fuse, which ends the
@@ -90,7 +91,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
 
     let mut report = cfg
         .report_every
-        .map(|every| Report::new(&daemon.stats, every));
+        .map(|every| Report::new(&daemon.stats, &daemon.queue, every));
     let event = loop {
         let Some(r) = report.as_mut() else {
             break daemon.events.recv();
@@ -367,48 +368,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .name(name.into())
         .spawn(f)
         .map_err(|e| Error::runtime(format!("cannot start thread {name}: {}", describe(&e))))
-}
-
-/// The periodic throughput line logged with -v.
-struct Report {
-    every: Duration,
-    last: [u64; 3],
-    at: Instant,
-}
-
-impl Report {
-    fn counters(stats: &Stats) -> [u64; 3] {
-        use std::sync::atomic::Ordering::Relaxed;
-        [
-            stats.bytes_served_fuse.load(Relaxed),
-            stats.bytes_served_fifo.load(Relaxed),
-            stats.bytes_generated.load(Relaxed),
-        ]
-    }
-
-    fn new(stats: &Stats, every: Duration) -> Report {
-        Report {
-            every,
-            last: Self::counters(stats),
-            at: Instant::now(),
-        }
-    }
-
-    fn log(&mut self, stats: &Stats, queue: &ChunkQueue) {
-        let now = Self::counters(stats);
-        let secs = self.at.elapsed().as_secs_f64().max(1e-3);
-        let rate = |i: usize| (now[i] - self.last[i]) as f64 / secs / 1e6;
-        info!(
-            "throughput: FUSE {:.1} MB/s, FIFO {:.1} MB/s, generated {:.1} MB/s; queue {:.1} of {:.1} MiB",
-            rate(0),
-            rate(1),
-            rate(2),
-            queue.queued_bytes() as f64 / (1 << 20) as f64,
-            queue.capacity() as f64 / (1 << 20) as f64,
-        );
-        self.last = now;
-        self.at = Instant::now();
-    }
 }
 
 /// Refuses --allow-other early when fusermount3 would refuse it.

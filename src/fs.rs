@@ -159,7 +159,12 @@ impl Device {
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         if ino == STATS {
-            let text: Arc<[u8]> = self.stats.render(&self.queue).into_bytes().into();
+            let text: Arc<[u8]> = self
+                .stats
+                .snapshot(&self.queue)
+                .render()
+                .into_bytes()
+                .into();
             self.snapshots
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -435,7 +440,7 @@ mod tests {
         assert_eq!(b.len(), 28);
         let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
         assert_eq!([a, b].concat(), expected);
-        let text = d.stats.render(&d.queue);
+        let text = d.stats.snapshot(&d.queue).render();
         assert!(text.contains("bytes_served_fuse 128\n"), "{text}");
         assert!(text.contains("fuse_reads 2\n"), "{text}");
     }

@@ -22,3 +22,4 @@ pub mod stats;
 pub mod status;
 mod sync;
 pub mod tools;
+pub mod units;

@@ -6,113 +6,16 @@
 //! later gives the current rates, measured over the time that really passed
 //! between the two reads. The formatting is pure functions, tested below.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clap::Args;
-
+use crate::cli::StatusArgs;
 use crate::error::{Error, describe};
 use crate::mounts;
-
-/// Options of `pilfered status`.
-#[derive(Args)]
-pub struct StatusArgs {
-    /// Mount point of the daemon to report on (the directory holding `bits`
-    /// and `stats`).
-    #[arg(long, value_name = "DIR", default_value = "/mnt/pilfered")]
-    pub mount: PathBuf,
-
-    /// Seconds between the two samples that the current rates are measured
-    /// over; 0 takes one sample and shows only averages since start.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval, allow_negative_numbers = true)]
-    pub interval: Duration,
-}
-
-/// Longest sample interval accepted.
-const MAX_INTERVAL_SECS: f64 = 3600.0;
-
-/// Parses `--interval`: seconds, fractions allowed (`0.5`).
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(secs) if (0.0..=MAX_INTERVAL_SECS).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(format!(
-            "expected a number of seconds from 0 to {MAX_INTERVAL_SECS}, like 1 or 0.5"
-        )),
-    }
-}
-
-/// One reading of the `stats` file: the counters `status` shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Snapshot {
-    pub bytes_generated: u64,
-    pub bytes_served_fuse: u64,
-    pub bytes_served_fifo: u64,
-    pub queue_bytes: u64,
-    pub queue_capacity: u64,
-    pub fuse_reads: u64,
-    pub fifo_writev_calls: u64,
-    pub fifo_partial_writes: u64,
-    pub consumer_waits: u64,
-    pub reseeds: u64,
-    pub uptime_seconds: u64,
-    /// Optional: older daemons may not report it.
-    pub chunk_size: Option<u64>,
-}
-
-impl Snapshot {
-    /// Parses the `name value` lines of a `stats` file. Unknown names are
-    /// ignored (newer daemons may add counters); a missing one is an error
-    /// naming it.
-    pub fn parse(text: &str) -> Result<Snapshot, String> {
-        let mut values = HashMap::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let parsed = line
-                .split_once(' ')
-                .and_then(|(name, value)| Some((name, value.trim().parse::<u64>().ok()?)));
-            match parsed {
-                Some((name, value)) => values.insert(name, value),
-                None => return Err(format!("unexpected line '{line}'")),
-            };
-        }
-        let get = |name: &str| {
-            values
-                .get(name)
-                .copied()
-                .ok_or_else(|| format!("no '{name}' line"))
-        };
-        Ok(Snapshot {
-            bytes_generated: get("bytes_generated")?,
-            bytes_served_fuse: get("bytes_served_fuse")?,
-            bytes_served_fifo: get("bytes_served_fifo")?,
-            queue_bytes: get("queue_bytes")?,
-            queue_capacity: get("queue_capacity")?,
-            fuse_reads: get("fuse_reads")?,
-            fifo_writev_calls: get("fifo_writev_calls")?,
-            fifo_partial_writes: get("fifo_partial_writes")?,
-            consumer_waits: get("consumer_waits")?,
-            reseeds: get("reseeds")?,
-            uptime_seconds: get("uptime_seconds")?,
-            chunk_size: get("chunk_size").ok(),
-        })
-    }
-
-    /// The counters that only ever grow, for comparing two samples.
-    fn monotonic(&self) -> [u64; 8] {
-        [
-            self.bytes_generated,
-            self.bytes_served_fuse,
-            self.bytes_served_fifo,
-            self.fuse_reads,
-            self.fifo_writev_calls,
-            self.fifo_partial_writes,
-            self.consumer_waits,
-            self.reseeds,
-        ]
-    }
-}
+use crate::stats::Snapshot;
+use crate::units::{format_bytes, format_duration, format_percent, format_rate};
 
 /// A second sample taken `elapsed` after the first.
 #[derive(Debug, Clone, Copy)]
@@ -200,50 +103,30 @@ fn why_unreadable(dir: &Path, e: &io::Error) -> String {
 /// The report for people: totals with units, rates now (when a second
 /// sample exists) and on average since start, queue fill and uptime.
 pub fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> String {
-    let last = later.map_or(first, |l| &l.snapshot);
     // A daemon restarted between the samples: its counters started again.
-    let restarted = later.is_some_and(|l| {
-        l.snapshot.uptime_seconds < first.uptime_seconds
-            || l.snapshot
-                .monotonic()
-                .iter()
-                .zip(first.monotonic())
-                .any(|(b, a)| *b < a)
-    });
-    let window = later.filter(|_| !restarted).map(|l| l.elapsed);
-    let now = |f: fn(&Snapshot) -> u64| {
-        window.map(|w| (f(last) - f(first)) as f64 / w.as_secs_f64().max(1e-3))
+    let restarted = later.is_some_and(|l| first.restarted_before(&l.snapshot));
+    let flows = Flows {
+        first,
+        last: later.map_or(first, |l| &l.snapshot),
+        window: later.filter(|_| !restarted).map(|l| l.elapsed),
     };
-    let average = |f: fn(&Snapshot) -> u64| {
-        (last.uptime_seconds > 0).then(|| f(last) as f64 / last.uptime_seconds as f64)
-    };
-    let flow = |f: fn(&Snapshot) -> u64| {
-        let mut parts = Vec::new();
-        if let Some(r) = now(f) {
-            parts.push(format!("{} now", format_rate(r)));
-        }
-        if let Some(r) = average(f) {
-            parts.push(format!("{} average", format_rate(r)));
-        }
-        if parts.is_empty() {
-            format_bytes(f(last))
-        } else {
-            format!("{} ({})", format_bytes(f(last)), parts.join(", "))
-        }
-    };
-
+    let last = flows.last;
     let mut rows: Vec<(&str, String)> = vec![
         ("mount", dir.display().to_string()),
         ("uptime", format_duration(last.uptime_seconds)),
         (
             "generated",
-            format!("{}, {} reseeds", flow(|s| s.bytes_generated), last.reseeds),
+            format!(
+                "{}, {} reseeds",
+                flows.flow(|s| s.bytes_generated),
+                last.reseeds
+            ),
         ),
         (
             "served via FUSE",
             format!(
                 "{} in {} reads",
-                flow(|s| s.bytes_served_fuse),
+                flows.flow(|s| s.bytes_served_fuse),
                 last.fuse_reads
             ),
         ),
@@ -251,30 +134,31 @@ pub fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> String {
             "served via FIFO",
             format!(
                 "{} in {} writev calls, {} partial",
-                flow(|s| s.bytes_served_fifo),
+                flows.flow(|s| s.bytes_served_fifo),
                 last.fifo_writev_calls,
                 last.fifo_partial_writes
             ),
         ),
+        (
+            "queue",
+            format!(
+                "{} of {} ({}) in chunks of {}",
+                format_bytes(last.queue_bytes),
+                format_bytes(last.queue_capacity),
+                format_percent(last.queue_bytes, last.queue_capacity),
+                format_bytes(last.chunk_size)
+            ),
+        ),
     ];
-    let mut queue = format!(
-        "{} of {} ({})",
-        format_bytes(last.queue_bytes),
-        format_bytes(last.queue_capacity),
-        format_percent(last.queue_bytes, last.queue_capacity)
-    );
-    if let Some(chunk) = last.chunk_size {
-        write!(queue, " in chunks of {}", format_bytes(chunk)).expect("writing to a String");
-    }
-    rows.push(("queue", queue));
     let mut waits = format!("{} (readers found the queue empty)", last.consumer_waits);
-    if let (Some(l), false) = (later, restarted) {
-        waits = format!(
-            "{}, {} in the last {:.1} s",
+    if let Some(window) = flows.window {
+        write!(
             waits,
+            ", {} in the last {:.1} s",
             last.consumer_waits - first.consumer_waits,
-            l.elapsed.as_secs_f64()
-        );
+            window.as_secs_f64()
+        )
+        .expect("writing to a String");
     }
     rows.push(("consumer waits", waits));
     if restarted {
@@ -283,7 +167,44 @@ pub fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> String {
             "the daemon restarted between the two samples; no current rates".to_string(),
         ));
     }
+    aligned(&rows)
+}
 
+/// Two samples of one daemon run, or one.
+struct Flows<'a> {
+    first: &'a Snapshot,
+    last: &'a Snapshot,
+    /// Time between the samples, when there are two of the same run.
+    window: Option<Duration>,
+}
+
+impl Flows<'_> {
+    /// A total with its current rate (over the window) and its average
+    /// since start, where each can be known.
+    fn flow(&self, counter: fn(&Snapshot) -> u64) -> String {
+        let total = counter(self.last);
+        let mut rates = Vec::new();
+        if let Some(w) = self.window {
+            let moved = total - counter(self.first);
+            rates.push(format!(
+                "{} now",
+                format_rate(moved as f64 / w.as_secs_f64().max(1e-3))
+            ));
+        }
+        if self.last.uptime_seconds > 0 {
+            let average = total as f64 / self.last.uptime_seconds as f64;
+            rates.push(format!("{} average", format_rate(average)));
+        }
+        if rates.is_empty() {
+            format_bytes(total)
+        } else {
+            format!("{} ({})", format_bytes(total), rates.join(", "))
+        }
+    }
+}
+
+/// `label: value` lines with the values aligned.
+fn aligned(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
     for (label, value) in rows {
@@ -292,135 +213,9 @@ pub fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> String {
     out
 }
 
-const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-
-/// A byte count for people, in powers of 1024 with three significant
-/// digits: `512 B`, `4 KiB`, `15.9 MiB`, `12.3 GiB`. Exact multiples of a
-/// unit show no decimals (`16 MiB`).
-pub fn format_bytes(n: u64) -> String {
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let exp = ((63 - n.leading_zeros()) / 10).min(UNITS.len() as u32) as usize;
-    let unit = 1u64 << (10 * exp);
-    if n.is_multiple_of(unit) {
-        return format!("{} {}", n / unit, UNITS[exp - 1]);
-    }
-    scaled(n as f64, "")
-}
-
-/// A rate in bytes per second, like [`format_bytes`]: `540 MiB/s`.
-pub fn format_rate(bytes_per_second: f64) -> String {
-    if bytes_per_second < 1023.5 {
-        return format!("{:.0} B/s", bytes_per_second.max(0.0));
-    }
-    scaled(bytes_per_second, "/s")
-}
-
-/// `v` (at least 1023.5) in the largest binary unit it reaches, with three
-/// significant digits.
-fn scaled(v: f64, suffix: &str) -> String {
-    let mut exp = 0;
-    let mut x = v;
-    // Move up while the value would print as 1024 or more of this unit.
-    while exp < UNITS.len() && x >= 1023.5 {
-        x /= 1024.0;
-        exp += 1;
-    }
-    let text = if x < 9.995 {
-        format!("{x:.2}")
-    } else if x < 99.95 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.0}")
-    };
-    format!("{text} {}{suffix}", UNITS[exp - 1])
-}
-
-/// A fill level as a whole percentage, rounded down, so that `100%` means
-/// exactly full.
-pub fn format_percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        return "-".to_string();
-    }
-    format!("{}%", (part as u128 * 100 / whole as u128))
-}
-
-/// A duration for people: `45s`, `3m 05s`, `1h 02m 03s`, `2d 03h 04m 05s`.
-pub fn format_duration(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if d > 0 {
-        format!("{d}d {h:02}h {m:02}m {s:02}s")
-    } else if h > 0 {
-        format!("{h}h {m:02}m {s:02}s")
-    } else if m > 0 {
-        format!("{m}m {s:02}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes() {
-        assert_eq!(format_bytes(0), "0 B");
-        assert_eq!(format_bytes(1023), "1023 B");
-        assert_eq!(format_bytes(1024), "1 KiB");
-        assert_eq!(format_bytes(1536), "1.50 KiB");
-        assert_eq!(format_bytes(4096), "4 KiB");
-        assert_eq!(format_bytes(16 << 20), "16 MiB");
-        assert_eq!(format_bytes((159 << 20) / 10), "15.9 MiB");
-        assert_eq!(format_bytes(13_207_024_435), "12.3 GiB");
-        assert_eq!(format_bytes(123_456_789), "118 MiB");
-        // Rounding never shows 1024 of a unit: it moves to the next one.
-        assert_eq!(format_bytes((1 << 20) - 1), "1.00 MiB");
-        assert_eq!(format_bytes(u64::MAX), "16.0 EiB");
-    }
-
-    #[test]
-    fn rates() {
-        assert_eq!(format_rate(0.0), "0 B/s");
-        assert_eq!(format_rate(999.4), "999 B/s");
-        assert_eq!(format_rate(1023.6), "1.00 KiB/s");
-        assert_eq!(format_rate(540.0 * 1048576.0), "540 MiB/s");
-        assert_eq!(format_rate(48.04 * 1048576.0), "48.0 MiB/s");
-        assert_eq!(format_rate(1.234 * 1073741824.0), "1.23 GiB/s");
-        assert_eq!(format_rate(9.999 * 1048576.0), "10.0 MiB/s");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(format_duration(0), "0s");
-        assert_eq!(format_duration(45), "45s");
-        assert_eq!(format_duration(185), "3m 05s");
-        assert_eq!(format_duration(3723), "1h 02m 03s");
-        assert_eq!(
-            format_duration(2 * 86_400 + 3 * 3600 + 4 * 60 + 5),
-            "2d 03h 04m 05s"
-        );
-    }
-
-    #[test]
-    fn percent_is_rounded_down() {
-        assert_eq!(format_percent(0, 16), "0%");
-        assert_eq!(format_percent(15_999, 16_000), "99%");
-        assert_eq!(format_percent(16, 16), "100%");
-        assert_eq!(format_percent(1, 0), "-");
-        assert_eq!(format_percent(u64::MAX, u64::MAX), "100%");
-    }
-
-    #[test]
-    fn intervals() {
-        assert_eq!(parse_interval("1"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_interval("0.25"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_interval("0"), Ok(Duration::ZERO));
-        for bad in ["-1", "x", "", "NaN", "inf", "3601"] {
-            assert!(parse_interval(bad).is_err(), "{bad}");
-        }
-    }
 
     const STATS: &str = "\
 bytes_generated 13207024435
@@ -442,7 +237,7 @@ some_future_counter 7
     fn parses_stats_and_names_what_is_missing() {
         let s = Snapshot::parse(STATS).unwrap();
         assert_eq!(s.bytes_served_fuse, 12_000_000_000);
-        assert_eq!(s.chunk_size, Some(4096));
+        assert_eq!(s.chunk_size, 4096);
         assert_eq!(s.uptime_seconds, 3723);
         let without = STATS.replace("queue_capacity 16777216\n", "");
         assert_eq!(
@@ -454,7 +249,10 @@ some_future_counter 7
             Err("unexpected line 'bytes_generated lots'".into())
         );
         let no_chunk = STATS.replace("chunk_size 4096\n", "");
-        assert_eq!(Snapshot::parse(&no_chunk).unwrap().chunk_size, None);
+        assert_eq!(
+            Snapshot::parse(&no_chunk),
+            Err("no 'chunk_size' line".into())
+        );
     }
 
     #[test]
@@ -476,9 +274,9 @@ some_future_counter 7
             "\
 mount:           /mnt/pilfered
 uptime:          1h 02m 04s
-generated:       12.8 GiB (540 MiB/s now, 3.53 MiB/s average), 0 reseeds
-served via FUSE: 11.7 GiB (540 MiB/s now, 3.22 MiB/s average) in 11984 reads
-served via FIFO: 1.11 GiB (0 B/s now, 312 KiB/s average) in 4567 writev calls, 12 partial
+generated:       12.8 GiB (566.2 MB/s now, 3.7 MB/s average), 0 reseeds
+served via FUSE: 11.7 GiB (566.2 MB/s now, 3.4 MB/s average) in 11984 reads
+served via FIFO: 1.11 GiB (0.0 MB/s now, 0.3 MB/s average) in 4567 writev calls, 12 partial
 queue:           15.9 MiB of 16 MiB (99%) in chunks of 4 KiB
 consumer waits:  5 (readers found the queue empty), 2 in the last 1.0 s
 "
@@ -489,14 +287,14 @@ consumer waits:  5 (readers found the queue empty), 2 in the last 1.0 s
     fn report_with_one_sample_and_no_uptime_yet() {
         let mut s = Snapshot::parse(STATS).unwrap();
         s.uptime_seconds = 0;
-        s.chunk_size = None;
+        s.chunk_size = 64 << 10;
         let text = render(Path::new("/m"), &s, None);
         assert!(
             text.contains("served via FUSE: 11.2 GiB in 11444 reads\n"),
             "{text}"
         );
         assert!(
-            text.contains("queue:           15.9 MiB of 16 MiB (99%)\n"),
+            text.contains("queue:           15.9 MiB of 16 MiB (99%) in chunks of 64 KiB\n"),
             "{text}"
         );
         assert!(

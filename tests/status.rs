@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{Daemon, fuse_available, read_blocks, run, wait_until};
 use nix::sys::signal::{Signal, kill};
-use pilfered::status::format_bytes;
+use pilfered::units::format_bytes;
 
 /// The value after `label:` in the report.
 fn field<'a>(report: &'a str, label: &str) -> &'a str {

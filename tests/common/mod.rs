@@ -154,12 +154,14 @@ impl Daemon {
     }
 }
 
+/// A `stats` file as a map from counter name to value, parsed by the
+/// daemon's own parser (so a malformed file fails the test).
 pub fn parse_stats(text: &str) -> HashMap<String, u64> {
-    text.lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').expect("name value");
-            (k.to_string(), v.parse().expect("number"))
-        })
+    let snapshot = pilfered::stats::Snapshot::parse(text).expect("a stats file");
+    snapshot
+        .fields()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
         .collect()
 }
 
