@@ -11,7 +11,7 @@
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 
 use fuser::{Session, SessionUnmounter};
 use log::{debug, info, warn};
-use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::cli::ServeConfig;
 use crate::error::{Error, describe};
-use crate::fifo::{self, Fifo, KERNEL_MAX_PIPE_SIZE};
+use crate::fifo::{self, Fifo};
 use crate::fs::{self, Device, Fs};
-use crate::generator::{self, Generator, ReseedPolicy};
+use crate::generator::{Generator, ReseedPolicy};
 use crate::mounts;
+use crate::preflight::{self, MountPlan, Plan};
 use crate::queue::ChunkQueue;
 use crate::seeding::Seeder;
 use crate::stats::{Report, Stats};
@@ -46,35 +46,15 @@ enum Event {
 
 /// Runs the daemon until a signal or an outside unmount; see the module docs.
 pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
-    // Checks with no side effects come first.
-    let fifo_found = cfg.fifo.as_deref().map(fifo::inspect).transpose()?;
-    let pipe_size = match cfg.fifo {
-        Some(_) => Some(resolve_pipe_size(cfg.pipe_size)?),
-        None => None,
-    };
-    let mount_plan = cfg.mount.as_deref().map(plan_mount).transpose()?;
-    if cfg.allow_other && cfg.mount.is_some() {
-        check_allow_other()?;
-    }
-    let seeder = Arc::new(Seeder::new(&cfg.sources)?);
-    if cfg.mlock {
-        lock_memory(&cfg)?;
-    }
-
+    let plan = preflight::plan(&cfg)?;
     let signals = block_signals()?;
     let (tx, events) = mpsc::channel();
-    {
-        let tx = tx.clone();
-        thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                if let Ok(sig) = signals.wait() {
-                    let _ = tx.send(Event::Signal(sig));
-                }
-            })
-            .map_err(|e| Error::runtime(format!("cannot start a thread: {}", describe(&e))))?;
-    }
-
+    let signal_tx = tx.clone();
+    spawn("signals", move || {
+        if let Ok(sig) = signals.wait() {
+            let _ = signal_tx.send(Event::Signal(sig));
+        }
+    })?;
     let mut daemon = Daemon {
         queue: Arc::new(ChunkQueue::new(cfg.chunk_size, cfg.queue_capacity)),
         stats: Arc::new(Stats::default()),
@@ -83,52 +63,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
         fuse: None,
         events,
     };
-    let started = daemon.start(&cfg, &seeder, fifo_found, pipe_size, mount_plan, &tx);
-    if let Err(e) = started {
-        daemon.shutdown();
-        return Err(e);
-    }
-
-    let mut report = cfg
-        .report_every
-        .map(|every| Report::new(&daemon.stats, &daemon.queue, every));
-    let event = loop {
-        let Some(r) = report.as_mut() else {
-            break daemon.events.recv();
-        };
-        match daemon.events.recv_timeout(r.every) {
-            Err(RecvTimeoutError::Timeout) => r.log(&daemon.stats, &daemon.queue),
-            Err(RecvTimeoutError::Disconnected) => break Err(mpsc::RecvError),
-            Ok(event) => break Ok(event),
-        }
-    };
-    let outcome = match event {
-        Ok(Event::Signal(sig)) => {
-            info!("{sig}: shutting down");
-            Ok(())
-        }
-        Ok(Event::FuseEnded(result)) => {
-            if let Some(f) = daemon.fuse.as_mut() {
-                f.session_ended = true;
-            }
-            match result {
-                Ok(()) => {
-                    info!("the FUSE file system was unmounted: shutting down");
-                    Ok(())
-                }
-                Err(e) => Err(Error::runtime(format!(
-                    "FUSE session failed: {}",
-                    describe(&e)
-                ))),
-            }
-        }
-        Ok(Event::FifoEnded(result)) => {
-            if let Some(f) = daemon.fifo.as_mut() {
-                f.thread_ended = true;
-            }
-            result.and(Err(Error::runtime("the FIFO writer stopped unexpectedly")))
-        }
-        Err(mpsc::RecvError) => Err(Error::runtime("internal error: event channel closed")),
+    let outcome = match daemon.start(&cfg, plan, &tx) {
+        Ok(()) => daemon.wait(cfg.report_every),
+        Err(e) => Err(e),
     };
     daemon.shutdown();
     outcome
@@ -138,16 +75,9 @@ struct Daemon {
     queue: Arc<ChunkQueue>,
     stats: Arc<Stats>,
     generators: Vec<JoinHandle<()>>,
-    fifo: Option<FifoPart>,
+    fifo: Option<fifo::Writer>,
     fuse: Option<FusePart>,
     events: Receiver<Event>,
-}
-
-struct FifoPart {
-    fifo: Arc<Fifo>,
-    stop: Arc<EventFd>,
-    thread: JoinHandle<()>,
-    thread_ended: bool,
 }
 
 struct FusePart {
@@ -157,27 +87,31 @@ struct FusePart {
     session_ended: bool,
 }
 
-/// Where to mount and whether the directory must be made.
-struct MountPlan {
-    path: PathBuf,
-    create: bool,
-}
-
 impl Daemon {
-    fn start(
-        &mut self,
-        cfg: &ServeConfig,
-        seeder: &Arc<Seeder>,
-        fifo_found: Option<fifo::Existing>,
-        pipe_size: Option<usize>,
-        mount_plan: Option<MountPlan>,
-        tx: &Sender<Event>,
-    ) -> Result<(), Error> {
+    /// Starts the generators, then the FIFO, then the mount.
+    fn start(&mut self, cfg: &ServeConfig, plan: Plan, tx: &Sender<Event>) -> Result<(), Error> {
         if cfg.seed.is_some() {
             warn!(
                 "--seed: serving the predictable ChaCha20 keystream of the given key; never use these bytes for secrets"
             );
         }
+        let seeder = Arc::new(plan.seeder);
+        self.start_generators(cfg, &seeder)?;
+        if let Some(p) = plan.fifo {
+            let fifo = Fifo::open(&p.path, p.existing, cfg.fifo_mode, p.pipe_size)?;
+            let tx = tx.clone();
+            let on_end = move |result| drop(tx.send(Event::FifoEnded(result)));
+            let (queue, stats) = (self.queue.clone(), self.stats.clone());
+            self.fifo = Some(fifo::Writer::start(fifo, queue, stats, on_end)?);
+        }
+        if let Some(mount) = plan.mount {
+            self.fuse = Some(self.mount(mount, cfg.fuse_threads, cfg.allow_other, tx)?);
+        }
+        self.log_serving(cfg, &seeder);
+        Ok(())
+    }
+
+    fn start_generators(&mut self, cfg: &ServeConfig, seeder: &Arc<Seeder>) -> Result<(), Error> {
         let policy = ReseedPolicy {
             interval: cfg.reseed_interval,
             bytes: cfg.reseed_bytes,
@@ -193,56 +127,36 @@ impl Daemon {
                     generator.run(&queue, &stats, &seeder, policy)
                 })?);
         }
+        Ok(())
+    }
 
-        if let (Some(path), Some(found), Some(pipe_size)) = (&cfg.fifo, fifo_found, pipe_size) {
-            let fifo = Arc::new(Fifo::open(path, found, cfg.fifo_mode, pipe_size)?);
-            let stop = Arc::new(
-                EventFd::new().map_err(|e| Error::runtime(format!("eventfd: {}", e.desc())))?,
-            );
-            let (f, s, q, st, tx) = (
-                fifo.clone(),
-                stop.clone(),
-                self.queue.clone(),
-                self.stats.clone(),
-                tx.clone(),
-            );
-            let thread = spawn("fifo-writer", move || {
-                let _ = tx.send(Event::FifoEnded(fifo::serve(&f, &q, &st, &s)));
-            })?;
-            self.fifo = Some(FifoPart {
-                fifo,
-                stop,
-                thread,
-                thread_ended: false,
-            });
-        }
-
-        if let Some(plan) = mount_plan {
-            self.fuse = Some(self.mount(plan, cfg.fuse_threads, cfg.allow_other, tx)?);
-        }
-
+    /// The one line that says what is being served, with which settings.
+    fn log_serving(&self, cfg: &ServeConfig, seeder: &Seeder) {
+        let fuse = self.fuse.as_ref().map_or("off".into(), |f| {
+            let bits = f.mount_point.join("bits");
+            format!("{} ({} threads)", bits.display(), cfg.fuse_threads)
+        });
+        let fifo = self.fifo.as_ref().map_or("off".into(), |f| {
+            let size = f.fifo().pipe_size().map(|n| format_size(n as u64));
+            format!(
+                "{} (pipe {})",
+                f.fifo().path().display(),
+                size.unwrap_or_default()
+            )
+        });
+        let sources = seeder.source_names();
+        let sources = if sources.is_empty() {
+            "the OS".to_string()
+        } else {
+            format!("the OS and {}", sources.join(", "))
+        };
         info!(
-            "serving: FUSE {}, FIFO {}; chunk {}, queue {}, {} ChaCha{} generator(s), {} FUSE thread(s)",
-            self.fuse.as_ref().map_or("off".into(), |f| f
-                .mount_point
-                .join("bits")
-                .display()
-                .to_string()),
-            self.fifo.as_ref().map_or("off".into(), |f| {
-                let size = f
-                    .fifo
-                    .pipe_size()
-                    .map(|n| format_size(n as u64))
-                    .unwrap_or_default();
-                format!("{} (pipe {size})", f.fifo.path().display())
-            }),
+            "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} generator(s) keyed from {sources}",
             format_size(cfg.chunk_size as u64),
             format_size(cfg.queue_capacity as u64),
             cfg.generators,
             cfg.rounds.count(),
-            cfg.fuse_threads,
         );
-        Ok(())
     }
 
     fn mount(
@@ -276,13 +190,10 @@ impl Daemon {
             nix::unistd::getegid().as_raw(),
         );
         let config = fs::mount_config(threads, allow_other);
-        let mut session = match Session::new(Fs(device), &plan.path, &config) {
-            Ok(s) => s,
-            Err(e) => {
-                remove_dir();
-                return Err(mount_error(&shown, &e));
-            }
-        };
+        let mut session = Session::new(Fs(device), &plan.path, &config).map_err(|e| {
+            remove_dir();
+            mount_error(&shown, &e)
+        })?;
         let unmounter = session.unmount_callable();
         let tx = tx.clone();
         let spawned = spawn("fuse-session", move || {
@@ -302,34 +213,52 @@ impl Daemon {
         Ok(part)
     }
 
+    /// Waits for the event that ends the daemon, logging throughput every
+    /// `report_every` meanwhile; returns how it ended.
+    fn wait(&mut self, report_every: Option<Duration>) -> Result<(), Error> {
+        let mut report = report_every.map(|every| Report::new(&self.stats, &self.queue, every));
+        let event = loop {
+            let Some(r) = report.as_mut() else {
+                break self.events.recv();
+            };
+            match self.events.recv_timeout(r.every) {
+                Err(RecvTimeoutError::Timeout) => r.log(&self.stats, &self.queue),
+                Err(RecvTimeoutError::Disconnected) => break Err(mpsc::RecvError),
+                Ok(event) => break Ok(event),
+            }
+        };
+        match event {
+            Ok(Event::Signal(sig)) => {
+                info!("{sig}: shutting down");
+                Ok(())
+            }
+            Ok(Event::FuseEnded(result)) => {
+                if let Some(f) = self.fuse.as_mut() {
+                    f.session_ended = true;
+                }
+                result.map_err(|e| {
+                    Error::runtime(format!("FUSE session failed: {}", describe(&e)))
+                })?;
+                info!("the FUSE file system was unmounted: shutting down");
+                Ok(())
+            }
+            Ok(Event::FifoEnded(result)) => {
+                result.and(Err(Error::runtime("the FIFO writer stopped unexpectedly")))
+            }
+            Err(mpsc::RecvError) => Err(Error::runtime("internal error: event channel closed")),
+        }
+    }
+
     /// Takes everything down; safe to call on a half-started daemon.
     fn shutdown(mut self) {
         self.queue.close();
-        if let Some(f) = self.fifo.take() {
-            let _ = f.stop.write(1);
-            if !f.thread_ended {
-                // Its FifoEnded event is of no interest any more.
-                let _ = f.thread.join();
-            }
-            drop(f.fifo); // closes the FIFO and removes it if we created it
+        if let Some(writer) = self.fifo.take() {
+            writer.stop();
         }
         if let Some(mut f) = self.fuse.take() {
             if !f.session_ended {
                 f.unmount();
-                let deadline = Instant::now() + FUSE_STOP_GRACE;
-                loop {
-                    match self
-                        .events
-                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    {
-                        Ok(Event::FuseEnded(_)) => break,
-                        Ok(_) => continue,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                            debug!("FUSE session still busy; exiting ends it");
-                            break;
-                        }
-                    }
-                }
+                self.await_fuse_end();
             }
             if f.created_dir
                 && let Err(e) = std::fs::remove_dir(&f.mount_point)
@@ -339,6 +268,24 @@ impl Daemon {
         }
         for g in self.generators.drain(..) {
             let _ = g.join();
+        }
+    }
+
+    /// Gives the FUSE session [`FUSE_STOP_GRACE`] to end after unmounting.
+    fn await_fuse_end(&self) {
+        let deadline = Instant::now() + FUSE_STOP_GRACE;
+        loop {
+            match self
+                .events
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::FuseEnded(_)) => return,
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    debug!("FUSE session still busy; exiting ends it");
+                    return;
+                }
+            }
         }
     }
 }
@@ -370,52 +317,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| Error::runtime(format!("cannot start thread {name}: {}", describe(&e))))
 }
 
-/// Refuses --allow-other early when fusermount3 would refuse it.
-fn check_allow_other() -> Result<(), Error> {
-    if nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
-    let allowed = std::fs::read_to_string("/etc/fuse.conf")
-        .map(|text| text.lines().any(|l| l.trim() == "user_allow_other"))
-        .unwrap_or(false);
-    if allowed {
-        Ok(())
-    } else {
-        Err(Error::usage(
-            "--allow-other: a normal user may use it only if /etc/fuse.conf contains the line 'user_allow_other'; add it (as root) or run as root",
-        ))
-    }
-}
-
-/// `--mlock`: locks all current and future memory, after checking that the
-/// locked-memory limit can hold what the daemon will allocate.
-fn lock_memory(cfg: &ServeConfig) -> Result<(), Error> {
-    use nix::sys::mman::{MlockAllFlags, mlockall};
-    use nix::sys::resource::{Resource, getrlimit};
-    // The queue, the generators' batches, a 1 MiB read buffer and a 2 MiB
-    // stack per thread, and slack for the program itself.
-    let threads = cfg.generators + cfg.fuse_threads + 4;
-    let need = cfg.queue_capacity as u64
-        + (cfg.generators * generator::BATCH_BYTES) as u64
-        + threads as u64 * (3 << 20)
-        + (32 << 20);
-    let (limit, _) = getrlimit(Resource::RLIMIT_MEMLOCK)
-        .map_err(|e| Error::runtime(format!("--mlock: getrlimit: {}", e.desc())))?;
-    if !nix::unistd::geteuid().is_root() && limit < need {
-        return Err(Error::runtime(format!(
-            "--mlock: the locked-memory limit is {} but the daemon needs about {}; raise it ('ulimit -l', or LimitMEMLOCK= in a systemd unit), run as root, or drop --mlock",
-            format_size(limit),
-            format_size(need.next_multiple_of(1 << 20))
-        )));
-    }
-    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(|e| {
-        Error::runtime(format!(
-            "--mlock: cannot lock memory: {}; raise the locked-memory limit ('ulimit -l') or drop --mlock",
-            e.desc()
-        ))
-    })
-}
-
 /// Blocks the termination signals in this thread (and so in every thread
 /// started after it); the returned set is waited for by one thread.
 fn block_signals() -> Result<SigSet, Error> {
@@ -426,154 +327,6 @@ fn block_signals() -> Result<SigSet, Error> {
     set.thread_block()
         .map_err(|e| Error::runtime(format!("cannot block signals: {}", e.desc())))?;
     Ok(set)
-}
-
-/// The pipe size to ask for: `--pipe-size`, else the system's maximum.
-fn resolve_pipe_size(requested: Option<usize>) -> Result<usize, Error> {
-    match requested {
-        Some(n) if n > KERNEL_MAX_PIPE_SIZE => Err(Error::usage(format!(
-            "--pipe-size {}: the kernel allows at most {}",
-            format_size(n as u64),
-            format_size(KERNEL_MAX_PIPE_SIZE as u64)
-        ))),
-        Some(n) => Ok(n),
-        None => fifo::system_pipe_max_size()
-            .map_err(|e| Error::runtime(format!("/proc/sys/fs/pipe-max-size: {}", describe(&e)))),
-    }
-}
-
-/// Checks `--mount` without changing anything.
-fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
-    let shown = path.display();
-    let abs = std::path::absolute(path)
-        .map_err(|e| Error::usage(format!("--mount {shown}: {}", describe(&e))))?;
-    match std::fs::symlink_metadata(&abs) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let parent = abs.parent().unwrap_or(Path::new("/"));
-            match std::fs::metadata(parent) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(Error::usage(format!(
-                        "--mount {shown}: cannot create it: {} is not a directory",
-                        parent.display()
-                    )));
-                }
-                Err(e) => {
-                    return Err(Error::usage(format!(
-                        "--mount {shown}: cannot create it: {}: {}",
-                        parent.display(),
-                        describe(&e)
-                    )));
-                }
-            }
-            check_fuse_available(&shown.to_string())?;
-            Ok(MountPlan {
-                path: abs,
-                create: true,
-            })
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            clear_stale_mount(&abs, &shown.to_string())?;
-            plan_mount(&abs)
-        }
-        Err(e) => Err(Error::usage(format!("--mount {shown}: {}", describe(&e)))),
-        Ok(meta) if !meta.is_dir() => Err(Error::usage(format!(
-            "--mount {shown}: {}, not a directory",
-            if meta.file_type().is_symlink() {
-                "is a symbolic link"
-            } else {
-                "is a regular file"
-            }
-        ))),
-        Ok(_) => {
-            let canonical = abs
-                .canonicalize()
-                .map_err(|e| Error::usage(format!("--mount {shown}: {}", describe(&e))))?;
-            let mounted = mounts::mount_at(&canonical)
-                .map_err(|e| Error::runtime(format!("/proc/self/mountinfo: {}", describe(&e))))?;
-            if let Some(m) = mounted {
-                // A dead pilfered mount may still answer stat from cached
-                // attributes; statfs always asks the daemon.
-                if m.fs_type == fs::FS_TYPE
-                    && nix::sys::statvfs::statvfs(&canonical) == Err(nix::errno::Errno::ENOTCONN)
-                {
-                    clear_stale_mount(&canonical, &shown.to_string())?;
-                    return plan_mount(&canonical);
-                }
-                return Err(Error::usage(format!(
-                    "--mount {shown}: {} ({}) is already mounted there; unmount it first or choose another directory",
-                    m.source, m.fs_type
-                )));
-            }
-            check_fuse_available(&shown.to_string())?;
-            Ok(MountPlan {
-                path: canonical,
-                create: false,
-            })
-        }
-    }
-}
-
-/// A FUSE mount whose daemon died answers "Transport endpoint is not
-/// connected". If it was a pilfered mount, detach it; anything else is not
-/// ours to touch.
-fn clear_stale_mount(path: &Path, shown: &str) -> Result<(), Error> {
-    let mounted = mounts::mount_at(path)
-        .map_err(|e| Error::runtime(format!("/proc/self/mountinfo: {}", describe(&e))))?;
-    match mounted {
-        Some(m) if m.fs_type == fs::FS_TYPE => {
-            warn!("--mount {shown}: clearing the stale mount of a pilfered daemon that is gone");
-            mounts::detach(path).map_err(|e| {
-                Error::runtime(format!(
-                    "--mount {shown}: cannot clear the stale mount there: {}",
-                    describe(&e)
-                ))
-            })
-        }
-        Some(m) => Err(Error::usage(format!(
-            "--mount {shown}: a dead {} mount is there (Transport endpoint is not connected); unmount it first ('fusermount3 -u {shown}' or 'umount -l {shown}')",
-            m.fs_type
-        ))),
-        None => Err(Error::usage(format!(
-            "--mount {shown}: Transport endpoint is not connected"
-        ))),
-    }
-}
-
-/// Fails early, with advice, when a FUSE mount cannot work here.
-fn check_fuse_available(shown: &str) -> Result<(), Error> {
-    const HINT: &str = "or run with --no-fuse to serve only the FIFO";
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::runtime(format!(
-                "--mount {shown}: /dev/fuse does not exist; load the fuse module ('modprobe fuse'), {HINT}"
-            )));
-        }
-        Err(e) => {
-            return Err(Error::runtime(format!(
-                "--mount {shown}: cannot open /dev/fuse: {}; run as root or get read-write access to it, {HINT}",
-                describe(&e)
-            )));
-        }
-    }
-    if !nix::unistd::geteuid().is_root() && find_in_path("fusermount3").is_none() {
-        return Err(Error::runtime(format!(
-            "--mount {shown}: mounting as a normal user needs fusermount3, which is not installed; install the fuse3 package, run as root, {HINT}"
-        )));
-    }
-    Ok(())
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 fn mount_error(shown: &str, e: &io::Error) -> Error {

@@ -15,6 +15,8 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use log::{debug, warn};
 use nix::errno::Errno;
@@ -264,6 +266,50 @@ impl Drop for Fifo {
                 self.path.display()
             ),
         }
+    }
+}
+
+/// The FIFO with its writer thread running: see [`serve`].
+#[derive(Debug)]
+pub struct Writer {
+    fifo: Arc<Fifo>,
+    stop: Arc<EventFd>,
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts moving bytes from `queue` into `fifo` on a thread of its own.
+    /// Should the writer stop by itself (only an unexpected pipe error does
+    /// that), it hands its result to `on_end`.
+    pub fn start(
+        fifo: Fifo,
+        queue: Arc<ChunkQueue>,
+        stats: Arc<Stats>,
+        on_end: impl FnOnce(Result<(), Error>) + Send + 'static,
+    ) -> Result<Writer, Error> {
+        let fifo = Arc::new(fifo);
+        let stop =
+            Arc::new(EventFd::new().map_err(|e| Error::runtime(format!("eventfd: {}", e.desc())))?);
+        let (f, s) = (fifo.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("fifo-writer".into())
+            .spawn(move || on_end(serve(&f, &queue, &stats, &s)))
+            .map_err(|e| {
+                Error::runtime(format!("cannot start the FIFO writer: {}", describe(&e)))
+            })?;
+        Ok(Writer { fifo, stop, thread })
+    }
+
+    /// The FIFO being served.
+    pub fn fifo(&self) -> &Fifo {
+        &self.fifo
+    }
+
+    /// Stops the writer and waits for it; then the FIFO is closed, and
+    /// removed if we created it.
+    pub fn stop(self) {
+        let _ = self.stop.write(1);
+        let _ = self.thread.join();
     }
 }
 

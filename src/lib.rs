@@ -15,6 +15,7 @@ pub mod fifo;
 pub mod fs;
 pub mod generator;
 pub mod mounts;
+pub mod preflight;
 pub mod queue;
 pub mod reader;
 pub mod seeding;
