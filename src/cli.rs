@@ -9,6 +9,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::error::Error;
 use crate::generator::Rounds;
 use crate::seeding::{Key, SourceSpec};
+use crate::trust::{self, Untrusted};
 use crate::units::{format_size, parse_duration, parse_interval, parse_size};
 
 /// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
@@ -290,7 +291,7 @@ pub fn parse_fifo_mode(s: &str) -> Result<u32, String> {
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or("expected an octal mode such as 0600 or 0644")?;
-    if mode & 0o022 != 0 {
+    if let Err(Untrusted::Mode(_)) = trust::writers(0, mode, 0) {
         return Err(format!(
             "{mode:04o} lets other users write into the FIFO and inject chosen bytes; give them read access at most (e.g. 0644)"
         ));

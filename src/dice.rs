@@ -4,8 +4,9 @@
 use std::io::{Read, Write};
 
 use crate::error::Error;
-use crate::reader::{DeviceReader, Uniform};
-use crate::tools::{StreamError, write_decimal};
+use crate::output::{StreamError, write_decimal};
+use crate::reader::DeviceReader;
+use crate::uniform::Uniform;
 
 /// Most dice in one expression. Their output is streamed, so the limit only
 /// keeps one expression from running for minutes.

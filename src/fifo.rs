@@ -24,11 +24,11 @@ use nix::fcntl::{FcntlArg, Flock, FlockArg, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::EventFd;
 use nix::sys::stat::Mode;
-use nix::unistd::{Uid, geteuid};
 
 use crate::error::{Error, describe};
 use crate::queue::{Chunk, ChunkQueue, Closed};
 use crate::stats::{self, Stats};
+use crate::trust::{self, Untrusted};
 
 /// Most iovecs one `writev` accepts (`IOV_MAX` on Linux).
 pub const IOV_MAX: usize = 1024;
@@ -95,18 +95,21 @@ pub fn inspect(path: &Path) -> Result<Existing, Error> {
             "--fifo {shown}: {what}, not a FIFO; refusing to touch it"
         )));
     }
-    let me = geteuid();
-    if Uid::from_raw(meta.uid()) != me {
-        return Err(Error::usage(format!(
-            "--fifo {shown}: FIFO is owned by uid {}, not by us (uid {me}); remove it or choose another path",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(Error::usage(format!(
-            "--fifo {shown}: FIFO is writable by other users (mode {:04o}), who could inject chosen bytes; remove it or run 'chmod go-w' on it",
-            meta.mode() & 0o7777
-        )));
+    match trust::writers(meta.uid(), meta.mode(), trust::me()) {
+        Ok(()) if meta.uid() == trust::me() => {}
+        // A FIFO we cannot chmod is not ours to reuse, root's included.
+        Ok(()) | Err(Untrusted::Owner(_)) => {
+            return Err(Error::usage(format!(
+                "--fifo {shown}: FIFO is owned by uid {}, not by us (uid {}); remove it or choose another path",
+                meta.uid(),
+                trust::me()
+            )));
+        }
+        Err(Untrusted::Mode(mode)) => {
+            return Err(Error::usage(format!(
+                "--fifo {shown}: FIFO is writable by other users (mode {mode:04o}), who could inject chosen bytes; remove it or run 'chmod go-w' on it"
+            )));
+        }
     }
     Ok(Existing::Fifo {
         dev: meta.dev(),

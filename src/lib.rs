@@ -1,26 +1,30 @@
-//! pilfered: a virtual entropy device. One ChaCha20 generator fills a bounded
+//! pilfered: a virtual entropy device. ChaCha20 generators fill a bounded
 //! queue of random-byte chunks, served through a FUSE file and a named pipe.
-//! Consumers read it with [`reader::DeviceReader`]; `roll` and `nonce` are
-//! built on it.
 //!
-//! See the README for the user's view and the architecture.
+//! The library's public face for other programs is [`reader::DeviceReader`]
+//! (exact reads from the device) and [`uniform::Uniform`] (unbiased integers
+//! from its bytes). The other public modules serve the `pilfered` binary,
+//! its tests and benchmarks. See docs/ARCHITECTURE.md for the design.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
 pub mod daemon;
-pub mod dice;
+mod dice;
 pub mod error;
-pub mod fifo;
+mod fifo;
 pub mod fs;
-pub mod generator;
+mod generator;
 pub mod mounts;
-pub mod preflight;
+mod output;
+mod preflight;
 pub mod queue;
 pub mod reader;
-pub mod seeding;
+mod seeding;
 pub mod stats;
 pub mod status;
 mod sync;
 pub mod tools;
+mod trust;
+pub mod uniform;
 pub mod units;

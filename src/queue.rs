@@ -52,9 +52,10 @@ impl Chunk {
         }
     }
 
-    /// A chunk whose unread bytes are a copy of `bytes` (for tests and tools;
-    /// the queue itself makes chunks with [`ChunkQueue::reserve`]).
-    pub fn with_bytes(bytes: &[u8]) -> Self {
+    /// A chunk whose unread bytes are a copy of `bytes`, for tests (the
+    /// queue itself makes chunks with [`ChunkQueue::reserve`]).
+    #[cfg(test)]
+    pub(crate) fn with_bytes(bytes: &[u8]) -> Self {
         Chunk {
             buf: bytes.into(),
             pos: 0,
