@@ -32,6 +32,15 @@ use crate::sync::{Condvar, Mutex, MutexGuard};
 /// Reads of at most this many bytes may use the small-read reserve.
 pub const SMALL_READ: usize = 64 << 10;
 
+/// Threads blocked in the queue at one moment; see [`ChunkQueue::waiting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    /// In `take_exact` or `take_chunks`, for bytes.
+    pub consumers: usize,
+    /// In `reserve`, for room.
+    pub producers: usize,
+}
+
 /// Returned once the queue has been closed for shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
@@ -211,6 +220,21 @@ impl ChunkQueue {
     /// How many times a consumer found too few bytes and had to wait.
     pub fn consumer_waits(&self) -> u64 {
         self.consumer_waits.load(Ordering::Relaxed)
+    }
+
+    /// How many consumers and producers are waiting right now.
+    pub fn waiting(&self) -> Waiting {
+        let st = self.lock();
+        Waiting {
+            consumers: st.consumers_waiting,
+            producers: st.producers_waiting,
+        }
+    }
+
+    /// Whether producers may fill now: false from the moment the queue is
+    /// full until it has drained to the low-water mark.
+    pub fn refilling(&self) -> bool {
+        self.lock().refilling
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -535,15 +535,23 @@ fn readers_are_released_when_the_daemon_stops() {
         return;
     }
     let mut d = Daemon::start(&[]);
+    // Each reader says when its first read is done, then keeps reading.
+    let (started, first_reads) = std::sync::mpsc::channel();
     let readers: Vec<_> = [d.bits(), d.fifo.clone()]
         .into_iter()
         .map(|p| {
+            let started = started.clone();
             std::thread::spawn(move || {
                 let mut f = File::open(p).unwrap();
                 let mut buf = vec![0u8; 1 << 16];
+                let mut first = true;
                 loop {
                     match f.read(&mut buf) {
                         Ok(0) => return "eof".to_string(),
+                        Ok(_) if first => {
+                            first = false;
+                            started.send(()).unwrap();
+                        }
                         Ok(_) => {}
                         Err(e) => return e.to_string(),
                     }
@@ -551,7 +559,9 @@ fn readers_are_released_when_the_daemon_stops() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..readers.len() {
+        first_reads.recv().unwrap();
+    }
     let status = d.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(2));
     assert_eq!(status.code(), Some(0));
     let mut ends = Vec::new();

@@ -6,12 +6,15 @@ mod common;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, assert_no_repeated_stretch, fuse_available, read_blocks, wait_until};
+use common::{
+    Daemon, Reader, assert_no_repeated_stretch, fuse_available, fuse_total, read_blocks,
+    read_concurrently, wait_until,
+};
 
 /// 64 readers at once, half on the file with reads from 1 byte to 1 MiB,
 /// half on the FIFO: each gets exactly what it asked for, no 32-byte stretch
@@ -24,41 +27,28 @@ fn sixty_four_concurrent_readers_get_exact_distinct_bytes() {
     let d = Daemon::start(&[]);
     const FUSE_BLOCKS: [usize; 8] = [1, 17, 512, 4096, 65536, 100_000, 131_072, 1 << 20];
     const FIFO_BLOCKS: [usize; 4] = [333, 4096, 65536, 1 << 20];
-    // (path, block, total, is FUSE): tiny reads move little, large ones up
-    // to two blocks; about 40 MiB in all.
+    // Tiny reads move little, large ones up to two blocks; about 40 MiB in
+    // all.
     let mut plan = Vec::new();
     for i in 0..32 {
         let block = FUSE_BLOCKS[i % FUSE_BLOCKS.len()];
-        let total = (block * 256).clamp(8 << 10, 1 << 20).max(2 * block);
-        plan.push((d.bits(), block, total, true));
-        plan.push((
-            d.fifo.clone(),
-            FIFO_BLOCKS[i % FIFO_BLOCKS.len()],
-            512 << 10,
-            false,
-        ));
+        plan.push(Reader {
+            path: d.bits(),
+            block,
+            total: (block * 256).clamp(8 << 10, 1 << 20).max(2 * block),
+            fuse: true,
+        });
+        plan.push(Reader {
+            path: d.fifo.clone(),
+            block: FIFO_BLOCKS[i % FIFO_BLOCKS.len()],
+            total: 512 << 10,
+            fuse: false,
+        });
     }
-    let start = Arc::new(Barrier::new(plan.len()));
-    let readers: Vec<_> = plan
-        .iter()
-        .cloned()
-        .map(|(path, block, total, fuse)| {
-            let start = start.clone();
-            thread::spawn(move || {
-                start.wait();
-                read_blocks(&path, block, total, fuse)
-            })
-        })
-        .collect();
-    let outputs: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-    for (out, p) in outputs.iter().zip(&plan) {
-        assert_eq!(out.len(), p.2);
-    }
-    assert_no_repeated_stretch(&outputs);
-    let fuse_total: usize = plan.iter().filter(|p| p.3).map(|p| p.2).sum();
-    let fifo_total: usize = plan.iter().filter(|p| !p.3).map(|p| p.2).sum();
+    read_concurrently(&plan);
+    let fifo_total: usize = plan.iter().filter(|r| !r.fuse).map(|r| r.total).sum();
     let stats = d.stats();
-    assert_eq!(stats["bytes_served_fuse"], fuse_total as u64);
+    assert_eq!(stats["bytes_served_fuse"], fuse_total(&plan));
     assert!(stats["bytes_served_fifo"] >= fifo_total as u64);
 }
 

@@ -5,9 +5,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pilfered::queue::{Chunk, ChunkQueue, Closed, SMALL_READ};
+use pilfered::queue::{Chunk, ChunkQueue, Closed, SMALL_READ, Waiting};
 use proptest::prelude::*;
 
 /// The reference byte stream: byte `i` of the little-endian encoding of the
@@ -141,24 +141,43 @@ fn producers_block_at_capacity_and_wake_at_low_water() {
     let producer = thread::spawn(move || {
         push_one(&q2, filled(reserve_one(&q2).unwrap()));
     });
-    // Give the producer time to find the queue full and go to sleep.
-    thread::sleep(Duration::from_millis(100));
-    assert!(
-        !producer.is_finished(),
-        "producer did not wait on a full queue"
-    );
+    // The producer finds the queue full and waits.
+    wait_for(&q, waiting(0, 1));
+    assert!(!q.refilling());
     // Taking one chunk is not enough: producers wait for the low-water mark
     // (3/4 of capacity = 384 bytes) so that they refill in batches.
     let mut buf = [0u8; 64];
     q.take_exact(&mut buf).unwrap();
-    thread::sleep(Duration::from_millis(100));
     assert!(
-        !producer.is_finished(),
-        "producer woke above the low-water mark"
+        !q.refilling(),
+        "producers may refill above the low-water mark"
     );
+    assert_eq!(q.waiting(), waiting(0, 1));
     q.take_exact(&mut buf).unwrap();
+    assert!(q.refilling());
     producer.join().unwrap();
     assert_eq!(q.queued_bytes(), 384 + 64);
+}
+
+fn waiting(consumers: usize, producers: usize) -> Waiting {
+    Waiting {
+        consumers,
+        producers,
+    }
+}
+
+/// Waits until exactly `want` threads are blocked in `q` (they block on
+/// their own, so this is an event to wait for, not a time).
+fn wait_for(q: &ChunkQueue, want: Waiting) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while q.waiting() != want {
+        assert!(
+            Instant::now() < deadline,
+            "waiting {:?}, expected {want:?}",
+            q.waiting()
+        );
+        thread::yield_now();
+    }
 }
 
 fn filled(mut c: Chunk) -> Chunk {
@@ -190,7 +209,7 @@ fn close_wakes_blocked_consumers() {
             q2.take_chunks(1, &mut v)?;
         }
     });
-    thread::sleep(Duration::from_millis(100));
+    wait_for(&q, waiting(2, 0));
     q.close();
     assert_eq!(exact.join().unwrap(), Err(Closed));
     assert_eq!(chunks.join().unwrap(), Err(Closed));
@@ -205,7 +224,7 @@ fn close_wakes_blocked_producers_and_wipes() {
     }
     let q1 = q.clone();
     let producer = thread::spawn(move || reserve_one(&q1).map(drop));
-    thread::sleep(Duration::from_millis(100));
+    wait_for(&q, waiting(0, 1));
     q.close();
     assert_eq!(producer.join().unwrap(), Err(Closed));
     assert_eq!(q.queued_bytes(), 0);
@@ -232,7 +251,7 @@ fn small_read_reserve_is_kept_from_bulk_consumers() {
     let (q1, q2) = (q.clone(), q.clone());
     let bulk_read = thread::spawn(move || q1.take_exact(&mut vec![0u8; SMALL_READ + 1]));
     let fifo = thread::spawn(move || q2.take_chunks(1, &mut VecDeque::new()));
-    thread::sleep(Duration::from_millis(100));
+    wait_for(&q, waiting(2, 0));
     assert!(!bulk_read.is_finished() && !fifo.is_finished());
     // ...while small reads are served at once from the reserve.
     for _ in 0..32 {

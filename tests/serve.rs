@@ -5,11 +5,11 @@ mod common;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::Duration;
 
 use common::{
-    Daemon, assert_no_repeated_stretch, fuse_available, openssl_keystream, read_blocks, wait_until,
+    Daemon, Reader, assert_no_repeated_stretch, fuse_available, fuse_total, openssl_keystream,
+    read_blocks, read_concurrently, wait_until, wait_until_reading,
 };
 use nix::sys::signal::Signal;
 
@@ -21,32 +21,23 @@ fn concurrent_readers_get_exact_distinct_bytes() {
         return;
     }
     let d = Daemon::start(&[]);
-    let bits = d.bits();
-    // (path, block size, total, is FUSE)
+    let reader = |path: &std::path::Path, block, total, fuse| Reader {
+        path: path.to_path_buf(),
+        block,
+        total,
+        fuse,
+    };
     let plan = [
-        (bits.clone(), 1 << 20, 6 << 20, true),
-        (bits.clone(), 128 << 10, 4 << 20, true),
-        (bits.clone(), 4096, 2 << 20, true),
-        (bits.clone(), 17, 40_000, true),
-        (d.fifo.clone(), 64 << 10, 4 << 20, false),
-        (d.fifo.clone(), 1000, 1 << 20, false),
+        reader(&d.bits(), 1 << 20, 6 << 20, true),
+        reader(&d.bits(), 128 << 10, 4 << 20, true),
+        reader(&d.bits(), 4096, 2 << 20, true),
+        reader(&d.bits(), 17, 40_000, true),
+        reader(&d.fifo, 64 << 10, 4 << 20, false),
+        reader(&d.fifo, 1000, 1 << 20, false),
     ];
-    let readers: Vec<_> = plan
-        .iter()
-        .cloned()
-        .map(|(path, block, total, fuse)| {
-            thread::spawn(move || read_blocks(&path, block, total, fuse))
-        })
-        .collect();
-    let outputs: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-    for (out, p) in outputs.iter().zip(&plan) {
-        assert_eq!(out.len(), p.2);
-        assert!(out.iter().any(|&b| b != 0), "all zeros");
-    }
-    assert_no_repeated_stretch(&outputs);
-    let fuse_total: usize = plan.iter().filter(|p| p.3).map(|p| p.2).sum();
+    read_concurrently(&plan);
     let stats = d.stats();
-    assert_eq!(stats["bytes_served_fuse"], fuse_total as u64);
+    assert_eq!(stats["bytes_served_fuse"], fuse_total(&plan));
     assert!(stats["bytes_served_fifo"] >= (5 << 20) as u64);
     assert!(stats["bytes_generated"] >= stats["bytes_served_fuse"] + stats["bytes_served_fifo"]);
 }
@@ -169,7 +160,9 @@ fn termination_signals_clean_up_under_load() {
                     .unwrap()
             })
             .collect();
-        thread::sleep(Duration::from_millis(300));
+        for r in &readers {
+            wait_until_reading(r.id());
+        }
         let status = d.stop_with(sig, Duration::from_secs(2));
         assert_eq!(status.code(), Some(0), "{sig}: log: {}", d.log_text());
         assert!(!d.is_mounted(), "{sig}: still mounted");

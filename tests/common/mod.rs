@@ -215,6 +215,66 @@ pub fn read_blocks(path: &Path, block: usize, n: usize, require_full_reads: bool
     out
 }
 
+/// One reader of [`read_concurrently`]: `total` bytes from `path` in reads
+/// of `block` bytes; FUSE reads must each return the whole block.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    pub path: PathBuf,
+    pub block: usize,
+    pub total: usize,
+    pub fuse: bool,
+}
+
+/// Runs every reader on its own thread, all released at once by a barrier;
+/// checks that each got exactly its bytes and that no 32-byte stretch was
+/// handed out twice across all of them. Returns the outputs, in order.
+pub fn read_concurrently(plan: &[Reader]) -> Vec<Vec<u8>> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(plan.len()));
+    let threads: Vec<_> = plan
+        .iter()
+        .cloned()
+        .map(|r| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                read_blocks(&r.path, r.block, r.total, r.fuse)
+            })
+        })
+        .collect();
+    let outputs: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (out, r) in outputs.iter().zip(plan) {
+        assert_eq!(out.len(), r.total, "{r:?}");
+        assert!(out.iter().any(|&b| b != 0), "all zeros: {r:?}");
+    }
+    assert_no_repeated_stretch(&outputs);
+    outputs
+}
+
+/// Bytes the FUSE readers of `plan` asked for, in all.
+pub fn fuse_total(plan: &[Reader]) -> u64 {
+    plan.iter().filter(|r| r.fuse).map(|r| r.total as u64).sum()
+}
+
+/// Waits until process `pid` has read at least one byte (its `rchar` in
+/// `/proc/PID/io` moved): a reader that has really started.
+pub fn wait_until_reading(pid: u32) {
+    let read = || {
+        std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("rchar: "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = read();
+    assert!(
+        wait_until(Duration::from_secs(10), || read() > before),
+        "process {pid} never read"
+    );
+}
+
 /// Panics if any 32-byte stretch occurs twice across (or within) `outputs`
 /// (see [`stretch::find_repeated_stretch`] for what is guaranteed to be found).
 pub fn assert_no_repeated_stretch(outputs: &[Vec<u8>]) {
