@@ -15,6 +15,11 @@ export LC_ALL=C
 
 : "${PROG:?PROG must be set before sourcing pilfered-lib.sh}"
 
+# pilfered serve's defaults (src/cli.rs: DEFAULT_MOUNT, DEFAULT_FIFO), named
+# once for the scripts; tests/scripts.rs checks they agree with the binary.
+DEFAULT_MOUNT=/mnt/pilfered
+DEFAULT_FIFO=/tmp/pilferedbits
+
 # die MESSAGE: one line on stderr, then exit 1.
 die() {
     printf '%s: %s\n' "$PROG" "$*" >&2
@@ -102,7 +107,7 @@ is_alive() {
 
 # serves_mount PID MOUNTPOINT: whether PID is a live `pilfered serve`
 # mounting at MOUNTPOINT, judged from its command line (`--mount DIR`,
-# `--mount=DIR`, or no --mount for the default /mnt/pilfered).
+# `--mount=DIR`, or no --mount for the default mount point).
 serves_mount() {
     local pid=$1 mp=$2 arg prev='' n=0 serve=0 mount=''
     is_alive "$pid" || return 1
@@ -118,7 +123,7 @@ serves_mount() {
         prev=$arg
         n=$((n + 1))
     done <"/proc/$pid/cmdline" 2>/dev/null || return 1
-    [ "$serve" = 1 ] && [ "${mount:-/mnt/pilfered}" = "$mp" ]
+    [ "$serve" = 1 ] && [ "${mount:-$DEFAULT_MOUNT}" = "$mp" ]
 }
 
 # find_daemon MOUNTPOINT: sets DAEMON_PID to the live daemon serving the

@@ -614,3 +614,30 @@ fn umount_stops_a_daemon_started_by_hand_and_leaves_others_alone() {
         "pilfered-umount: /proc: proc is mounted there, not pilfered; leaving it alone\n"
     );
 }
+
+/// The scripts name serve's defaults once, in pilfered-lib.sh; they must be
+/// the binary's.
+#[test]
+fn script_defaults_are_the_binarys() {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-scripts/pilfered-lib.sh");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"PROG=test; . "$1"; printf '%s\n%s\n' "$DEFAULT_MOUNT" "$DEFAULT_FIFO""#)
+        .arg("bash")
+        .arg(&lib)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!(
+            "{}\n{}\n",
+            pilfered::cli::DEFAULT_MOUNT,
+            pilfered::cli::DEFAULT_FIFO
+        )
+    );
+}
