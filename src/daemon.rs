@@ -10,28 +10,27 @@
 //! the process exits.
 
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fuser::{Session, SessionUnmounter};
 use log::{debug, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::cli::ServeConfig;
 use crate::error::{Error, describe};
 use crate::fifo::{self, Fifo};
-use crate::fs::{self, Device, Fs};
+use crate::fs::{self, Device};
 use crate::generator::{Generator, ReseedPolicy};
-use crate::mounts;
+use crate::mountdir::MountDir;
+use crate::mounts::{self, FuseMount};
 use crate::preflight::{self, MountPlan, Plan};
 use crate::queue::ChunkQueue;
 use crate::seeding::Seeder;
 use crate::stats::{Report, Stats};
 use crate::units::format_size;
+use nix::sys::eventfd::EventFd;
 
 /// How long shutdown waits for the FUSE session to finish after unmounting
 /// before the process exits anyway (exiting closes /dev/fuse, which ends the
@@ -42,12 +41,17 @@ enum Event {
     Signal(Signal),
     FuseEnded(io::Result<()>),
     FifoEnded(Result<(), Error>),
+    /// Our mount left the mount table without the session ending: it was
+    /// detached from outside (`umount -l`) while a reader held a file open.
+    MountGone,
 }
 
 /// Runs the daemon until a signal or an outside unmount; see the module docs.
 pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
-    let plan = preflight::plan(&cfg)?;
+    // Blocked first, so that a signal during start-up waits for start-up to
+    // finish and then takes everything down in order.
     let signals = block_signals()?;
+    let plan = preflight::plan(&cfg)?;
     let (tx, events) = mpsc::channel();
     let signal_tx = tx.clone();
     spawn("signals", move || {
@@ -81,10 +85,12 @@ struct Daemon {
 }
 
 struct FusePart {
-    mount_point: PathBuf,
-    unmounter: SessionUnmounter,
-    created_dir: bool,
+    mount: FuseMount,
+    /// Claimed (locked) until the daemon exits.
+    dir: MountDir,
     session_ended: bool,
+    /// The thread watching for the mount to be detached, and its stop.
+    watch: (Arc<EventFd>, JoinHandle<()>),
 }
 
 impl Daemon {
@@ -98,14 +104,14 @@ impl Daemon {
         let seeder = Arc::new(plan.seeder);
         self.start_generators(cfg, &seeder)?;
         if let Some(p) = plan.fifo {
-            let fifo = Fifo::open(&p.path, p.existing, cfg.fifo_mode, p.pipe_size)?;
+            let fifo = Fifo::open(p.spot, cfg.fifo_mode, p.pipe_size)?;
             let tx = tx.clone();
             let on_end = move |result| drop(tx.send(Event::FifoEnded(result)));
             let (queue, stats) = (self.queue.clone(), self.stats.clone());
             self.fifo = Some(fifo::Writer::start(fifo, queue, stats, on_end)?);
         }
         if let Some(mount) = plan.mount {
-            self.fuse = Some(self.mount(mount, cfg.fuse_threads, cfg.allow_other, tx)?);
+            self.fuse = Some(self.mount(mount, cfg, tx)?);
         }
         self.log_serving(cfg, &seeder);
         Ok(())
@@ -133,7 +139,7 @@ impl Daemon {
     /// The one line that says what is being served, with which settings.
     fn log_serving(&self, cfg: &ServeConfig, seeder: &Seeder) {
         let fuse = self.fuse.as_ref().map_or("off".into(), |f| {
-            let bits = f.mount_point.join("bits");
+            let bits = f.dir.path.join("bits");
             format!("{} ({} threads)", bits.display(), cfg.fuse_threads)
         });
         let fifo = self.fifo.as_ref().map_or("off".into(), |f| {
@@ -159,58 +165,54 @@ impl Daemon {
         );
     }
 
+    /// Claims the mount point, mounts, and starts the session and the
+    /// thread that notices an outside detach.
     fn mount(
         &self,
         plan: MountPlan,
-        threads: usize,
-        allow_other: bool,
+        cfg: &ServeConfig,
         tx: &Sender<Event>,
     ) -> Result<FusePart, Error> {
-        let shown = plan.path.display().to_string();
-        if plan.create {
-            std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&plan.path)
-                .map_err(|e| {
-                    Error::runtime(format!(
-                        "--mount {shown}: cannot create it: {}",
-                        describe(&e)
-                    ))
-                })?;
-        }
-        let remove_dir = || {
-            if plan.create {
-                let _ = std::fs::remove_dir(&plan.path);
-            }
+        let dir = MountDir::claim(plan.parent, plan.name, plan.create)?;
+        let shown = dir.path.display().to_string();
+        let failed = |e: io::Error| {
+            dir.remove_if_made();
+            Error::runtime(format!(
+                "--mount {shown}: cannot mount the FUSE file system: {}; run with --no-fuse to serve only the FIFO",
+                describe(&e)
+            ))
         };
+        let (fd, mount) =
+            mounts::mount_fuse(&dir.dir, &dir.path, cfg.allow_other).map_err(failed)?;
         let device = Device::new(
             self.queue.clone(),
             self.stats.clone(),
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
-        let config = fs::mount_config(threads, allow_other);
-        let mut session = Session::new(Fs(device), &plan.path, &config).map_err(|e| {
-            remove_dir();
-            mount_error(&shown, &e)
-        })?;
-        let unmounter = session.unmount_callable();
-        let tx = tx.clone();
-        let spawned = spawn("fuse-session", move || {
-            let _ = tx.send(Event::FuseEnded(session.run()));
-        });
-        let mut part = FusePart {
-            mount_point: plan.path.clone(),
-            unmounter,
-            created_dir: plan.create,
-            session_ended: false,
-        };
-        if let Err(e) = spawned {
-            part.unmount();
-            remove_dir();
-            return Err(e);
+        let started = fs::session(device, fd, cfg.fuse_threads, cfg.allow_other)
+            .map_err(|e| e.to_string())
+            .and_then(|session| {
+                let tx = tx.clone();
+                spawn("fuse-session", move || {
+                    let _ = tx.send(Event::FuseEnded(session.run()));
+                })
+                .map_err(|e| e.to_string())
+            })
+            .and_then(|_| watch(mount.id, tx).map_err(|e| e.to_string()));
+        match started {
+            Ok(watch) => Ok(FusePart {
+                mount,
+                dir,
+                session_ended: false,
+                watch,
+            }),
+            Err(why) => {
+                let _ = mount.unmount();
+                dir.remove_if_made();
+                Err(Error::runtime(format!("--mount {shown}: {why}")))
+            }
         }
-        Ok(part)
     }
 
     /// Waits for the event that ends the daemon, logging throughput every
@@ -245,6 +247,10 @@ impl Daemon {
             Ok(Event::FifoEnded(result)) => {
                 result.and(Err(Error::runtime("the FIFO writer stopped unexpectedly")))
             }
+            Ok(Event::MountGone) => {
+                info!("the FUSE file system was unmounted or detached from outside: shutting down");
+                Ok(())
+            }
             Err(mpsc::RecvError) => Err(Error::runtime("internal error: event channel closed")),
         }
     }
@@ -255,16 +261,21 @@ impl Daemon {
         if let Some(writer) = self.fifo.take() {
             writer.stop();
         }
-        if let Some(mut f) = self.fuse.take() {
-            if !f.session_ended {
-                f.unmount();
+        if let Some(f) = self.fuse.take() {
+            let _ = f.watch.0.write(1);
+            let _ = f.watch.1.join();
+            if !f.session_ended && f.mount.is_attached().unwrap_or(false) {
+                // Only this very mount, never another one at the same path.
+                if let Err(e) = f.mount.unmount() {
+                    warn!(
+                        "could not unmount {}: {}",
+                        f.dir.path.display(),
+                        describe(&e)
+                    );
+                }
                 self.await_fuse_end();
             }
-            if f.created_dir
-                && let Err(e) = std::fs::remove_dir(&f.mount_point)
-            {
-                debug!("leaving {}: {}", f.mount_point.display(), describe(&e));
-            }
+            f.dir.remove_if_made();
         }
         for g in self.generators.drain(..) {
             let _ = g.join();
@@ -290,24 +301,19 @@ impl Daemon {
     }
 }
 
-impl FusePart {
-    /// Unmounts; if readers still hold files open, detaches lazily instead.
-    fn unmount(&mut self) {
-        if let Err(e) = self.unmounter.unmount() {
-            debug!(
-                "unmount {}: {}; detaching",
-                self.mount_point.display(),
-                describe(&e)
-            );
-            if let Err(e) = mounts::detach(&self.mount_point) {
-                warn!(
-                    "could not unmount {}: {}",
-                    self.mount_point.display(),
-                    describe(&e)
-                );
-            }
-        }
-    }
+/// Starts the thread that sends [`Event::MountGone`] if mount `id` leaves
+/// the mount table; returns its stop and its handle.
+fn watch(id: u64, tx: &Sender<Event>) -> io::Result<(Arc<EventFd>, JoinHandle<()>)> {
+    let stop = Arc::new(EventFd::new()?);
+    let (s, tx) = (stop.clone(), tx.clone());
+    let thread = thread::Builder::new()
+        .name("mount-watch".into())
+        .spawn(move || match mounts::wait_until_gone(id, &s) {
+            Ok(true) => drop(tx.send(Event::MountGone)),
+            Ok(false) => {}
+            Err(e) => warn!("cannot watch the mount table: {}", describe(&e)),
+        })?;
+    Ok((stop, thread))
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
@@ -327,11 +333,4 @@ fn block_signals() -> Result<SigSet, Error> {
     set.thread_block()
         .map_err(|e| Error::runtime(format!("cannot block signals: {}", e.desc())))?;
     Ok(set)
-}
-
-fn mount_error(shown: &str, e: &io::Error) -> Error {
-    Error::runtime(format!(
-        "--mount {shown}: cannot mount the FUSE file system: {}; run with --no-fuse to serve only the FIFO",
-        describe(e)
-    ))
 }

@@ -10,25 +10,28 @@
 //! cursor inside the first pending chunk: no byte is written twice.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use log::{debug, warn};
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, Flock, FlockArg, fcntl};
+use nix::fcntl::{AtFlags, FcntlArg, Flock, FlockArg, OFlag, fcntl, openat};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::EventFd;
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, mkfifoat, unlinkat};
 
 use crate::error::{Error, describe};
 use crate::queue::{Chunk, ChunkQueue, Closed};
+use crate::records;
 use crate::stats::{self, Stats};
-use crate::trust::{self, Untrusted};
+use crate::trust::{self, Untrusted, WalkError};
 
 /// Most iovecs one `writev` accepts (`IOV_MAX` on Linux).
 pub const IOV_MAX: usize = 1024;
@@ -48,60 +51,77 @@ pub enum Existing {
     Fifo { dev: u64, ino: u64 },
 }
 
+/// Where the FIFO goes, as [`inspect`] found it: the directory it lives in
+/// (open, and checked with [`trust::walk`]), its name there, and what is
+/// there now. Everything later happens relative to that open directory.
+#[derive(Debug)]
+pub struct Spot {
+    dir: trust::Dir,
+    name: OsString,
+    pub existing: Existing,
+}
+
+impl Spot {
+    /// The FIFO's path, absolute and free of symlinks.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path.join(&self.name)
+    }
+}
+
 /// Checks the `--fifo` path without changing anything.
 ///
-/// A FIFO is reused only if it belongs to us and nobody else can write to it:
-/// otherwise another user could feed chosen bytes to our readers.
-pub fn inspect(path: &Path) -> Result<Existing, Error> {
+/// Every directory on the way must be ours or root's and not writable by
+/// others unless sticky, and a FIFO is reused only if it belongs to us and
+/// nobody else can write to it: otherwise another user could redirect the
+/// FIFO or feed chosen bytes to our readers.
+pub fn inspect(path: &Path) -> Result<Spot, Error> {
     let shown = path.display();
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let parent = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            return match std::fs::metadata(parent) {
-                Ok(m) if m.is_dir() => Ok(Existing::Missing),
-                Ok(_) => Err(Error::usage(format!(
-                    "--fifo {shown}: {} is not a directory",
-                    parent.display()
-                ))),
-                Err(e) => Err(Error::usage(format!(
-                    "--fifo {shown}: directory {}: {}",
-                    parent.display(),
-                    describe(&e)
-                ))),
-            };
-        }
-        Err(e) => return Err(Error::usage(format!("--fifo {shown}: {}", describe(&e)))),
+    let name = match path.file_name() {
+        Some(name) => name.to_os_string(),
+        None => return Err(Error::usage(format!("--fifo {shown}: not a file name"))),
     };
-    let ft = meta.file_type();
-    let what = if ft.is_fifo() {
-        None
-    } else if ft.is_symlink() {
-        Some("is a symbolic link")
-    } else if ft.is_file() {
-        Some("is a regular file")
-    } else if ft.is_dir() {
-        Some("is a directory")
-    } else if ft.is_socket() {
-        Some("is a socket")
-    } else {
-        Some("is a device")
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = trust::walk(parent).map_err(|e| {
+        let why = match e {
+            WalkError::Missing(..) => format!("directory {e}"),
+            e => e.to_string(),
+        };
+        Error::usage(format!("--fifo {shown}: {why}"))
+    })?;
+    let st = match fstatat(&dir.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => {
+            return Ok(Spot {
+                dir,
+                name,
+                existing: Existing::Missing,
+            });
+        }
+        Err(e) => return Err(Error::usage(format!("--fifo {shown}: {}", e.desc()))),
+    };
+    let what = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFIFO => None,
+        SFlag::S_IFLNK => Some("is a symbolic link"),
+        SFlag::S_IFREG => Some("is a regular file"),
+        SFlag::S_IFDIR => Some("is a directory"),
+        SFlag::S_IFSOCK => Some("is a socket"),
+        _ => Some("is a device"),
     };
     if let Some(what) = what {
         return Err(Error::usage(format!(
             "--fifo {shown}: {what}, not a FIFO; refusing to touch it"
         )));
     }
-    match trust::writers(meta.uid(), meta.mode(), trust::me()) {
-        Ok(()) if meta.uid() == trust::me() => {}
+    match trust::writers(st.st_uid, st.st_mode, trust::me()) {
+        Ok(()) if st.st_uid == trust::me() => {}
         // A FIFO we cannot chmod is not ours to reuse, root's included.
         Ok(()) | Err(Untrusted::Owner(_)) => {
             return Err(Error::usage(format!(
                 "--fifo {shown}: FIFO is owned by uid {}, not by us (uid {}); remove it or choose another path",
-                meta.uid(),
+                st.st_uid,
                 trust::me()
             )));
         }
@@ -111,59 +131,68 @@ pub fn inspect(path: &Path) -> Result<Existing, Error> {
             )));
         }
     }
-    Ok(Existing::Fifo {
-        dev: meta.dev(),
-        ino: meta.ino(),
+    Ok(Spot {
+        dir,
+        name,
+        existing: Existing::Fifo {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        },
     })
 }
 
 /// The open FIFO, locked (flock) against a second daemon. Dropping it
-/// closes it and, if we created it, removes it.
+/// closes it and, if we created it (in this run, or a crashed pilfered did),
+/// removes it.
 #[derive(Debug)]
 pub struct Fifo {
     file: Flock<File>,
+    spot: Spot,
     path: PathBuf,
     /// `(dev, ino)` of the FIFO we created, to remove on drop.
     created: Option<(u64, u64)>,
 }
 
 impl Fifo {
-    /// Creates or reuses the FIFO at `path` after [`inspect`] returned
-    /// `existing`, opens it read-write and non-blocking, and grows its buffer
-    /// towards `pipe_size`. A FIFO we create gets `mode` (default
-    /// [`DEFAULT_MODE`]); a reused one gets it only if `mode` is given.
-    pub fn open(
-        path: &Path,
-        existing: Existing,
-        mode: Option<u32>,
-        pipe_size: usize,
-    ) -> Result<Fifo, Error> {
-        let shown = path.display();
-        let mut created = false;
-        if existing == Existing::Missing {
-            nix::unistd::mkfifo(path, Mode::from_bits_truncate(DEFAULT_MODE)).map_err(|e| {
+    /// Creates or reuses the FIFO [`inspect`] found, opens it read-write and
+    /// non-blocking, and grows its buffer towards `pipe_size`. A FIFO we
+    /// create gets `mode` (default [`DEFAULT_MODE`]); a reused one gets it
+    /// only if `mode` is given.
+    pub fn open(spot: Spot, mode: Option<u32>, pipe_size: usize) -> Result<Fifo, Error> {
+        let path = spot.path();
+        let shown = path.display().to_string();
+        let mut made = false;
+        if spot.existing == Existing::Missing {
+            mkfifoat(
+                &spot.dir.fd,
+                spot.name.as_os_str(),
+                Mode::from_bits_truncate(DEFAULT_MODE),
+            )
+            .map_err(|e| {
                 Error::runtime(format!("--fifo {shown}: cannot create FIFO: {}", e.desc()))
             })?;
-            created = true;
+            made = true;
         }
-        let opened = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(path);
         let undo = |msg: String| {
-            if created {
-                let _ = std::fs::remove_file(path);
+            if made {
+                let _ = unlinkat(
+                    &spot.dir.fd,
+                    spot.name.as_os_str(),
+                    UnlinkatFlags::NoRemoveDir,
+                );
             }
             Error::runtime(msg)
         };
-        let file =
-            opened.map_err(|e| undo(format!("--fifo {shown}: cannot open: {}", describe(&e))))?;
+        let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let file = openat(&spot.dir.fd, spot.name.as_os_str(), flags, Mode::empty())
+            .map(File::from)
+            .map_err(|e| undo(format!("--fifo {shown}: cannot open: {}", e.desc())))?;
         let meta = file
             .metadata()
             .map_err(|e| undo(format!("--fifo {shown}: {}", describe(&e))))?;
-        let same = match existing {
-            Existing::Fifo { dev, ino } => meta.dev() == dev && meta.ino() == ino,
+        let (dev, ino) = (meta.dev(), meta.ino());
+        let same = match spot.existing {
+            Existing::Fifo { dev: d, ino: i } => dev == d && ino == i,
             Existing::Missing => meta.file_type().is_fifo(),
         };
         if !same {
@@ -182,14 +211,20 @@ impl Fifo {
             }
             Err((_, e)) => return Err(undo(format!("--fifo {shown}: flock: {}", e.desc()))),
         };
+        // Ours if we made it now, or a pilfered that crashed made it.
+        let ours = made || records::was_created(records::Kind::Fifo, &path, dev, ino);
+        if made {
+            records::note(records::Kind::Fifo, &path, dev, ino);
+        }
         let fifo = Fifo {
-            created: created.then(|| (meta.dev(), meta.ino())),
+            created: ours.then_some((dev, ino)),
             file,
-            path: path.to_path_buf(),
+            spot,
+            path,
         };
         // mkfifo's mode is filtered by the umask; set exactly what was asked,
         // through the open descriptor so that no other path can be affected.
-        let mode = mode.or(created.then_some(DEFAULT_MODE));
+        let mode = mode.or(made.then_some(DEFAULT_MODE));
         if let Some(mode) = mode {
             fifo.file
                 .set_permissions(std::fs::Permissions::from_mode(mode))
@@ -253,15 +288,17 @@ impl Drop for Fifo {
         let Some((dev, ino)) = self.created else {
             return;
         };
-        // Remove it only if the path still names the FIFO we made.
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(m) if m.dev() == dev && m.ino() == ino => {
-                if let Err(e) = std::fs::remove_file(&self.path) {
-                    warn!(
+        // Remove it only if its name still holds the FIFO we made.
+        let (dir, name) = (&self.spot.dir.fd, self.spot.name.as_os_str());
+        match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_dev == dev && st.st_ino == ino => {
+                match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) => records::forget(&self.path),
+                    Err(e) => warn!(
                         "could not remove FIFO {}: {}",
                         self.path.display(),
-                        describe(&e)
-                    );
+                        e.desc()
+                    ),
                 }
             }
             _ => debug!(

@@ -12,14 +12,16 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    IoctlFlags, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyXattr, Request, SessionACL,
+    IoctlFlags, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyXattr, Request, Session, SessionACL,
 };
 use log::warn;
 use zeroize::Zeroize;
@@ -44,30 +46,31 @@ pub const FS_TYPE: &str = "fuse.pilfered";
 /// non-seekable.
 pub const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
 
-/// How pilfered mounts: read-only, `nosuid,nodev,noexec,noatime`, with the
-/// kernel checking permissions, `threads` session threads each with its own
-/// cloned `/dev/fuse` descriptor, and (unless `allow_other`) only the
-/// mounting user let in.
-pub fn mount_config(threads: usize, allow_other: bool) -> Config {
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("pilfered".into()),
-        MountOption::CUSTOM(format!("subtype={}", FS_TYPE.trim_start_matches("fuse."))),
-        MountOption::RO,
-        MountOption::NoSuid,
-        MountOption::NoDev,
-        MountOption::NoExec,
-        MountOption::NoAtime,
-        MountOption::DefaultPermissions,
-    ];
-    config.acl = if allow_other {
+/// A FUSE session serving `device` on the connection `fd` (from
+/// [`crate::mounts::mount_fuse`]) with `threads` session threads, each with
+/// its own cloned `/dev/fuse` descriptor where this process may open
+/// `/dev/fuse` (else they share one), and only the mounting user let in
+/// unless `allow_other`.
+pub fn session(
+    device: Device,
+    fd: OwnedFd,
+    threads: usize,
+    allow_other: bool,
+) -> io::Result<Session<Fs>> {
+    let acl = if allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
+    let mut config = Config::default();
+    config.acl = acl;
     config.n_threads = Some(threads);
-    config.clone_fd = true;
-    config
+    config.clone_fd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok();
+    Session::from_fd(Fs(device), fd, acl, config)
 }
 
 const ENTRIES: [(INodeNo, FileType, &str); 4] = [

@@ -1,7 +1,33 @@
-//! What is mounted where, read from `/proc/self/mountinfo`, and detaching.
+//! What is mounted where (`/proc/self/mountinfo`), and pilfered's own FUSE
+//! mounts: made on an open directory, known by their mount ID, unmounted
+//! only if they are still ours, and watched for being detached from outside.
+//!
+//! As root a mount is made with the kernel's mount API (`fsopen`,
+//! `fsconfig`, `fsmount`, `move_mount`) onto the very directory that was
+//! checked, so no path is resolved twice. A normal user mounts through the
+//! setuid `fusermount3`, as every FUSE file system does. Either way the
+//! mount's ID is kept, and the daemon unmounts only if the mount at its
+//! path still has that ID. (It keeps no descriptor of the mount itself:
+//! that would make a plain `umount` from outside fail as busy.)
 
-use std::io;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, IoSliceMut, Read, Seek};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::EventFd;
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
+};
+
+use crate::fs::FS_TYPE;
 
 /// One line of `/proc/self/mountinfo`, reduced to what we need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +113,328 @@ pub fn detach(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A pilfered FUSE mount this process made, known by its mount ID.
+#[derive(Debug)]
+pub struct FuseMount {
+    /// Where it was mounted, absolute and free of symlinks.
+    pub mount_point: PathBuf,
+    /// The kernel's ID for the mount (the first field of mountinfo).
+    pub id: u64,
+}
+
+/// Mounts a pilfered FUSE file system on the open directory `dir`, reached
+/// as `path`: read-only, `nosuid,nodev,noexec,noatime`, permissions checked
+/// by the kernel, and only the mounting user let in unless `allow_other`.
+/// Returns the `/dev/fuse` connection to serve, and the mount.
+pub fn mount_fuse(
+    dir: &OwnedFd,
+    path: &Path,
+    allow_other: bool,
+) -> io::Result<(OwnedFd, FuseMount)> {
+    if nix::unistd::geteuid().is_root() {
+        mount_with_api(dir, path, allow_other)
+    } else {
+        mount_with_fusermount3(path, allow_other)
+    }
+}
+
+// The kernel's mount API (include/uapi/linux/mount.h); libc does not export
+// these yet.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 0x01;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x02;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x04;
+const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x08;
+const MOUNT_ATTR_NOATIME: libc::c_uint = 0x10;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// A syscall's result as a descriptor or an error.
+fn fd_result(ret: libc::c_long) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor, which nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+fn check(ret: libc::c_long) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn fsconfig(
+    fs: &OwnedFd,
+    cmd: libc::c_uint,
+    key: Option<&str>,
+    value: Option<&str>,
+) -> io::Result<()> {
+    let key = key.map(|k| CString::new(k).expect("no NUL in keys"));
+    let value = value.map(|v| CString::new(v).expect("no NUL in values"));
+    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: fsconfig reads the two NUL-terminated strings (or nulls), which
+    // live until the call returns; `fs` is an open fs-context descriptor.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            ptr(&key),
+            ptr(&value),
+            0,
+        )
+    })
+}
+
+fn mount_with_api(
+    dir: &OwnedFd,
+    path: &Path,
+    allow_other: bool,
+) -> io::Result<(OwnedFd, FuseMount)> {
+    let dev: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")?
+        .into();
+    // SAFETY: fsopen reads one NUL-terminated string.
+    let fs =
+        fd_result(unsafe { libc::syscall(libc::SYS_fsopen, c"fuse".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let subtype = FS_TYPE.trim_start_matches("fuse.");
+    let set = |k: &str, v: &str| fsconfig(&fs, FSCONFIG_SET_STRING, Some(k), Some(v));
+    set("source", "pilfered")?;
+    set("subtype", subtype)?;
+    set("fd", &dev.as_raw_fd().to_string())?;
+    set("rootmode", "40000")?;
+    set("user_id", &nix::unistd::getuid().to_string())?;
+    set("group_id", &nix::unistd::getgid().to_string())?;
+    fsconfig(&fs, FSCONFIG_SET_FLAG, Some("default_permissions"), None)?;
+    if allow_other {
+        fsconfig(&fs, FSCONFIG_SET_FLAG, Some("allow_other"), None)?;
+    }
+    fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None)?;
+    let attrs = MOUNT_ATTR_RDONLY
+        | MOUNT_ATTR_NOSUID
+        | MOUNT_ATTR_NODEV
+        | MOUNT_ATTR_NOEXEC
+        | MOUNT_ATTR_NOATIME;
+    // SAFETY: plain integer arguments; `fs` is a created fs context.
+    let root = fd_result(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs)
+    })?;
+    // SAFETY: both paths are empty NUL-terminated strings; the descriptors
+    // are the new mount and the checked directory, both open.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            root.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })?;
+    let id = mount_id(root.as_fd(), c"", libc::AT_EMPTY_PATH)?;
+    let mount = FuseMount {
+        mount_point: path.to_path_buf(),
+        id,
+    };
+    Ok((dev, mount))
+}
+
+/// The mount ID of what `path` (relative to `at`) names.
+fn mount_id(
+    at: std::os::fd::BorrowedFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> io::Result<u64> {
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: statx writes one statx struct into `buf`; `path` is
+    // NUL-terminated and `at` is open.
+    let ret = unsafe {
+        libc::statx(
+            at.as_raw_fd(),
+            path.as_ptr(),
+            flags | libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            libc::STATX_MNT_ID,
+            buf.as_mut_ptr(),
+        )
+    };
+    check(ret as libc::c_long)?;
+    // SAFETY: statx succeeded, so it filled the struct.
+    let st = unsafe { buf.assume_init() };
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::other("the kernel does not report mount IDs"));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// The mount ID of the mount at `path` now.
+fn mount_id_at(path: &Path) -> io::Result<u64> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: AT_FDCWD is always a valid directory argument.
+    let cwd = unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) };
+    mount_id(cwd, &c, 0)
+}
+
+fn mount_with_fusermount3(path: &Path, allow_other: bool) -> io::Result<(OwnedFd, FuseMount)> {
+    // fusermount3 sends the /dev/fuse descriptor back over this socket; its
+    // end must survive exec, ours must not.
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::empty(),
+    )?;
+    fcntl(ours.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    let mut options = format!(
+        "ro,nosuid,nodev,noexec,noatime,default_permissions,fsname=pilfered,subtype={}",
+        FS_TYPE.trim_start_matches("fuse.")
+    );
+    if allow_other {
+        options.push_str(",allow_other");
+    }
+    let out = Command::new("fusermount3")
+        .args(["-o", &options, "--"])
+        .arg(path)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .output();
+    drop(theirs);
+    let out = out?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let line = text.lines().next().unwrap_or("failed").trim();
+        return Err(io::Error::other(format!(
+            "fusermount3: {}",
+            line.trim_start_matches("fusermount3: ")
+        )));
+    }
+    let dev = receive_fd(&ours)?;
+    let id = mount_id_at(path)?;
+    let mount = FuseMount {
+        mount_point: path.to_path_buf(),
+        id,
+    };
+    if !mount.is_attached()? {
+        return Err(io::Error::other(
+            "fusermount3 reported success, but no pilfered mount is there",
+        ));
+    }
+    Ok((dev, mount))
+}
+
+/// Receives the one descriptor fusermount3 sends.
+fn receive_fd(socket: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor for us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err(io::Error::other("fusermount3 sent no /dev/fuse descriptor"))
+}
+
+impl FuseMount {
+    /// Whether this very mount is still in the mount table (not unmounted or
+    /// detached).
+    pub fn is_attached(&self) -> io::Result<bool> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+        Ok(lists_mount(&text, self.id))
+    }
+
+    /// Unmounts this mount if it is still what is mounted at its path,
+    /// lazily if it is busy. Another mount at the same path is never
+    /// touched: the path's directories are ours or root's (checked before
+    /// mounting), so only we or root could swap one in between.
+    pub fn unmount(&self) -> io::Result<()> {
+        if mount_id_at(&self.mount_point).ok() != Some(self.id) {
+            return Ok(());
+        }
+        if nix::unistd::geteuid().is_root() {
+            let path = &self.mount_point;
+            return match nix::mount::umount2(path, nix::mount::MntFlags::empty()) {
+                Err(Errno::EBUSY) => {
+                    Ok(nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)?)
+                }
+                other => Ok(other?),
+            };
+        }
+        let run = |flag: &str| {
+            Command::new("fusermount3")
+                .args([flag, "--"])
+                .arg(&self.mount_point)
+                .stdin(Stdio::null())
+                .output()
+        };
+        let out = run("-u")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let out = run("-uz")?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
+        }
+    }
+}
+
+/// Whether mountinfo `text` lists the mount `id`.
+fn lists_mount(text: &str, id: u64) -> bool {
+    text.lines()
+        .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .any(|m| m == id)
+}
+
+/// Blocks until the mount `id` leaves the mount table (`Ok(true)`) or `stop`
+/// is signalled (`Ok(false)`). The kernel flags `/proc/self/mountinfo` with
+/// POLLPRI whenever the mount table changes, so this costs nothing while
+/// nothing changes.
+pub fn wait_until_gone(id: u64, stop: &EventFd) -> io::Result<bool> {
+    let mut file = File::open("/proc/self/mountinfo")?;
+    let mut text = String::new();
+    loop {
+        text.clear();
+        file.rewind()?;
+        file.read_to_string(&mut text)?;
+        if !lists_mount(&text, id) {
+            return Ok(true);
+        }
+        let mut fds = [
+            PollFd::new(file.as_fd(), PollFlags::POLLPRI),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if fds[1].any().unwrap_or(false) {
+            return Ok(false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +452,19 @@ mod tests {
         assert_eq!(m[1].fs_type, "fuse.pilfered");
         assert_eq!(m[1].source, "pilfered");
         assert_eq!(m[2].fs_type, "tmpfs");
+    }
+
+    #[test]
+    fn mounts_are_found_by_id() {
+        let text = "22 1 0:21 / / rw - ext4 /dev/vda rw\n98 22 0:50 / /mnt rw - fuse.pilfered pilfered rw\n";
+        assert!(lists_mount(text, 98));
+        assert!(lists_mount(text, 22));
+        assert!(!lists_mount(text, 9), "a prefix of an ID is not the ID");
+        assert!(!lists_mount(text, 50));
+        let root = mount_at(Path::new("/")).unwrap().unwrap();
+        let _ = root;
+        let here = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(lists_mount(&here, mount_id_at(Path::new("/")).unwrap()));
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //! refused start therefore leaves no FIFO, directory or mount behind. The
 //! decisions themselves are pure functions, unit-tested below without root.
 
-use std::io;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{SFlag, fstatat};
 
 use log::warn;
 
@@ -16,8 +20,10 @@ use crate::error::{Error, describe};
 use crate::fifo::{self, KERNEL_MAX_PIPE_SIZE};
 use crate::fs::FS_TYPE;
 use crate::generator;
+use crate::mountdir;
 use crate::mounts::{self, MountEntry};
 use crate::seeding::Seeder;
+use crate::trust::{self, WalkError};
 use crate::units::format_size;
 
 /// What `serve` will serve and where, already checked.
@@ -34,18 +40,18 @@ pub struct Plan {
 /// The FIFO to serve.
 #[derive(Debug)]
 pub struct FifoPlan {
-    pub path: PathBuf,
-    /// What is at the path now.
-    pub existing: fifo::Existing,
+    /// Where it goes and what is there now.
+    pub spot: fifo::Spot,
     /// Pipe buffer to ask for.
     pub pipe_size: usize,
 }
 
-/// Where to mount and whether the directory must be made.
+/// Where to mount: the checked directory that holds the mount point, its
+/// name there, and whether it must be made.
 #[derive(Debug)]
 pub struct MountPlan {
-    /// Absolute, free of symlinks.
-    pub path: PathBuf,
+    pub parent: trust::Dir,
+    pub name: OsString,
     pub create: bool,
 }
 
@@ -53,8 +59,7 @@ pub struct MountPlan {
 pub fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
     let fifo = match &cfg.fifo {
         Some(path) => Some(FifoPlan {
-            path: path.clone(),
-            existing: fifo::inspect(path)?,
+            spot: fifo::inspect(path)?,
             pipe_size: resolve_pipe_size(cfg.pipe_size)?,
         }),
         None => None,
@@ -93,61 +98,53 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
     let shown = path.display().to_string();
     let abs = std::path::absolute(path)
         .map_err(|e| Error::usage(format!("--mount {shown}: {}", describe(&e))))?;
-    let create = match std::fs::symlink_metadata(&abs) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            check_parent(&abs, &shown)?;
-            true
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            clear_stale_mount(&abs, &shown)?;
-            return plan_mount(&abs);
-        }
-        Err(e) => return Err(Error::usage(format!("--mount {shown}: {}", describe(&e)))),
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(not_a_directory(&shown, "is a symbolic link"));
-        }
-        Ok(meta) if !meta.is_dir() => return Err(not_a_directory(&shown, "is a regular file")),
-        Ok(_) => false,
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err(Error::usage(format!(
+            "--mount {shown}: not a directory one can mount on"
+        )));
     };
-    let path = if create {
-        abs
-    } else {
-        let canonical = abs
-            .canonicalize()
-            .map_err(|e| Error::usage(format!("--mount {shown}: {}", describe(&e))))?;
-        let entry = mounted_at(&canonical)?;
-        // A dead pilfered mount may still answer stat from cached
-        // attributes; statfs always asks the daemon.
-        let dead = || nix::sys::statvfs::statvfs(&canonical) == Err(nix::errno::Errno::ENOTCONN);
-        if occupant(entry.as_ref(), dead, &shown)? == Occupant::DeadPilfered {
-            clear_stale_mount(&canonical, &shown)?;
-            return plan_mount(&canonical);
+    let name = name.to_os_string();
+    let parent = trust::walk(parent).map_err(|e| match e {
+        WalkError::Missing(..) | WalkError::NotDirectory(_) => {
+            Error::usage(format!("--mount {shown}: cannot create it: {e}"))
         }
-        canonical
+        e => Error::usage(format!("--mount {shown}: {e}")),
+    })?;
+    let path = parent.path.join(&name);
+    let create = match fstatat(&parent.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => true,
+        Err(Errno::ENOTCONN) => {
+            clear_stale_mount(&path, &shown)?;
+            return plan_mount(&path);
+        }
+        Err(e) => return Err(Error::usage(format!("--mount {shown}: {}", e.desc()))),
+        Ok(st) => match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => {
+                // A dead pilfered mount may still answer stat from cached
+                // attributes; statfs always asks the daemon.
+                let dead = || nix::sys::statvfs::statvfs(&path) == Err(Errno::ENOTCONN);
+                if occupant(mounted_at(&path)?.as_ref(), dead, &shown)? == Occupant::DeadPilfered {
+                    clear_stale_mount(&path, &shown)?;
+                    return plan_mount(&path);
+                }
+                trust::trusted_dir(st.st_uid, st.st_mode, trust::me())
+                    .map_err(|why| mountdir::untrusted(&shown, &path, why))?;
+                false
+            }
+            SFlag::S_IFLNK => return Err(not_a_directory(&shown, "is a symbolic link")),
+            _ => return Err(not_a_directory(&shown, "is a regular file")),
+        },
     };
     check_fuse_available(&shown)?;
-    Ok(MountPlan { path, create })
+    Ok(MountPlan {
+        parent,
+        name,
+        create,
+    })
 }
 
 fn not_a_directory(shown: &str, what: &str) -> Error {
     Error::usage(format!("--mount {shown}: {what}, not a directory"))
-}
-
-/// The directory a missing mount point would be made in must exist.
-fn check_parent(abs: &Path, shown: &str) -> Result<(), Error> {
-    let parent = abs.parent().unwrap_or(Path::new("/"));
-    match std::fs::metadata(parent) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::usage(format!(
-            "--mount {shown}: cannot create it: {} is not a directory",
-            parent.display()
-        ))),
-        Err(e) => Err(Error::usage(format!(
-            "--mount {shown}: cannot create it: {}: {}",
-            parent.display(),
-            describe(&e)
-        ))),
-    }
 }
 
 fn mounted_at(path: &Path) -> Result<Option<MountEntry>, Error> {
@@ -205,7 +202,11 @@ fn clear_stale_mount(path: &Path, shown: &str) -> Result<(), Error> {
     }
 }
 
-/// Fails early, with advice, when a FUSE mount cannot work here.
+/// Fails early, with advice, when a FUSE mount cannot work here. Root
+/// mounts itself; a normal user mounts through the setuid `fusermount3`,
+/// which opens `/dev/fuse` with the user's own permissions (and then the
+/// session's extra threads open it too): either way this user must be able
+/// to open `/dev/fuse` for reading and writing.
 fn check_fuse_available(shown: &str) -> Result<(), Error> {
     const HINT: &str = "or run with --no-fuse to serve only the FIFO";
     match std::fs::OpenOptions::new()
@@ -214,14 +215,19 @@ fn check_fuse_available(shown: &str) -> Result<(), Error> {
         .open("/dev/fuse")
     {
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::runtime(format!(
                 "--mount {shown}: /dev/fuse does not exist; load the fuse module ('modprobe fuse'), {HINT}"
             )));
         }
         Err(e) => {
+            let who = if nix::unistd::geteuid().is_root() {
+                ""
+            } else {
+                " (fusermount3 opens it as you too)"
+            };
             return Err(Error::runtime(format!(
-                "--mount {shown}: cannot open /dev/fuse: {}; run as root or get read-write access to it, {HINT}",
+                "--mount {shown}: cannot open /dev/fuse: {}{who}; run as root or get read-write access to it, {HINT}",
                 describe(&e)
             )));
         }

@@ -100,7 +100,7 @@ fn unreadable_dev_fuse_is_explained() {
     assert_eq!(
         stderr,
         format!(
-            "pilfered: --mount {d}/mnt: cannot open /dev/fuse: Permission denied; run as root or get read-write access to it, or run with --no-fuse to serve only the FIFO\n"
+            "pilfered: --mount {d}/mnt: cannot open /dev/fuse: Permission denied (fusermount3 opens it as you too); run as root or get read-write access to it, or run with --no-fuse to serve only the FIFO\n"
         )
     );
     assert_eq!(status, 1);
