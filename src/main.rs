@@ -48,8 +48,15 @@ fn fail(e: &Error) -> ExitCode {
     ExitCode::from(e.exit_code() as u8)
 }
 
-/// clap's first line, without its "error: " prefix, e.g. "unexpected argument
-/// '--bogus' found" or "invalid value '4Q' for '--chunk-size <SIZE>': ...".
+/// clap's error in one line: its first line without the "error: " prefix
+/// (e.g. "unexpected argument '--bogus' found" or "invalid value '4Q' for
+/// '--chunk-size <SIZE>': ..."), clap's suggestion if it has one, and for
+/// unknown arguments and subcommands a pointer to the help of the command
+/// that was being parsed:
+///
+/// ```text
+/// unexpected argument '--mout' found (did you mean '--mount'?); see 'pilfered serve --help'
+/// ```
 fn clap_one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let mut lines = text.lines();
@@ -72,9 +79,68 @@ fn clap_one_line(e: &clap::Error) -> String {
             format!("{first} {}", missing.join(", "))
         }
         (ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand, None) => {
-            format!("{first}; see 'pilfered --help'")
+            let tip = clap_suggestion(e).map_or(String::new(), |t| format!(" ({t})"));
+            format!("{first}{tip}; see '{} --help'", clap_command_path(e))
         }
         _ => first.to_string(),
+    }
+}
+
+/// clap's "tip", to fit in a line: "did you mean '--mount'?" for a near
+/// miss, or clap's own words, like how to pass a value that looks like an
+/// option.
+fn clap_suggestion(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let quoted = |v: &ContextValue| match v {
+        ContextValue::String(s) => Some(format!("'{s}'")),
+        ContextValue::Strings(v) if !v.is_empty() => Some(
+            v.iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        ),
+        _ => None,
+    };
+    for kind in [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+    ] {
+        if let Some(s) = e.get(kind).and_then(quoted) {
+            return Some(format!("did you mean {s}?"));
+        }
+    }
+    // Other tips, already in words: "to pass '-1d6' as a value, use '-- -1d6'".
+    match e.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(tips)) if !tips.is_empty() => Some(
+            tips.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        _ => None,
+    }
+}
+
+/// The command whose arguments clap was parsing, like "pilfered serve",
+/// read from the usage line clap attaches to the error ("Usage: pilfered
+/// serve [OPTIONS]").
+fn clap_command_path(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let usage = match e.get(ContextKind::Usage) {
+        Some(ContextValue::StyledStr(s)) => s.to_string(),
+        _ => String::new(),
+    };
+    let usage = usage.trim_start();
+    let usage = usage.strip_prefix("Usage:").unwrap_or(usage);
+    let words: Vec<&str> = usage
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['[', '<', '-']))
+        .collect();
+    if words.is_empty() {
+        "pilfered".to_string()
+    } else {
+        words.join(" ")
     }
 }
 
