@@ -144,7 +144,15 @@ fn clap_command_path(e: &clap::Error) -> String {
     }
 }
 
-fn init_logging(verbose: u8, quiet: u8) {
+/// Log levels for `-v`/`-q` counts: pilfered's own messages, and fuser's.
+///
+/// pilfered logs at info by default, debug with `-v` and trace with `-vv`.
+/// fuser logs every kernel capability it negotiates at mount time (some 20
+/// lines at debug and trace) and every request at trace, which would drown
+/// pilfered's own `-vv` detail: its messages stay at warn and above unless
+/// `-vvv` asks for them too. `-q` lowers both. `RUST_LOG` overrides all
+/// of this (e.g. `RUST_LOG=fuser=debug`).
+fn log_levels(verbose: u8, quiet: u8) -> (LevelFilter, LevelFilter) {
     let level = match i16::from(verbose) - i16::from(quiet) {
         i16::MIN..=-2 => LevelFilter::Error,
         -1 => LevelFilter::Warn,
@@ -152,16 +160,37 @@ fn init_logging(verbose: u8, quiet: u8) {
         1 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
-    // fuser is chatty at info level; show its messages only when asked to.
-    let fuser_level = if verbose >= 2 {
+    let fuser_level = if verbose >= 3 {
         level
     } else {
         level.min(LevelFilter::Warn)
     };
+    (level, fuser_level)
+}
+
+fn init_logging(verbose: u8, quiet: u8) {
+    let (level, fuser_level) = log_levels(verbose, quiet);
     env_logger::Builder::new()
         .filter_level(level)
         .filter_module("fuser", fuser_level)
         .format_timestamp_millis()
         .parse_default_env()
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuser_stays_quiet_below_three_v() {
+        use LevelFilter::*;
+        assert_eq!(log_levels(0, 0), (Info, Warn));
+        assert_eq!(log_levels(1, 0), (Debug, Warn));
+        assert_eq!(log_levels(2, 0), (Trace, Warn));
+        assert_eq!(log_levels(3, 0), (Trace, Trace));
+        assert_eq!(log_levels(0, 1), (Warn, Warn));
+        assert_eq!(log_levels(0, 2), (Error, Error));
+        assert_eq!(log_levels(3, 1), (Trace, Trace));
+    }
 }
