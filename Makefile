@@ -3,6 +3,7 @@
 #   make                      build the release binary (cargo build --release)
 #   sudo make install         install under PREFIX (default /usr/local)
 #   sudo make uninstall       remove exactly what install put there
+#   make deb                  build target/debian/pilfered_*.deb (cargo-deb)
 #
 # install and uninstall honour PREFIX and DESTDIR (a staging root, as
 # packagers use: `make install DESTDIR=/tmp/stage PREFIX=/usr`). install
@@ -69,7 +70,7 @@ OWN_DIRS := $(pkglibdir) $(docdir)/docs $(docdir)
 
 SOURCES := $(shell find src examples -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all build assets install uninstall
+.PHONY: all build assets install uninstall deb
 
 all: build
 build: target/release/pilfered
@@ -113,3 +114,14 @@ endif
 	@for d in $(OWN_DIRS); do \
 		if [ -d "$(DESTDIR)$$d" ]; then rmdir --ignore-fail-on-non-empty "$(DESTDIR)$$d"; fi; \
 	done
+
+# The Debian package: the same files, staged by `make install` with
+# PREFIX=/usr into DEB_ROOT, then packed by cargo-deb with the metadata in
+# Cargo.toml ([package.metadata.deb], whose assets are DEB_ROOT's tree).
+DEB_ROOT := target/deb-root
+deb: build target/release/examples/pilfered-assets
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR=$(CURDIR)/$(DEB_ROOT) \
+		GENDIR=target/deb-assets PILFERED_BIN=target/release/pilfered \
+		ASSETS_GEN=target/release/examples/pilfered-assets
+	$(CARGO) deb --no-build --locked
