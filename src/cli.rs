@@ -176,8 +176,9 @@ pub struct RollArgs {
 /// Arguments of `pilfered nonce`.
 #[derive(Args)]
 pub struct NonceArgs {
-    /// How many nonces to print.
-    #[arg(short = 'n', long = "count", value_name = "COUNT", default_value_t = 1)]
+    /// How many nonces to print (at least 1).
+    #[arg(short = 'n', long = "count", value_name = "COUNT", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
 
     #[command(flatten)]

@@ -48,8 +48,15 @@ fn fail(e: &Error) -> ExitCode {
     ExitCode::from(e.exit_code() as u8)
 }
 
-/// clap's first line, without its "error: " prefix, e.g. "unexpected argument
-/// '--bogus' found" or "invalid value '4Q' for '--chunk-size <SIZE>': ...".
+/// clap's error in one line: its first line without the "error: " prefix
+/// (e.g. "unexpected argument '--bogus' found" or "invalid value '4Q' for
+/// '--chunk-size <SIZE>': ..."), clap's suggestion if it has one, and for
+/// unknown arguments and subcommands a pointer to the help of the command
+/// that was being parsed:
+///
+/// ```text
+/// unexpected argument '--mout' found (did you mean '--mount'?); see 'pilfered serve --help'
+/// ```
 fn clap_one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let mut lines = text.lines();
@@ -72,13 +79,80 @@ fn clap_one_line(e: &clap::Error) -> String {
             format!("{first} {}", missing.join(", "))
         }
         (ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand, None) => {
-            format!("{first}; see 'pilfered --help'")
+            let tip = clap_suggestion(e).map_or(String::new(), |t| format!(" ({t})"));
+            format!("{first}{tip}; see '{} --help'", clap_command_path(e))
         }
         _ => first.to_string(),
     }
 }
 
-fn init_logging(verbose: u8, quiet: u8) {
+/// clap's "tip", to fit in a line: "did you mean '--mount'?" for a near
+/// miss, or clap's own words, like how to pass a value that looks like an
+/// option.
+fn clap_suggestion(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let quoted = |v: &ContextValue| match v {
+        ContextValue::String(s) => Some(format!("'{s}'")),
+        ContextValue::Strings(v) if !v.is_empty() => Some(
+            v.iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        ),
+        _ => None,
+    };
+    for kind in [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+    ] {
+        if let Some(s) = e.get(kind).and_then(quoted) {
+            return Some(format!("did you mean {s}?"));
+        }
+    }
+    // Other tips, already in words: "to pass '-1d6' as a value, use '-- -1d6'".
+    match e.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(tips)) if !tips.is_empty() => Some(
+            tips.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        _ => None,
+    }
+}
+
+/// The command whose arguments clap was parsing, like "pilfered serve",
+/// read from the usage line clap attaches to the error ("Usage: pilfered
+/// serve [OPTIONS]").
+fn clap_command_path(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let usage = match e.get(ContextKind::Usage) {
+        Some(ContextValue::StyledStr(s)) => s.to_string(),
+        _ => String::new(),
+    };
+    let usage = usage.trim_start();
+    let usage = usage.strip_prefix("Usage:").unwrap_or(usage);
+    let words: Vec<&str> = usage
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['[', '<', '-']))
+        .collect();
+    if words.is_empty() {
+        "pilfered".to_string()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// Log levels for `-v`/`-q` counts: pilfered's own messages, and fuser's.
+///
+/// pilfered logs at info by default, debug with `-v` and trace with `-vv`.
+/// fuser logs every kernel capability it negotiates at mount time (some 20
+/// lines at debug and trace) and every request at trace, which would drown
+/// pilfered's own `-vv` detail: its messages stay at warn and above unless
+/// `-vvv` asks for them too. `-q` lowers both. `RUST_LOG` overrides all
+/// of this (e.g. `RUST_LOG=fuser=debug`).
+fn log_levels(verbose: u8, quiet: u8) -> (LevelFilter, LevelFilter) {
     let level = match i16::from(verbose) - i16::from(quiet) {
         i16::MIN..=-2 => LevelFilter::Error,
         -1 => LevelFilter::Warn,
@@ -86,16 +160,37 @@ fn init_logging(verbose: u8, quiet: u8) {
         1 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
-    // fuser is chatty at info level; show its messages only when asked to.
-    let fuser_level = if verbose >= 2 {
+    let fuser_level = if verbose >= 3 {
         level
     } else {
         level.min(LevelFilter::Warn)
     };
+    (level, fuser_level)
+}
+
+fn init_logging(verbose: u8, quiet: u8) {
+    let (level, fuser_level) = log_levels(verbose, quiet);
     env_logger::Builder::new()
         .filter_level(level)
         .filter_module("fuser", fuser_level)
         .format_timestamp_millis()
         .parse_default_env()
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuser_stays_quiet_below_three_v() {
+        use LevelFilter::*;
+        assert_eq!(log_levels(0, 0), (Info, Warn));
+        assert_eq!(log_levels(1, 0), (Debug, Warn));
+        assert_eq!(log_levels(2, 0), (Trace, Warn));
+        assert_eq!(log_levels(3, 0), (Trace, Trace));
+        assert_eq!(log_levels(0, 1), (Warn, Warn));
+        assert_eq!(log_levels(0, 2), (Error, Error));
+        assert_eq!(log_levels(3, 1), (Trace, Trace));
+    }
 }

@@ -135,11 +135,6 @@ fn usage_errors() {
         "the argument '--no-fuse' cannot be used with '--no-fifo'",
     );
     refused(
-        &["serve", "--bogus"],
-        2,
-        "unexpected argument '--bogus' found; see 'pilfered --help'",
-    );
-    refused(
         &["frobnicate"],
         2,
         "unrecognized subcommand 'frobnicate'; see 'pilfered --help'",
@@ -147,6 +142,72 @@ fn usage_errors() {
     let (status, _, stderr) = run(&[]);
     assert_eq!(status, 2);
     assert!(stderr.contains("Usage: pilfered"), "{stderr}");
+}
+
+/// A mistyped or unknown argument gets clap's suggestion, if it has one,
+/// and points at the help of the subcommand it was given to.
+#[test]
+fn typos_get_a_suggestion_and_the_subcommands_help() {
+    refused(
+        &["serve", "--mout", "/mnt/x"],
+        2,
+        "unexpected argument '--mout' found (did you mean '--mount'?); see 'pilfered serve --help'",
+    );
+    refused(
+        &["serve", "--fifo-mod=0644"],
+        2,
+        "unexpected argument '--fifo-mod' found (did you mean '--fifo-mode'?); see 'pilfered serve --help'",
+    );
+    refused(
+        &["serve", "--xyzzy"],
+        2,
+        "unexpected argument '--xyzzy' found; see 'pilfered serve --help'",
+    );
+    refused(
+        &["serve", "--mount", "/mnt/x", "extra"],
+        2,
+        "unexpected argument 'extra' found; see 'pilfered serve --help'",
+    );
+    refused(
+        &["status", "--mont", "/mnt/x"],
+        2,
+        "unexpected argument '--mont' found (did you mean '--mount'?); see 'pilfered status --help'",
+    );
+    refused(
+        &["nonce", "--cont", "3"],
+        2,
+        "unexpected argument '--cont' found (did you mean '--count'?); see 'pilfered nonce --help'",
+    );
+    refused(
+        &["roll", "-1d6"],
+        2,
+        "unexpected argument '-1' found (to pass '-1' as a value, use '-- -1'); see 'pilfered roll --help'",
+    );
+    refused(
+        &["srve"],
+        2,
+        "unrecognized subcommand 'srve' (did you mean 'serve'?); see 'pilfered --help'",
+    );
+    refused(
+        &["--verbos", "serve"],
+        2,
+        "unexpected argument '--verbos' found (did you mean '--verbose'?); see 'pilfered --help'",
+    );
+}
+
+/// Asking for no nonces is a mistake, not an empty success.
+#[test]
+fn nonce_count_zero_is_a_usage_error() {
+    refused(
+        &["nonce", "-n", "0", "--from", "/nonexistent"],
+        2,
+        "invalid value '0' for '--count <COUNT>': 0 is not in 1..18446744073709551615",
+    );
+    refused(
+        &["nonce", "--count=0"],
+        2,
+        "invalid value '0' for '--count <COUNT>': 0 is not in 1..18446744073709551615",
+    );
 }
 
 #[test]

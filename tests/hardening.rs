@@ -502,7 +502,7 @@ fn logs_never_show_keys_or_bytes() {
         return;
     }
     let key = "5a".repeat(16) + &"c3".repeat(16);
-    let d = Daemon::start(&["--no-fifo", "--seed", &key, "-vv"]);
+    let d = Daemon::start(&["--no-fifo", "--seed", &key, "-vvv"]);
     let got = common::read_blocks(&d.bits(), 64, 256, true);
     let mut stats = String::new();
     File::open(d.mount.join("stats"))

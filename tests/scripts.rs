@@ -353,7 +353,7 @@ fn missing_binary_is_explained() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "pilfered-mount: cannot find the pilfered binary: it is not on PATH; install it (cargo install --path .) or set PILFERED=/path/to/pilfered\n"
+        "pilfered-mount: cannot find the pilfered binary: it is not on PATH; install it (make install) or set PILFERED=/path/to/pilfered\n"
     );
     let ran = Command::new(Path::new(SCRIPTS).join("pilfered-mount"))
         .env("PILFERED", env.path("nope"))
