@@ -21,7 +21,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::cli::ServeConfig;
 use crate::error::{Error, describe};
 use crate::fifo::{self, Fifo};
-use crate::fs::{self, Device};
+use crate::fs::{self, Device, Fs};
 use crate::generator::{Generator, ReseedPolicy};
 use crate::mountdir::MountDir;
 use crate::mounts::{self, FuseMount};
@@ -190,7 +190,7 @@ impl Daemon {
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
-        let started = fs::session(device, fd, cfg.fuse_threads, cfg.allow_other)
+        let started = fs::session(Fs(device), fd, cfg.fuse_threads, cfg.allow_other)
             .map_err(|e| e.to_string())
             .and_then(|session| {
                 let tx = tx.clone();

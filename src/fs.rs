@@ -46,17 +46,18 @@ pub const FS_TYPE: &str = "fuse.pilfered";
 /// non-seekable.
 pub const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NONSEEKABLE);
 
-/// A FUSE session serving `device` on the connection `fd` (from
-/// [`crate::mounts::mount_fuse`]) with `threads` session threads, each with
+/// A FUSE session serving `fs` (pilfered's is `Fs(device)`; the
+/// benchmark's null server uses the same) on the connection `fd` from
+/// [`crate::mounts::mount_fuse`], with `threads` session threads, each with
 /// its own cloned `/dev/fuse` descriptor where this process may open
 /// `/dev/fuse` (else they share one), and only the mounting user let in
 /// unless `allow_other`.
-pub fn session(
-    device: Device,
+pub fn session<F: Filesystem>(
+    fs: F,
     fd: OwnedFd,
     threads: usize,
     allow_other: bool,
-) -> io::Result<Session<Fs>> {
+) -> io::Result<Session<F>> {
     let acl = if allow_other {
         SessionACL::All
     } else {
@@ -70,7 +71,7 @@ pub fn session(
         .write(true)
         .open("/dev/fuse")
         .is_ok();
-    Session::from_fd(Fs(device), fd, acl, config)
+    Session::from_fd(fs, fd, acl, config)
 }
 
 const ENTRIES: [(INodeNo, FileType, &str); 4] = [
