@@ -101,6 +101,12 @@ impl Daemon {
                 "--seed: serving the predictable ChaCha20 keystream of the given key; never use these bytes for secrets"
             );
         }
+        if cfg.seed_in_argv {
+            warn!(
+                "--seed: every user can read the key in /proc/{}/cmdline; use --seed-file instead",
+                std::process::id()
+            );
+        }
         let seeder = Arc::new(plan.seeder);
         self.start_generators(cfg, &seeder)?;
         if let Some(p) = plan.fifo {

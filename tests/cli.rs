@@ -228,6 +228,7 @@ fn help_explains_every_option_with_its_default() {
         "--pipe-size <SIZE>",
         "pipe-max-size",
         "--seed <KEY>",
+        "--seed-file <PATH>",
         "--verbose",
         "--quiet",
     ] {
@@ -355,4 +356,110 @@ fn bad_mount_points() {
     );
     assert!(!Path::new(&fifo).exists());
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// A key file of `mode` holding `content`.
+fn key_file(dir: &Path, content: &str, mode: u32) -> std::path::PathBuf {
+    let path = dir.join("key");
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// A key file others may read is refused, and left exactly as it was; so is
+/// nothing else created. No message repeats any of a file's content.
+#[test]
+fn bad_seed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let m = mnt.to_str().unwrap();
+    let secret = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
+    for mode in [0o640, 0o604, 0o644, 0o440] {
+        let path = key_file(dir.path(), &format!("{secret}\n"), mode);
+        let p = path.to_str().unwrap();
+        refused(
+            &["serve", "--no-fifo", "--mount", m, "--seed-file", p],
+            2,
+            &format!(
+                "--seed-file {p}: the key file is readable by other users (mode {mode:04o}), who could predict every byte; run 'chmod 600' {p} first"
+            ),
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{secret}\n")
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            mode
+        );
+    }
+    let missing = dir.path().join("nokey");
+    let p = missing.to_str().unwrap();
+    refused(
+        &["serve", "--no-fifo", "--mount", m, "--seed-file", p],
+        2,
+        &format!("--seed-file {p}: No such file or directory"),
+    );
+    let expected = "expected exactly 64 hex digits and at most a newline";
+    for (content, why) in [
+        (format!("{}\n", &secret[..40]), "got 41 bytes".to_string()),
+        (format!("{secret} \n"), "got more than 65 bytes".to_string()),
+        (
+            format!("{}xyz\n", &secret[..61]),
+            "not a hex digit in the file".to_string(),
+        ),
+    ] {
+        let path = key_file(dir.path(), &content, 0o600);
+        let p = path.to_str().unwrap();
+        let (status, stdout, stderr) = run(&["serve", "--no-fifo", "--mount", m, "--seed-file", p]);
+        assert_eq!(
+            stderr,
+            format!("pilfered: --seed-file {p}: {why}; {expected}\n")
+        );
+        assert_eq!((status, stdout.as_str()), (2, ""));
+        assert!(!stderr.contains(&secret[..16]) && !stderr.contains("xyz"));
+    }
+    assert!(!mnt.exists(), "mount directory created despite the refusal");
+}
+
+#[test]
+fn seed_file_conflicts_and_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = key_file(dir.path(), &"0".repeat(64), 0o600);
+    let p = path.to_str().unwrap();
+    refused(
+        &[
+            "serve",
+            "--no-fifo",
+            "--seed",
+            &"0".repeat(64),
+            "--seed-file",
+            p,
+        ],
+        2,
+        "the argument '--seed <KEY>' cannot be used with '--seed-file <PATH>'",
+    );
+    refused(
+        &["serve", "--seed-file", p],
+        2,
+        "--seed-file needs --no-fuse or --no-fifo: one reproducible keystream cannot be split between two interfaces",
+    );
+    // `run` gives the daemon /dev/null as standard input.
+    refused(
+        &["serve", "--no-fifo", "--seed-file", "-"],
+        2,
+        "--seed-file -: got 0 bytes; expected exactly 64 hex digits and at most a newline",
+    );
+    // Standard input redirected from a file others may read.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--no-fifo", "--seed-file", "-"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pilfered: --seed-file -: standard input is readable by other users (mode 0644), who could predict every byte; run 'chmod 600' on the file it comes from\n"
+    );
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -526,6 +526,14 @@ fn mount_helper_option_mapping() {
         !ran.stderr.contains(&"0".repeat(64)),
         "the key is echoed: {ran:?}"
     );
+    // Safe for the key, which stays in its file, but a mount is a system's
+    // device, and seeded output is predictable.
+    let ran = fake("seed_file=/root/key,nofifo", "");
+    assert_eq!(ran.code, 1);
+    assert_eq!(
+        ran.stderr,
+        "mount.fuse.pilfered: option seed_file= is refused: seeded output is predictable and for tests only, never for a system's device; run 'pilfered serve --seed-file' by hand instead\n"
+    );
     let ran = env.run("mount.fuse.pilfered", &["pilfered"]);
     assert_eq!(ran.code, 2);
     assert!(

@@ -223,3 +223,74 @@ fn bits_is_read_only() {
     names.sort();
     assert_eq!(names, ["bits", "stats"]);
 }
+
+/// A mode-0600 key file holding KEY and a newline, in its own directory.
+fn key_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    std::fs::write(&path, format!("{KEY}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, path)
+}
+
+/// Waits until the daemon has logged its "serving:" line, the last one of
+/// its start, and returns the log.
+fn log_after_start(d: &Daemon) -> String {
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log_text()
+            .contains("serving:")),
+        "no serving line: {}",
+        d.log_text()
+    );
+    d.log_text()
+}
+
+/// --seed-file serves the same keystream as --seed, and does not warn about
+/// the command line, which no longer holds the key.
+#[test]
+fn seed_file_serves_the_rfc8439_keystream() {
+    if !fuse_available() {
+        return;
+    }
+    let (_keys, path) = key_file();
+    let d = Daemon::start(&["--seed-file", path.to_str().unwrap(), "--no-fifo"]);
+    let got = read_blocks(&d.bits(), 4096, 1 << 20, true);
+    assert_eq!(got, openssl_keystream(KEY, got.len()));
+    let log = log_after_start(&d);
+    assert!(log.contains("predictable"), "no warning: {log}");
+    assert!(!log.contains("cmdline"), "{log}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", d.pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(KEY));
+}
+
+/// `--seed-file -` takes the key from a pipe on standard input.
+#[test]
+fn seed_file_from_standard_input_serves_the_keystream() {
+    use std::io::Write;
+    let (r, w) = nix::unistd::pipe().unwrap();
+    // Far less than a pipe holds; closing the write end is the key's end.
+    File::from(w)
+        .write_all(format!("{KEY}\n").as_bytes())
+        .unwrap();
+    let d = Daemon::start_with_stdin(&["--seed-file", "-", "--no-fuse"], Stdio::from(r));
+    let got = read_blocks(&d.fifo, 100_000, 1 << 20, false);
+    assert_eq!(got, openssl_keystream(KEY, got.len()));
+}
+
+/// --seed on the command line warns, once, that everyone can read it there.
+#[test]
+fn seed_on_the_command_line_warns_that_every_user_can_read_it() {
+    let d = Daemon::start(&["--seed", KEY, "--no-fuse"]);
+    let log = log_after_start(&d);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", d.pid())).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains(KEY));
+    let wanted = format!(
+        "--seed: every user can read the key in /proc/{}/cmdline; use --seed-file instead",
+        d.pid()
+    );
+    let warnings: Vec<&str> = log.lines().filter(|l| l.ends_with(&wanted)).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains(" WARN "), "{log}");
+}

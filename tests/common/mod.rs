@@ -60,6 +60,26 @@ impl Daemon {
     }
 
     pub fn start_at(dir: TempDir, mount: PathBuf, fifo: PathBuf, extra: &[&str]) -> Daemon {
+        Self::start_at_with_stdin(dir, mount, fifo, extra, Stdio::null())
+    }
+
+    /// [`Daemon::start`] with `stdin` as the daemon's standard input.
+    pub fn start_with_stdin(extra: &[&str], stdin: Stdio) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("pilfered-test")
+            .tempdir()
+            .unwrap();
+        let (mount, fifo) = (dir.path().join("mnt"), dir.path().join("bits.fifo"));
+        Self::start_at_with_stdin(dir, mount, fifo, extra, stdin)
+    }
+
+    fn start_at_with_stdin(
+        dir: TempDir,
+        mount: PathBuf,
+        fifo: PathBuf,
+        extra: &[&str],
+        stdin: Stdio,
+    ) -> Daemon {
         let fuse = !extra.contains(&"--no-fuse");
         let with_fifo = !extra.contains(&"--no-fifo");
         let log = dir.path().join("daemon.log");
@@ -70,7 +90,7 @@ impl Daemon {
             .arg("--fifo")
             .arg(&fifo)
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()
