@@ -235,28 +235,7 @@ pub struct ServeConfig {
 impl ServeArgs {
     /// Checks the values against each other; touches nothing on disk.
     pub fn validate(self) -> Result<ServeConfig, Error> {
-        if !(64..=MAX_CHUNK_SIZE).contains(&self.chunk_size) || !self.chunk_size.is_multiple_of(64)
-        {
-            return Err(Error::usage(format!(
-                "--chunk-size {}: must be a multiple of 64 bytes (one ChaCha block) between 64 and {}",
-                format_size(self.chunk_size),
-                format_size(MAX_CHUNK_SIZE)
-            )));
-        }
-        if self.queue_capacity > MAX_QUEUE_CAPACITY {
-            return Err(Error::usage(format!(
-                "--queue-capacity {}: must be at most {}",
-                self.queue_capacity,
-                format_size(MAX_QUEUE_CAPACITY)
-            )));
-        }
-        if self.chunk_size > self.queue_capacity {
-            return Err(Error::usage(format!(
-                "--chunk-size {} is larger than --queue-capacity {}: the queue must hold at least one chunk",
-                format_size(self.chunk_size),
-                format_size(self.queue_capacity)
-            )));
-        }
+        self.check_sizes()?;
         // Which option seeds, for the messages; --seed and --seed-file
         // conflict, so at most one is given.
         let seeded_by = match (&self.seed, &self.seed_file) {
@@ -306,6 +285,33 @@ impl ServeArgs {
             mlock: self.mlock,
             report_every: None,
         })
+    }
+
+    /// Chunk and queue sizes, against their limits and each other.
+    fn check_sizes(&self) -> Result<(), Error> {
+        if !(64..=MAX_CHUNK_SIZE).contains(&self.chunk_size) || !self.chunk_size.is_multiple_of(64)
+        {
+            return Err(Error::usage(format!(
+                "--chunk-size {}: must be a multiple of 64 bytes (one ChaCha block) between 64 and {}",
+                format_size(self.chunk_size),
+                format_size(MAX_CHUNK_SIZE)
+            )));
+        }
+        if self.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(Error::usage(format!(
+                "--queue-capacity {}: must be at most {}",
+                self.queue_capacity,
+                format_size(MAX_QUEUE_CAPACITY)
+            )));
+        }
+        if self.chunk_size > self.queue_capacity {
+            return Err(Error::usage(format!(
+                "--chunk-size {} is larger than --queue-capacity {}: the queue must hold at least one chunk",
+                format_size(self.chunk_size),
+                format_size(self.queue_capacity)
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -410,6 +416,28 @@ fn read_seed_file(path: &Path, timeout: Duration) -> Result<Key, Error> {
             mode & 0o7777
         )));
     }
+    let (text, len) = read_key_text(fd, stdin, timeout).map_err(fail)?;
+    let expected = "expected exactly 64 hex digits and at most a newline";
+    if len > KEY_FILE_MAX {
+        return Err(fail(format!(
+            "got more than {KEY_FILE_MAX} bytes; {expected}"
+        )));
+    }
+    let digits = text[..len].strip_suffix(b"\n").unwrap_or(&text[..len]);
+    if digits.len() != 64 {
+        return Err(fail(format!("got {len} bytes; {expected}")));
+    }
+    hex_key(digits).ok_or_else(|| fail(format!("not a hex digit in the file; {expected}")))
+}
+
+/// Reads up to one byte more than a key file may hold from `fd`, within
+/// `timeout` unless it is standard input; returns the (wiped on drop) buffer
+/// and how much of it was read.
+fn read_key_text(
+    fd: std::os::fd::BorrowedFd,
+    stdin: bool,
+    timeout: Duration,
+) -> Result<(Zeroizing<[u8; KEY_FILE_MAX + 1]>, usize), String> {
     let mut text = Zeroizing::new([0u8; KEY_FILE_MAX + 1]);
     let mut len = 0;
     let deadline = Instant::now() + timeout;
@@ -422,33 +450,23 @@ fn read_seed_file(path: &Path, timeout: Duration) -> Result<Key, Error> {
             match poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], ms) {
                 Ok(0) if Instant::now() < deadline => continue,
                 Ok(0) => {
-                    return Err(fail(format!(
+                    return Err(format!(
                         "no key arrived within {} s; a FIFO needs a writer that sends the key and closes it",
                         timeout.as_secs_f64()
-                    )));
+                    ));
                 }
                 Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(fail(e.desc().to_string())),
+                Err(e) => return Err(e.desc().to_string()),
             }
         }
         match nix::unistd::read(fd, &mut text[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(Errno::EINTR | Errno::EAGAIN) => {}
-            Err(e) => return Err(fail(e.desc().to_string())),
+            Err(e) => return Err(e.desc().to_string()),
         }
     }
-    let expected = "expected exactly 64 hex digits and at most a newline";
-    if len > KEY_FILE_MAX {
-        return Err(fail(format!(
-            "got more than {KEY_FILE_MAX} bytes; {expected}"
-        )));
-    }
-    let digits = text[..len].strip_suffix(b"\n").unwrap_or(&text[..len]);
-    if digits.len() != 64 {
-        return Err(fail(format!("got {len} bytes; {expected}")));
-    }
-    hex_key(digits).ok_or_else(|| fail(format!("not a hex digit in the file; {expected}")))
+    Ok((text, len))
 }
 
 #[cfg(test)]

@@ -161,18 +161,7 @@ impl Fifo {
     pub fn open(spot: Spot, mode: Option<u32>, pipe_size: usize) -> Result<Fifo, Error> {
         let path = spot.path();
         let shown = path.display().to_string();
-        let mut made = false;
-        if spot.existing == Existing::Missing {
-            mkfifoat(
-                &spot.dir.fd,
-                spot.name.as_os_str(),
-                Mode::from_bits_truncate(DEFAULT_MODE),
-            )
-            .map_err(|e| {
-                Error::runtime(format!("--fifo {shown}: cannot create FIFO: {}", e.desc()))
-            })?;
-            made = true;
-        }
+        let (file, made) = make_and_open(&spot, &shown)?;
         let undo = |msg: String| {
             if made {
                 let _ = unlinkat(
@@ -183,23 +172,10 @@ impl Fifo {
             }
             Error::runtime(msg)
         };
-        let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let file = openat(&spot.dir.fd, spot.name.as_os_str(), flags, Mode::empty())
-            .map(File::from)
-            .map_err(|e| undo(format!("--fifo {shown}: cannot open: {}", e.desc())))?;
         let meta = file
             .metadata()
             .map_err(|e| undo(format!("--fifo {shown}: {}", describe(&e))))?;
         let (dev, ino) = (meta.dev(), meta.ino());
-        let same = match spot.existing {
-            Existing::Fifo { dev: d, ino: i } => dev == d && ino == i,
-            Existing::Missing => meta.file_type().is_fifo(),
-        };
-        if !same {
-            return Err(undo(format!(
-                "--fifo {shown}: the path changed while it was being opened; refusing to use it"
-            )));
-        }
         // Two daemons feeding one FIFO would each remove it from under the
         // other on exit; the lock lives as long as the daemon (crash included).
         let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -281,6 +257,42 @@ impl Fifo {
             }
         }
     }
+}
+
+/// Makes the FIFO if [`inspect`] found nothing, and opens it read-write and
+/// non-blocking, checking it is the FIFO that was found or made. Returns it
+/// and whether we made it (then it is removed again on failure).
+fn make_and_open(spot: &Spot, shown: &str) -> Result<(File, bool), Error> {
+    let (dir, name) = (&spot.dir.fd, spot.name.as_os_str());
+    let made = spot.existing == Existing::Missing;
+    if made {
+        mkfifoat(dir, name, Mode::from_bits_truncate(DEFAULT_MODE)).map_err(|e| {
+            Error::runtime(format!("--fifo {shown}: cannot create FIFO: {}", e.desc()))
+        })?;
+    }
+    let undo = |msg: String| {
+        if made {
+            let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+        }
+        Error::runtime(msg)
+    };
+    let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let file = openat(dir, name, flags, Mode::empty())
+        .map(File::from)
+        .map_err(|e| undo(format!("--fifo {shown}: cannot open: {}", e.desc())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| undo(format!("--fifo {shown}: {}", describe(&e))))?;
+    let same = match spot.existing {
+        Existing::Fifo { dev, ino } => meta.dev() == dev && meta.ino() == ino,
+        Existing::Missing => meta.file_type().is_fifo(),
+    };
+    if !same {
+        return Err(undo(format!(
+            "--fifo {shown}: the path changed while it was being opened; refusing to use it"
+        )));
+    }
+    Ok((file, made))
 }
 
 impl Drop for Fifo {

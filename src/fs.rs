@@ -48,7 +48,7 @@ pub const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags:
 
 /// A FUSE session serving `fs` (pilfered's is `Fs(device)`; the
 /// benchmark's null server uses the same) on the connection `fd` from
-/// [`crate::mounts::mount_fuse`], with `threads` session threads, each with
+/// `mounts::mount_fuse`, with `threads` session threads, each with
 /// its own cloned `/dev/fuse` descriptor where this process may open
 /// `/dev/fuse` (else they share one), and only the mounting user let in
 /// unless `allow_other`.

@@ -43,24 +43,7 @@ impl MountDir {
     pub fn claim(parent: Dir, name: OsString, create: bool) -> Result<MountDir, Error> {
         let path = parent.path.join(&name);
         let shown = path.display().to_string();
-        let mut made_now = false;
-        if create {
-            match mkdirat(
-                &parent.fd,
-                name.as_os_str(),
-                Mode::from_bits_truncate(0o755),
-            ) {
-                Ok(()) => made_now = true,
-                // Made by a daemon starting at the same moment: the lock decides.
-                Err(Errno::EEXIST) => {}
-                Err(e) => {
-                    return Err(Error::runtime(format!(
-                        "--mount {shown}: cannot create it: {}",
-                        e.desc()
-                    )));
-                }
-            }
-        }
+        let made_now = create && make(&parent, &name, &shown)?;
         let undo = |e: Error| {
             if made_now {
                 let _ = unlinkat(&parent.fd, name.as_os_str(), UnlinkatFlags::RemoveDir);
@@ -128,6 +111,23 @@ impl MountDir {
             }
             _ => log::debug!("{} was replaced; leaving it alone", self.path.display()),
         }
+    }
+}
+
+/// Makes the directory `name` in `parent`; false if it appeared meanwhile
+/// (a daemon starting at the same moment made it: the lock decides).
+fn make(parent: &Dir, name: &OsString, shown: &str) -> Result<bool, Error> {
+    match mkdirat(
+        &parent.fd,
+        name.as_os_str(),
+        Mode::from_bits_truncate(0o755),
+    ) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(e) => Err(Error::runtime(format!(
+            "--mount {shown}: cannot create it: {}",
+            e.desc()
+        ))),
     }
 }
 
