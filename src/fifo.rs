@@ -8,6 +8,11 @@
 //! bytes taken from the queue, and writes them with one `writev`. What the
 //! pipe did not take stays pending, and the next round continues from the
 //! cursor inside the first pending chunk: no byte is written twice.
+//!
+//! The pipe's size is read again every round: a reader of the FIFO may
+//! resize the pipe (`F_SETPIPE_SZ`) at any time, and a size read once would
+//! leave the writer either spinning on a pipe it thinks full while poll says
+//! writable, or holding more bytes than the pipe can take.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -384,7 +389,6 @@ pub fn advance(pending: &mut VecDeque<Chunk>, mut written: usize, done: &mut Vec
 /// queue is closed. Only an unexpected error from the pipe ends it early.
 pub fn serve(fifo: &Fifo, queue: &ChunkQueue, stats: &Stats, stop: &EventFd) -> Result<(), Error> {
     let fd = fifo.file.as_fd();
-    let pipe_size = fifo.pipe_size()?;
     let mut pending: VecDeque<Chunk> = VecDeque::new();
     let mut pending_bytes = 0usize;
     let mut done: Vec<Chunk> = Vec::new();
@@ -408,6 +412,8 @@ pub fn serve(fifo: &Fifo, queue: &ChunkQueue, stats: &Stats, stop: &EventFd) -> 
         if fds[1].any().unwrap_or(false) {
             return Ok(());
         }
+        // Read every round: readers may resize the pipe at any time.
+        let pipe_size = fifo.pipe_size()?;
         let unread = match unread_in_pipe(fd) {
             Ok(n) => n,
             Err(e) => return Err(fail("FIONREAD", e)),
