@@ -39,3 +39,4 @@ pub mod tools;
 mod trust;
 pub mod uniform;
 pub mod units;
+pub mod vmfork;

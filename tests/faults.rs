@@ -1,5 +1,5 @@
 //! Faults and attacks from outside the daemon: readers resizing the FIFO's
-//! pipe.
+//! pipe, and memory running out.
 
 mod common;
 
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, wait_until};
+use common::{BIN, Daemon, fuse_available, wait_until};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 
@@ -161,4 +161,42 @@ fn pipe_resizes_by_readers_leave_the_writer_idle() {
     wait_full(&peek, "after the daemon's user enlarged the pipe");
     assert_idle(&writer, "after the daemon's user enlarged the pipe");
     read_some(&d.fifo, 100 << 10);
+}
+
+/// A queue larger than the memory the daemon may use: one line on stderr
+/// naming --queue-capacity, exit status 1, and nothing left behind (it used
+/// to log "serving", then abort with "memory allocation of 4096 bytes
+/// failed", leaving its mount and FIFO).
+#[test]
+fn a_queue_too_large_for_memory_refuses_the_start_cleanly() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("mnt");
+    let fifo = dir.path().join("bits.fifo");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "ulimit -v 1500000; exec \"$0\" serve --mount \"$1\" --fifo \"$2\" --queue-capacity 4G",
+        )
+        .arg(BIN)
+        .arg(&mount)
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        "pilfered: --queue-capacity 4G: not enough memory for the queue; choose a smaller --queue-capacity or raise the memory limit ('ulimit -v', or MemoryMax= in a systemd unit)\n"
+    );
+    assert_eq!(out.status.code(), Some(1), "{:?}", out.status);
+    assert!(!fifo.exists(), "FIFO left behind");
+    assert!(!mount.exists(), "mount directory left behind");
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&mount.display().to_string()),
+        "mount left behind"
+    );
 }
