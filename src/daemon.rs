@@ -26,10 +26,11 @@ use crate::generator::{Generator, ReseedPolicy};
 use crate::mountdir::MountDir;
 use crate::mounts::{self, FuseMount};
 use crate::preflight::{self, MountPlan, Plan};
-use crate::queue::ChunkQueue;
+use crate::queue::{ChunkQueue, OutOfMemory};
 use crate::seeding::Seeder;
-use crate::stats::{Report, Stats};
+use crate::stats::{self, Report, Stats};
 use crate::units::format_size;
+use crate::vmfork;
 use nix::sys::eventfd::EventFd;
 
 /// How long shutdown waits for the FUSE session to finish after unmounting
@@ -46,12 +47,20 @@ enum Event {
     MountGone,
 }
 
+/// How long a VM-fork handler waits for the FIFO writer to confirm its
+/// wipe (it answers within a round of its loop) before going on.
+const WIPE_LIMIT: Duration = Duration::from_secs(5);
+
 /// Runs the daemon until a signal or an outside unmount; see the module docs.
 pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
     // Blocked first, so that a signal during start-up waits for start-up to
     // finish and then takes everything down in order.
     let signals = block_signals()?;
     let plan = preflight::plan(&cfg)?;
+    // All of the queue now, before anything is created or mounted: memory
+    // too short for it refuses the start instead of aborting later.
+    let queue = ChunkQueue::preallocate(cfg.chunk_size, cfg.queue_capacity)
+        .map_err(|OutOfMemory| queue_oom(cfg.queue_capacity))?;
     let (tx, events) = mpsc::channel();
     let signal_tx = tx.clone();
     spawn("signals", move || {
@@ -60,9 +69,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
         }
     })?;
     let mut daemon = Daemon {
-        queue: Arc::new(ChunkQueue::new(cfg.chunk_size, cfg.queue_capacity)),
+        queue: Arc::new(queue),
         stats: Arc::new(Stats::default()),
         generators: Vec::new(),
+        vmfork: None,
         fifo: None,
         fuse: None,
         events,
@@ -79,6 +89,7 @@ struct Daemon {
     queue: Arc<ChunkQueue>,
     stats: Arc<Stats>,
     generators: Vec<JoinHandle<()>>,
+    vmfork: Option<vmfork::Watcher>,
     fifo: Option<fifo::Writer>,
     fuse: Option<FusePart>,
     events: Receiver<Event>,
@@ -116,11 +127,51 @@ impl Daemon {
             let (queue, stats) = (self.queue.clone(), self.stats.clone());
             self.fifo = Some(fifo::Writer::start(fifo, queue, stats, on_end)?);
         }
+        let vmfork = self.watch_vm_forks(cfg)?;
         if let Some(mount) = plan.mount {
             self.fuse = Some(self.mount(mount, cfg, tx)?);
         }
-        self.log_serving(cfg, &seeder);
+        self.log_serving(cfg, &seeder, &vmfork);
         Ok(())
+    }
+
+    /// Starts listening for VM forks if the kernel can announce them (a
+    /// vmgenid device is bound); returns what the serving line says of it.
+    fn watch_vm_forks(&mut self, cfg: &ServeConfig) -> Result<String, Error> {
+        let device = match vmfork::device() {
+            Ok(device) => device,
+            Err(why) => {
+                warn!(
+                    "VM-fork detection unavailable: {why}; should this machine be cloned from a VM snapshot, every clone would serve the bytes queued at the snapshot and continue the same keystreams"
+                );
+                return Ok("off".into());
+            }
+        };
+        let (queue, stats) = (self.queue.clone(), self.stats.clone());
+        let fifo = self.fifo.as_ref().map(fifo::Writer::wipe_handle);
+        let seeded = cfg.seed.is_some();
+        let on_fork = move || {
+            let (epoch, queued) = queue.wipe();
+            stats::add(&stats.bytes_discarded, queued as u64);
+            let wiped = fifo.as_ref().map(|f| f.wipe(epoch, WIPE_LIMIT));
+            stats::add(&stats.vm_forks, 1);
+            let fifo = match wiped {
+                None => String::new(),
+                Some(Some(w)) => format!(
+                    ", {} pending for the FIFO and {} in its pipe",
+                    w.pending, w.pipe
+                ),
+                Some(None) => ", but the FIFO writer did not confirm its wipe in time".into(),
+            };
+            let keys = if seeded {
+                "--seed: the generators keep their fixed key"
+            } else {
+                "every generator reseeds from the OS before making more"
+            };
+            warn!("VM fork: discarded {queued} queued bytes{fifo}; {keys}");
+        };
+        self.vmfork = Some(vmfork::Watcher::start(on_fork)?);
+        Ok(format!("on (vmgenid {device})"))
     }
 
     fn start_generators(&mut self, cfg: &ServeConfig, seeder: &Arc<Seeder>) -> Result<(), Error> {
@@ -143,7 +194,7 @@ impl Daemon {
     }
 
     /// The one line that says what is being served, with which settings.
-    fn log_serving(&self, cfg: &ServeConfig, seeder: &Seeder) {
+    fn log_serving(&self, cfg: &ServeConfig, seeder: &Seeder, vmfork: &str) {
         let fuse = self.fuse.as_ref().map_or("off".into(), |f| {
             let bits = f.dir.path.join("bits");
             format!("{} ({} threads)", bits.display(), cfg.fuse_threads)
@@ -163,7 +214,7 @@ impl Daemon {
             format!("the OS and {}", sources.join(", "))
         };
         info!(
-            "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} generator(s) keyed from {sources}",
+            "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} generator(s) keyed from {sources}; VM-fork detection {vmfork}",
             format_size(cfg.chunk_size as u64),
             format_size(cfg.queue_capacity as u64),
             cfg.generators,
@@ -263,6 +314,9 @@ impl Daemon {
 
     /// Takes everything down; safe to call on a half-started daemon.
     fn shutdown(mut self) {
+        if let Some(watcher) = self.vmfork.take() {
+            watcher.stop();
+        }
         self.queue.close();
         if let Some(writer) = self.fifo.take() {
             writer.stop();
@@ -339,4 +393,11 @@ fn block_signals() -> Result<SigSet, Error> {
     set.thread_block()
         .map_err(|e| Error::runtime(format!("cannot block signals: {}", e.desc())))?;
     Ok(set)
+}
+
+fn queue_oom(capacity: usize) -> Error {
+    Error::runtime(format!(
+        "--queue-capacity {}: not enough memory for the queue; choose a smaller --queue-capacity or raise the memory limit ('ulimit -v', or MemoryMax= in a systemd unit)",
+        format_size(capacity as u64)
+    ))
 }

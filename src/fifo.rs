@@ -8,6 +8,16 @@
 //! bytes taken from the queue, and writes them with one `writev`. What the
 //! pipe did not take stays pending, and the next round continues from the
 //! cursor inside the first pending chunk: no byte is written twice.
+//!
+//! The pipe's size is read again every round: a reader of the FIFO may
+//! resize the pipe (`F_SETPIPE_SZ`) at any time, and a size read once would
+//! leave the writer either spinning on a pipe it thinks full while poll says
+//! writable, or holding more bytes than the pipe can take.
+//!
+//! After a VM fork the queue is wiped (see `queue`); the writer then wipes
+//! its pending chunks from before and drains the bytes already in the pipe
+//! (it holds the FIFO open read-write, so it can read them back), before it
+//! writes anything else, and acknowledges through [`WipeHandle`].
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -16,16 +26,18 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, FcntlArg, Flock, FlockArg, OFlag, fcntl, openat};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::eventfd::EventFd;
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, mkfifoat, unlinkat};
+use zeroize::Zeroize;
 
 use crate::error::{Error, describe};
 use crate::queue::{Chunk, ChunkQueue, Closed};
@@ -326,7 +338,86 @@ impl Drop for Fifo {
 pub struct Writer {
     fifo: Arc<Fifo>,
     stop: Arc<EventFd>,
+    wipe: WipeHandle,
     thread: JoinHandle<()>,
+}
+
+/// What the writer wiped after a VM fork.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wiped {
+    /// Pending bytes taken from the queue and not yet written.
+    pub pending: usize,
+    /// Bytes drained from the pipe.
+    pub pipe: usize,
+}
+
+#[derive(Debug, Default)]
+struct WipeAck {
+    /// The last queue epoch the writer has dealt with.
+    epoch: u64,
+    wiped: Wiped,
+    /// The writer has stopped.
+    ended: bool,
+}
+
+/// Asks the FIFO writer to drop everything from before a VM fork, and waits
+/// until it has.
+#[derive(Debug, Clone)]
+pub struct WipeHandle(Arc<WipeSync>);
+
+#[derive(Debug)]
+struct WipeSync {
+    /// Wakes the writer from its poll.
+    wake: EventFd,
+    ack: Mutex<WipeAck>,
+    acked: Condvar,
+}
+
+impl WipeHandle {
+    fn new() -> Result<WipeHandle, Error> {
+        let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|e| Error::runtime(format!("eventfd: {}", e.desc())))?;
+        Ok(WipeHandle(Arc::new(WipeSync {
+            wake,
+            ack: Mutex::new(WipeAck::default()),
+            acked: Condvar::new(),
+        })))
+    }
+
+    /// After the queue moved to `epoch` (see `ChunkQueue::wipe`): wakes the
+    /// writer and waits up to `limit` until it has wiped its pending bytes
+    /// and drained the pipe. `None` if it did not answer in time; once the
+    /// writer has stopped, what it last reported.
+    pub fn wipe(&self, epoch: u64, limit: Duration) -> Option<Wiped> {
+        let _ = self.0.wake.write(1);
+        let deadline = Instant::now() + limit;
+        let mut ack = self.0.ack.lock().unwrap_or_else(|e| e.into_inner());
+        while ack.epoch < epoch && !ack.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            ack = self
+                .0
+                .acked
+                .wait_timeout(ack, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Some(ack.wiped)
+    }
+
+    fn acknowledge(&self, epoch: u64, wiped: Wiped) {
+        let mut ack = self.0.ack.lock().unwrap_or_else(|e| e.into_inner());
+        ack.epoch = epoch;
+        ack.wiped = wiped;
+        self.0.acked.notify_all();
+    }
+
+    fn ended(&self) {
+        self.0.ack.lock().unwrap_or_else(|e| e.into_inner()).ended = true;
+        self.0.acked.notify_all();
+    }
 }
 
 impl Writer {
@@ -342,14 +433,29 @@ impl Writer {
         let fifo = Arc::new(fifo);
         let stop =
             Arc::new(EventFd::new().map_err(|e| Error::runtime(format!("eventfd: {}", e.desc())))?);
-        let (f, s) = (fifo.clone(), stop.clone());
+        let wipe = WipeHandle::new()?;
+        let (f, s, w) = (fifo.clone(), stop.clone(), wipe.clone());
         let thread = std::thread::Builder::new()
             .name("fifo-writer".into())
-            .spawn(move || on_end(serve(&f, &queue, &stats, &s)))
+            .spawn(move || {
+                let result = serve(&f, &queue, &stats, &s, &w);
+                w.ended();
+                on_end(result);
+            })
             .map_err(|e| {
                 Error::runtime(format!("cannot start the FIFO writer: {}", describe(&e)))
             })?;
-        Ok(Writer { fifo, stop, thread })
+        Ok(Writer {
+            fifo,
+            stop,
+            wipe,
+            thread,
+        })
+    }
+
+    /// The handle that asks the writer to wipe after a VM fork.
+    pub fn wipe_handle(&self) -> WipeHandle {
+        self.wipe.clone()
     }
 
     /// The FIFO being served.
@@ -383,6 +489,22 @@ fn unread_in_pipe(fd: impl AsRawFd) -> nix::Result<usize> {
     // a live, properly aligned c_int.
     unsafe { fionread(fd.as_raw_fd(), &mut n) }?;
     Ok(n.max(0) as usize)
+}
+
+/// Reads (and wipes) every byte buffered in the pipe; returns how many.
+fn drain_pipe(fd: std::os::fd::BorrowedFd<'_>) -> Result<usize, Errno> {
+    let mut buf = [0u8; 16 << 10];
+    let mut total = 0;
+    let result = loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) | Err(Errno::EAGAIN) => break Ok(total),
+            Ok(n) => total += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    buf.zeroize();
+    result
 }
 
 /// Fills `iov` with slices over the unread bytes of `pending`, in order,
@@ -431,12 +553,18 @@ pub fn advance(pending: &mut VecDeque<Chunk>, mut written: usize, done: &mut Vec
 
 /// Moves bytes from `queue` into the FIFO until `stop` is signalled or the
 /// queue is closed. Only an unexpected error from the pipe ends it early.
-pub fn serve(fifo: &Fifo, queue: &ChunkQueue, stats: &Stats, stop: &EventFd) -> Result<(), Error> {
+fn serve(
+    fifo: &Fifo,
+    queue: &ChunkQueue,
+    stats: &Stats,
+    stop: &EventFd,
+    wipe: &WipeHandle,
+) -> Result<(), Error> {
     let fd = fifo.file.as_fd();
-    let pipe_size = fifo.pipe_size()?;
     let mut pending: VecDeque<Chunk> = VecDeque::new();
     let mut pending_bytes = 0usize;
     let mut done: Vec<Chunk> = Vec::new();
+    let mut epoch = queue.epoch();
     let fail = |what: &str, e: Errno| {
         Error::runtime(format!(
             "{what} on FIFO {}: {}",
@@ -444,10 +572,33 @@ pub fn serve(fifo: &Fifo, queue: &ChunkQueue, stats: &Stats, stop: &EventFd) -> 
             e.desc()
         ))
     };
+    // Before anything is written: drop what predates a VM fork.
+    let mut after_fork = |pending: &mut VecDeque<Chunk>, pending_bytes: &mut usize| {
+        let now = queue.epoch();
+        if now == epoch {
+            return Ok(());
+        }
+        let mut wiped = Wiped::default();
+        // Pending chunks are in epoch order: the old ones come first.
+        let mut old = Vec::new();
+        while let Some(mut chunk) = pending.pop_front_if(|c| c.epoch() != now) {
+            wiped.pending += chunk.len();
+            chunk.wipe();
+            old.push(chunk);
+        }
+        *pending_bytes -= wiped.pending;
+        queue.recycle(old);
+        wiped.pipe = drain_pipe(fd).map_err(|e| fail("read", e))?;
+        stats::add(&stats.bytes_discarded, (wiped.pending + wiped.pipe) as u64);
+        epoch = now;
+        wipe.acknowledge(now, wiped);
+        Ok(())
+    };
     loop {
         let mut fds = [
             PollFd::new(fd, PollFlags::POLLOUT),
             PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            PollFd::new(wipe.0.wake.as_fd(), PollFlags::POLLIN),
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -457,6 +608,15 @@ pub fn serve(fifo: &Fifo, queue: &ChunkQueue, stats: &Stats, stop: &EventFd) -> 
         if fds[1].any().unwrap_or(false) {
             return Ok(());
         }
+        if fds[2].any().unwrap_or(false) {
+            let _ = wipe.0.wake.read();
+        }
+        after_fork(&mut pending, &mut pending_bytes)?;
+        if !fds[0].any().unwrap_or(false) {
+            continue;
+        }
+        // Read every round: readers may resize the pipe at any time.
+        let pipe_size = fifo.pipe_size()?;
         let unread = match unread_in_pipe(fd) {
             Ok(n) => n,
             Err(e) => return Err(fail("FIONREAD", e)),
@@ -471,6 +631,8 @@ pub fn serve(fifo: &Fifo, queue: &ChunkQueue, stats: &Stats, stop: &EventFd) -> 
                 Err(Closed) => return Ok(()),
             }
         }
+        // The queue may have been wiped while we waited for it.
+        after_fork(&mut pending, &mut pending_bytes)?;
         let mut iov = [IoSlice::new(&[]); IOV_MAX];
         let (count, planned) = plan(&pending, free, &mut iov);
         let written = match nix::sys::uio::writev(fd, &iov[..count]) {

@@ -200,11 +200,10 @@ impl Device {
         match ino {
             BITS => READ_BUF.with_borrow_mut(|buf| {
                 let size = size as usize;
-                if buf.len() < size {
-                    buf.resize(size, 0);
-                }
+                grow(buf, size)?;
                 let out = &mut buf[..size];
-                self.queue.take_exact(out).map_err(|Closed| Errno::EIO)?;
+                let discarded = self.queue.take_exact(out).map_err(|Closed| Errno::EIO)?;
+                stats::add(&self.stats.bytes_discarded, discarded as u64);
                 stats::add(&self.stats.fuse_reads, 1);
                 stats::add(&self.stats.bytes_served_fuse, size as u64);
                 let sent = send(out);
@@ -246,6 +245,18 @@ impl Device {
             .skip(skip)
             .map(|(i, &(ino, kind, name))| (ino, (i + 1) as u64, kind, name)))
     }
+}
+
+/// Grows a reply buffer to at least `size` bytes without aborting when
+/// memory is short: the read then fails with ENOMEM instead.
+fn grow(buf: &mut Vec<u8>, size: usize) -> Result<(), Errno> {
+    if buf.len() < size {
+        buf.try_reserve_exact(size - buf.len())
+            .map_err(|_| Errno::ENOMEM)?;
+        // Within the capacity just reserved: cannot allocate.
+        buf.resize(size, 0);
+    }
+    Ok(())
 }
 
 /// The `fuser` adapter around [`Device`].
@@ -294,6 +305,8 @@ impl Filesystem for Fs {
         if let (Err(e), Some(reply)) = (result, reply) {
             if e == Errno::EIO {
                 warn!("read of {ino:?} refused: the daemon is shutting down");
+            } else if e == Errno::ENOMEM {
+                warn!("read of {size} bytes refused: out of memory");
             }
             reply.error(e);
         }
@@ -504,6 +517,17 @@ mod tests {
             assert!(buf.len() >= 100);
             assert!(buf.iter().all(|&b| b == 0), "served bytes left behind");
         });
+    }
+
+    /// A reply buffer that cannot grow makes the read fail with ENOMEM
+    /// rather than abort the daemon.
+    #[test]
+    fn reply_buffer_growth_is_fallible() {
+        let mut buf = vec![1u8; 10];
+        assert_eq!(grow(&mut buf, usize::MAX), Err(Errno::ENOMEM));
+        assert_eq!(buf.len(), 10);
+        assert_eq!(grow(&mut buf, 100), Ok(()));
+        assert_eq!(buf.len(), 100);
     }
 
     #[test]

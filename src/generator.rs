@@ -18,6 +18,15 @@
 //! reads the generator's memory cannot reconstruct bytes it already made.
 //! [`Generator::reseed`] mixes a fresh seed into a new key the same way.
 //! The state is never printed: `Debug` shows nothing of it.
+//!
+//! # VM forks
+//! When the queue was wiped because the VM was cloned from a snapshot (its
+//! epoch moved on, see `queue`), a generator reseeds from its [`Seeder`]
+//! before it fills another byte: every clone holds the same generator state,
+//! but each gets its own seed from its (reseeded) kernel. Should the seeder
+//! fail then, the generator fills nothing and tries again a moment later. A
+//! fixed key (`--seed`) is kept, as its output is predictable by design; the
+//! queue is wiped all the same.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -178,20 +187,41 @@ impl Generator {
         let max = (BATCH_BYTES / queue.chunk_size()).max(1);
         let mut last_seed = Instant::now();
         let mut since_seed = 0u64;
+        // The queue epoch our key belongs to; a newer one means a VM fork.
+        let mut epoch = queue.epoch();
         while queue.reserve(max, &mut batch).is_ok() {
+            // All chunks of one reserve share its epoch; none came if the
+            // queue was wiped while we waited.
+            let now = batch.first().map_or_else(|| queue.epoch(), |c| c.epoch());
+            let forked = now != epoch;
+            if forked && self.fixed {
+                epoch = now;
+            }
             // Checked before filling, so that a generator waking after a long
-            // idle spell reseeds before it makes anything.
-            if !self.fixed && (last_seed.elapsed() >= policy.interval || since_seed >= policy.bytes)
+            // idle spell (or in a cloned VM) reseeds before it makes anything.
+            if !self.fixed
+                && (forked || last_seed.elapsed() >= policy.interval || since_seed >= policy.bytes)
             {
                 match seeder.key() {
                     Ok(key) => {
                         self.reseed(&key);
                         stats::add(&stats.reseeds, 1);
+                        epoch = now;
+                    }
+                    Err(e) if forked => {
+                        // The old key is every clone's key: fill nothing.
+                        warn!("reseeding after a VM fork failed ({e}); retrying");
+                        queue.unreserve(&mut batch);
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
                     }
                     Err(e) => warn!("reseeding failed ({e}); keeping the current key"),
                 }
                 last_seed = Instant::now();
                 since_seed = 0;
+            }
+            if batch.is_empty() {
+                continue;
             }
             let mut bytes = 0;
             for chunk in batch.iter_mut() {
@@ -202,7 +232,9 @@ impl Generator {
             self.erase_key();
             since_seed += bytes as u64;
             stats::add(&stats.bytes_generated, bytes as u64);
-            queue.push(&mut batch);
+            // A batch reserved before a VM fork is wiped, not queued.
+            let stale = queue.push(&mut batch);
+            stats::add(&stats.bytes_discarded, stale as u64);
         }
     }
 }

@@ -41,3 +41,4 @@ pub mod tools;
 mod trust;
 pub mod uniform;
 pub mod units;
+pub mod vmfork;

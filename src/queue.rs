@@ -20,10 +20,37 @@
 //! Bulk readers draining as fast as they can would otherwise leave the queue
 //! empty, and a small read, such as a program asking for a 16-byte key,
 //! would queue behind them for the generator.
+//!
+//! # Epochs: wiping on a VM fork
+//! [`ChunkQueue::wipe`] (called when the VM was cloned from a snapshot)
+//! starts a new epoch: every queued byte is zeroized and dropped at once,
+//! and no byte made before it ever leaves the queue afterwards. Each chunk
+//! carries the epoch it was reserved in; a chunk pushed under an older epoch
+//! (a batch being filled with the old key when the wipe came) is wiped and
+//! recycled instead of queued, and a `take_exact` that had already copied
+//! old bytes into its buffer before waiting wipes them and starts over.
+//! Producers compare the epoch of the chunks they get with the one they
+//! last saw, and rekey before filling when it changed.
+//!
+//! # Memory
+//! [`ChunkQueue::preallocate`] allocates every chunk up front and fails
+//! cleanly if memory is short, so that the daemon refuses to start rather
+//! than abort later. Every later chunk allocation (chunks held outside the
+//! queue by the FIFO writer can make more than `capacity` bytes of chunks
+//! exist) is fallible: a producer that cannot allocate waits for a chunk to
+//! be recycled instead of aborting.
+//!
+//! # Invariants
+//! - queued bytes + reserved chunks × chunk size ≤ capacity;
+//! - only the front chunk of `ready` may be partly read, so the ready list
+//!   holds at most capacity / chunk size chunks;
+//! - every chunk in `ready` belongs to the current epoch;
+//! - a byte leaves the queue at most once, and never after a wipe that
+//!   found it queued.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use zeroize::Zeroize;
 
@@ -51,14 +78,56 @@ pub struct Closed;
 pub struct Chunk {
     buf: Box<[u8]>,
     pos: usize,
+    /// The queue's epoch when this chunk was handed to a producer.
+    epoch: u64,
+    /// Whether it was ever filled: a chunk that never was holds only the
+    /// allocator's zeros, and wiping it would only touch (and commit) its
+    /// pages.
+    filled: bool,
 }
 
+/// A chunk could not be allocated: memory is exhausted (or limited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory;
+
 impl Chunk {
-    fn empty(size: usize) -> Self {
-        Chunk {
-            buf: vec![0; size].into_boxed_slice(),
-            pos: size,
+    /// An empty chunk of `size` zeroed bytes, or `OutOfMemory`.
+    fn try_empty(size: usize) -> Result<Self, OutOfMemory> {
+        let layout = std::alloc::Layout::array::<u8>(size).map_err(|_| OutOfMemory)?;
+        assert!(size > 0, "chunks are never empty");
+        // SAFETY: `layout` has a non-zero size (asserted above).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(OutOfMemory);
         }
+        let slice = std::ptr::slice_from_raw_parts_mut(ptr, size);
+        // SAFETY: `ptr` was just allocated by the global allocator with the
+        // layout of `[u8; size]`, is non-null and zero-initialised, and is
+        // owned by nothing else: the Box takes sole ownership and frees it
+        // with that same layout.
+        let buf = unsafe { Box::from_raw(slice) };
+        // Zeroed by calloc, which leaves fresh pages untouched: memory is
+        // committed when a generator first fills the chunk.
+        Ok(Chunk {
+            buf,
+            pos: size,
+            epoch: 0,
+            filled: false,
+        })
+    }
+
+    /// The epoch of the queue when the chunk was reserved.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Zeroizes the whole chunk and marks it empty.
+    pub fn wipe(&mut self) {
+        if self.filled {
+            self.buf.zeroize();
+            self.filled = false;
+        }
+        self.pos = self.buf.len();
     }
 
     /// A chunk whose unread bytes are a copy of `bytes`, for tests (the
@@ -68,11 +137,14 @@ impl Chunk {
         Chunk {
             buf: bytes.into(),
             pos: 0,
+            epoch: 0,
+            filled: true,
         }
     }
 
     /// Overwrites the whole chunk with `fill` and makes all of it unread.
     pub fn refill(&mut self, fill: impl FnOnce(&mut [u8])) {
+        self.filled = true;
         fill(&mut self.buf);
         self.pos = 0;
     }
@@ -104,7 +176,7 @@ impl Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        self.buf.zeroize();
+        self.wipe();
     }
 }
 
@@ -133,6 +205,11 @@ struct State {
     refilling: bool,
     consumers_waiting: usize,
     producers_waiting: usize,
+    /// Producers (among `producers_waiting`) that could not allocate a chunk
+    /// and wait for one to be recycled.
+    producers_starved: usize,
+    /// Starts at 0; [`ChunkQueue::wipe`] moves it on.
+    epoch: u64,
     closed: bool,
 }
 
@@ -149,6 +226,8 @@ pub struct ChunkQueue {
     /// Bytes bulk consumers leave for small reads.
     small_reserve: usize,
     consumer_waits: AtomicU64,
+    /// Chunk allocations still allowed (fault injection for tests).
+    alloc_budget: AtomicUsize,
 }
 
 impl fmt::Debug for ChunkQueue {
@@ -179,6 +258,8 @@ impl ChunkQueue {
                 refilling: true,
                 consumers_waiting: 0,
                 producers_waiting: 0,
+                producers_starved: 0,
+                epoch: 0,
                 closed: false,
             }),
             data_ready: Condvar::new(),
@@ -194,7 +275,47 @@ impl ChunkQueue {
                 / chunk_size
                 * chunk_size,
             consumer_waits: AtomicU64::new(0),
+            alloc_budget: AtomicUsize::new(usize::MAX),
         }
+    }
+
+    /// Like [`ChunkQueue::new`], but allocates every chunk (and the lists
+    /// that hold them) now, failing cleanly if memory is short; what was
+    /// allocated is freed again. The daemon uses this, so that a queue too
+    /// large for the memory available refuses the start instead of aborting
+    /// later.
+    pub fn preallocate(chunk_size: usize, capacity: usize) -> Result<Self, OutOfMemory> {
+        let q = ChunkQueue::new(chunk_size, capacity);
+        let n = capacity / chunk_size;
+        {
+            let mut st = q.lock();
+            st.spare.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
+            st.ready.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
+            for _ in 0..n {
+                let chunk = q.allocate()?;
+                st.spare.push(chunk);
+            }
+        }
+        Ok(q)
+    }
+
+    /// Lets only `n` more chunk allocations succeed; later ones fail as if
+    /// memory had run out. For tests of the out-of-memory paths.
+    pub fn limit_allocations(&self, n: usize) {
+        self.alloc_budget.store(n, Ordering::Relaxed);
+    }
+
+    fn allocate(&self) -> Result<Chunk, OutOfMemory> {
+        self.alloc_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+            .map_err(|_| OutOfMemory)?;
+        Chunk::try_empty(self.chunk_size)
+    }
+
+    /// The current epoch: 0 at first, one more after each
+    /// [`ChunkQueue::wipe`].
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
     }
 
     /// Size of every chunk, in bytes.
@@ -249,9 +370,16 @@ impl ChunkQueue {
 
     /// Hands a producer up to `max` empty chunks to fill (appended to `out`),
     /// waiting while the queue is full, or above its low-water mark after
-    /// being full. At least one chunk is handed out on success.
+    /// being full. At least one chunk is handed out on success, unless the
+    /// queue was wiped while the producer waited: then it returns with none
+    /// at once, so that the producer can rekey now. Spare chunks
+    /// are used first; should allocating more fail, the producer gets fewer,
+    /// and if it got none it waits for a chunk to be recycled. Every chunk
+    /// carries the current epoch (see [`Chunk::epoch`]).
     pub fn reserve(&self, max: usize, out: &mut Vec<Chunk>) -> Result<(), Closed> {
         let mut st = self.lock();
+        let mut starved = false;
+        let entered = st.epoch;
         loop {
             if st.closed {
                 return Err(Closed);
@@ -260,56 +388,128 @@ impl ChunkQueue {
             if room == 0 {
                 st.refilling = false;
             }
-            if room > 0 && st.refilling {
+            if room > 0 && st.refilling && !(starved && st.spare.is_empty()) {
                 let n = room.min(max.max(1));
                 st.reserved += n;
+                let epoch = st.epoch;
                 let reused = n.min(st.spare.len());
                 let from = st.spare.len() - reused;
+                let start = out.len();
                 out.extend(st.spare.drain(from..));
                 drop(st);
-                out.extend((reused..n).map(|_| Chunk::empty(self.chunk_size)));
-                return Ok(());
+                for _ in reused..n {
+                    match self.allocate() {
+                        Ok(chunk) => out.push(chunk),
+                        Err(OutOfMemory) => break,
+                    }
+                }
+                for chunk in &mut out[start..] {
+                    chunk.epoch = epoch;
+                }
+                let got = out.len() - start;
+                if got == n {
+                    return Ok(());
+                }
+                st = self.lock();
+                st.reserved -= n - got;
+                if got > 0 {
+                    return Ok(());
+                }
+                starved = true;
+                continue;
             }
             st.producers_waiting += 1;
+            st.producers_starved += usize::from(starved);
             st = self.wait(&self.space_ready, st);
             st.producers_waiting -= 1;
+            st.producers_starved -= usize::from(starved);
+            if st.epoch != entered && !st.closed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Gives back reserved chunks unfilled (a producer that cannot fill
+    /// them safely); they are wiped and kept as spares.
+    pub fn unreserve(&self, chunks: &mut Vec<Chunk>) {
+        let mut st = self.lock();
+        st.reserved -= chunks.len();
+        for mut chunk in chunks.drain(..) {
+            chunk.wipe();
+            self.to_spare(&mut st, chunk);
+        }
+    }
+
+    /// Keeps an emptied chunk for reuse (dropping, and so wiping, it if even
+    /// the spare list cannot grow), waking producers that wait for one.
+    fn to_spare(&self, st: &mut State, chunk: Chunk) {
+        if st.closed {
+            return;
+        }
+        if st.spare.try_reserve(1).is_ok() {
+            st.spare.push(chunk);
+        }
+        if st.producers_starved > 0 {
+            self.space_ready.notify_all();
         }
     }
 
     /// Queues all of `chunks` (obtained from [`ChunkQueue::reserve`] and
     /// filled), leaving `chunks` empty. After close they are dropped (and so
-    /// wiped) instead.
-    pub fn push(&self, chunks: &mut Vec<Chunk>) {
+    /// wiped) instead. Chunks reserved before the last [`ChunkQueue::wipe`]
+    /// are wiped and kept as spares, never queued; returns how many unread
+    /// bytes were discarded that way.
+    pub fn push(&self, chunks: &mut Vec<Chunk>) -> usize {
         let mut st = self.lock();
         st.reserved -= chunks.len();
         if st.closed {
             drop(st);
             chunks.clear();
-            return;
+            return 0;
         }
-        for chunk in chunks.drain(..) {
-            st.queued += chunk.len();
-            st.ready.push_back(chunk);
+        let mut stale = 0;
+        for mut chunk in chunks.drain(..) {
+            if chunk.epoch == st.epoch {
+                st.queued += chunk.len();
+                st.ready.push_back(chunk);
+            } else {
+                stale += chunk.len();
+                chunk.wipe();
+                self.to_spare(&mut st, chunk);
+            }
         }
         if st.consumers_waiting > 0 {
             self.data_ready.notify_all();
         }
+        stale
     }
 
     /// Fills all of `dst` with the next queued bytes, waiting for producers as
     /// needed; reads larger than [`SMALL_READ`] leave the small-read reserve
     /// alone. On `Err(Closed)` the bytes already copied are simply dropped.
-    pub fn take_exact(&self, dst: &mut [u8]) -> Result<(), Closed> {
+    ///
+    /// Should the queue be wiped while this waits, the bytes already copied
+    /// into `dst` are zeroized and the copy starts over with bytes of the new
+    /// epoch; returns how many bytes were discarded that way (normally 0).
+    pub fn take_exact(&self, dst: &mut [u8]) -> Result<usize, Closed> {
         let floor = if dst.len() <= SMALL_READ {
             0
         } else {
             self.small_reserve
         };
         let mut filled = 0;
+        let mut discarded = 0;
         let mut st = self.lock();
+        let mut epoch = st.epoch;
         loop {
             if st.closed {
                 return Err(Closed);
+            }
+            if st.epoch != epoch {
+                dst[..filled].zeroize();
+                discarded += filled;
+                filled = 0;
+                epoch = st.epoch;
             }
             let state = &mut *st;
             while filled < dst.len() && state.queued > floor {
@@ -326,12 +526,12 @@ impl ChunkQueue {
                 state.queued -= n;
                 if front.is_empty() {
                     let empty = state.ready.pop_front().expect("front exists");
-                    state.spare.push(empty);
+                    self.to_spare(state, empty);
                 }
             }
             self.after_take(&mut st);
             if filled == dst.len() {
-                return Ok(());
+                return Ok(discarded);
             }
             st = self.wait_for_data(st);
         }
@@ -341,9 +541,12 @@ impl ChunkQueue {
     /// until at least `want` bytes have moved or only the small-read reserve
     /// is left, waiting only if not even one chunk can be moved. Returns the
     /// number of unread bytes moved; the caller now owns them and must give
-    /// the emptied chunks back with [`ChunkQueue::recycle`].
+    /// the emptied chunks back with [`ChunkQueue::recycle`]. Returns `Ok(0)`
+    /// if the queue was wiped while this waited: the caller then holds only
+    /// bytes of an old epoch, and must drop them before writing anything.
     pub fn take_chunks(&self, want: usize, out: &mut VecDeque<Chunk>) -> Result<usize, Closed> {
         let mut st = self.lock();
+        let epoch = st.epoch;
         // Whether the front chunk can go without touching the reserve.
         let movable = |st: &State| {
             st.ready
@@ -356,6 +559,9 @@ impl ChunkQueue {
             }
             if movable(&st) {
                 break;
+            }
+            if st.epoch != epoch {
+                return Ok(0);
             }
             st = self.wait_for_data(st);
         }
@@ -373,13 +579,36 @@ impl ChunkQueue {
     /// Returns emptied chunks (from [`ChunkQueue::take_chunks`]) for reuse.
     pub fn recycle(&self, chunks: impl IntoIterator<Item = Chunk>) {
         let mut st = self.lock();
-        if st.closed {
-            return;
-        }
         for chunk in chunks {
             debug_assert_eq!(chunk.buf.len(), self.chunk_size);
-            st.spare.push(chunk);
+            self.to_spare(&mut st, chunk);
         }
+    }
+
+    /// Starts a new epoch after a VM fork: zeroizes and drops every queued
+    /// byte, so that none made before leaves the queue, and lets producers
+    /// refill. Chunks reserved before are discarded when pushed (see
+    /// [`ChunkQueue::push`]); waiting consumers wake and drop what they hold
+    /// (see [`ChunkQueue::take_exact`] and [`ChunkQueue::take_chunks`]).
+    /// Returns the new epoch and the number of queued bytes wiped.
+    pub fn wipe(&self) -> (u64, usize) {
+        let mut st = self.lock();
+        st.epoch += 1;
+        let epoch = st.epoch;
+        if st.closed {
+            return (epoch, 0);
+        }
+        let wiped = st.queued;
+        st.queued = 0;
+        while let Some(mut chunk) = st.ready.pop_front() {
+            chunk.wipe();
+            self.to_spare(&mut st, chunk);
+        }
+        st.refilling = true;
+        drop(st);
+        self.space_ready.notify_all();
+        self.data_ready.notify_all();
+        (epoch, wiped)
     }
 
     /// Wakes every waiter with `Err(Closed)` and wipes all queued and spare

@@ -90,6 +90,10 @@ counters! {
         fifo_partial_writes,
         /// Times a generator took a fresh key.
         reseeds,
+        /// VM forks (restores from a snapshot) handled.
+        vm_forks,
+        /// Bytes wiped unserved on VM forks: queued, pending for the FIFO, in the pipe.
+        bytes_discarded,
     }
     gauges {
         /// Unread bytes in the queue.
@@ -226,7 +230,7 @@ mod tests {
             .lines()
             .map(|l| l.split_once(' ').expect("name value"))
             .collect();
-        assert_eq!(pairs.len(), 12);
+        assert_eq!(pairs.len(), 14);
         assert!(pairs.contains(&("bytes_served_fuse", "4096")));
         assert!(pairs.contains(&("fuse_reads", "1")));
         assert!(pairs.contains(&("queue_capacity", "1024")));
@@ -234,7 +238,7 @@ mod tests {
         let mut names: Vec<_> = pairs.iter().map(|p| p.0).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 14);
     }
 
     #[test]

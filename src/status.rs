@@ -229,6 +229,8 @@ fifo_writev_calls 4567
 fifo_partial_writes 12
 consumer_waits 3
 reseeds 0
+vm_forks 0
+bytes_discarded 0
 uptime_seconds 3723
 some_future_counter 7
 ";

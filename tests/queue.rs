@@ -29,6 +29,9 @@ enum Op {
     /// `take_chunks` wanting n bytes, then hand out `consume` of them, keeping
     /// the rest pending like the FIFO writer does.
     TakeChunks(usize, usize),
+    /// A VM fork: the FIFO-style consumer wipes what it holds, the queue is
+    /// wiped, and chunks reserved meanwhile must never come out.
+    Wipe,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -37,54 +40,100 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1usize..3).prop_map(Op::ReserveOnly),
         3 => (1usize..700).prop_map(Op::Take),
         2 => (1usize..900, 0usize..900).prop_map(|(w, c)| Op::TakeChunks(w, c)),
+        1 => Just(Op::Wipe),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// One consumer, any mix of operations: capacity is never exceeded and
-    /// the bytes handed out are exactly the stream, in order, once each.
+    /// One consumer, any mix of operations, with the chunks allocated up
+    /// front or on demand and any number of allocations failing: capacity
+    /// is never exceeded, a producer gets exactly as many chunks as the
+    /// spares and the allocations left allow, and the bytes handed out are
+    /// exactly the stream, in order, once each, minus what wipes discarded:
+    /// the queued and pending bytes at each wipe, and every chunk reserved
+    /// before it.
     #[test]
     fn sequences_hand_out_the_stream_once_in_order(
         chunk_words in 16usize..80,
         chunks_cap in 1usize..6,
+        preallocated in any::<bool>(),
+        alloc_budget in prop::option::of(0usize..8),
         ops in prop::collection::vec(op(), 1..200),
     ) {
         let chunk_size = chunk_words * 4;
         let capacity = chunk_size * chunks_cap + chunk_size / 2;
-        let q = ChunkQueue::new(chunk_size, capacity);
+        let q = if preallocated {
+            ChunkQueue::preallocate(chunk_size, capacity).unwrap()
+        } else {
+            ChunkQueue::new(chunk_size, capacity)
+        };
+        // Chunks in existence, and allocations still allowed.
+        let mut chunks = if preallocated { chunks_cap } else { 0 };
+        let mut budget = alloc_budget.unwrap_or(usize::MAX);
+        q.limit_allocations(budget);
+        let mut epoch = q.epoch();
         let mut produced = 0usize;
         let mut held: Vec<Chunk> = Vec::new();
-        // The FIFO-style consumer's pending chunks, and everything handed out.
+        // The FIFO-style consumer's pending chunks, everything handed out,
+        // and what should be handed out: the stream minus discarded bytes.
         let mut pending: VecDeque<Chunk> = VecDeque::new();
         let mut out: Vec<u8> = Vec::new();
+        let mut kept: Vec<u8> = Vec::new();
         for op in ops {
             match op {
                 Op::Produce(max) | Op::ReserveOnly(max) => {
-                    // reserve() would block when full; only call it when the
-                    // model says it may proceed, and check what it hands out.
+                    // reserve() would block when full, or when it can neither
+                    // reuse nor allocate a chunk; only call it when the model
+                    // says it may proceed, and check what it hands out.
                     let room = (capacity - q.queued_bytes()) / chunk_size - held.len();
-                    if room > 0 && q.queued_bytes() <= capacity - capacity / 4 {
+                    let ready = q.queued_bytes().div_ceil(chunk_size);
+                    let spare = chunks - held.len() - pending.len() - ready;
+                    let n = room.min(max).min(spare.saturating_add(budget));
+                    if room > 0 && q.queued_bytes() <= capacity - capacity / 4 && n > 0 {
                         let before = held.len();
                         q.reserve(max, &mut held).unwrap();
-                        prop_assert_eq!(held.len() - before, room.min(max));
+                        prop_assert_eq!(held.len() - before, n);
+                        let allocated = n.saturating_sub(spare);
+                        chunks += allocated;
+                        budget -= allocated;
+                        prop_assert!(held.iter().all(|c| c.epoch() <= epoch));
                     }
                     if matches!(op, Op::Produce(_)) {
+                        let mut stale = 0;
                         for c in held.iter_mut() {
                             c.refill(|b| for (j, x) in b.iter_mut().enumerate() { *x = stream_byte(produced + j) });
+                            if c.epoch() == epoch {
+                                kept.extend((0..chunk_size).map(|j| stream_byte(produced + j)));
+                            } else {
+                                stale += chunk_size;
+                            }
                             produced += chunk_size;
                         }
-                        q.push(&mut held);
+                        prop_assert_eq!(q.push(&mut held), stale);
                         prop_assert!(held.is_empty());
                     }
+                }
+                Op::Wipe => {
+                    // The consumer wipes what it holds, as the FIFO writer does.
+                    for c in pending.iter_mut() {
+                        c.wipe();
+                    }
+                    q.recycle(pending.drain(..));
+                    let queued = q.queued_bytes();
+                    let (e, wiped) = q.wipe();
+                    prop_assert_eq!((e, wiped), (epoch + 1, queued));
+                    prop_assert_eq!(q.queued_bytes(), 0);
+                    epoch = e;
+                    kept.truncate(out.len());
                 }
                 Op::Take(n) => {
                     // Pending FIFO bytes were taken earlier, so they come first.
                     flush(&mut pending, &mut out, &q);
                     if q.queued_bytes() >= n {
                         let mut buf = vec![0u8; n];
-                        q.take_exact(&mut buf).unwrap();
+                        prop_assert_eq!(q.take_exact(&mut buf), Ok(0));
                         out.extend_from_slice(&buf);
                     }
                 }
@@ -116,9 +165,10 @@ proptest! {
         let mut tail = vec![0u8; rest];
         q.take_exact(&mut tail).unwrap();
         out.extend_from_slice(&tail);
-        prop_assert_eq!(out.len(), produced);
-        for (i, &b) in out.iter().enumerate() {
-            prop_assert_eq!(b, stream_byte(i), "byte {} wrong", i);
+        prop_assert_eq!(out.len(), kept.len());
+        prop_assert!(out == kept, "bytes handed out differ from the stream");
+        if epoch == 0 {
+            prop_assert_eq!(kept.len(), produced);
         }
     }
 }
@@ -346,4 +396,80 @@ fn threads_never_hand_out_a_word_twice() {
     }
     let produced = next.load(Ordering::Relaxed);
     assert!(seen.iter().all(|&w| w < produced));
+}
+
+/// A producer that cannot allocate a chunk (memory exhausted) waits for one
+/// to be recycled instead of aborting, and gets it.
+#[test]
+fn a_producer_that_cannot_allocate_waits_for_a_recycled_chunk() {
+    let q = Arc::new(ChunkQueue::new(64, 64 * 4));
+    q.limit_allocations(1);
+    push_one(&q, filled(reserve_one(&q).unwrap()));
+    // The only chunk leaves with a FIFO-style consumer.
+    let mut pending = VecDeque::new();
+    assert_eq!(q.take_chunks(1, &mut pending), Ok(64));
+    let q1 = q.clone();
+    let producer = thread::spawn(move || reserve_one(&q1).map(drop));
+    wait_for(&q, waiting(0, 1));
+    assert!(!producer.is_finished());
+    pending[0].consume(64);
+    q.recycle(pending.drain(..));
+    assert_eq!(producer.join().unwrap(), Ok(()));
+    // A queue allocated up front needs no allocation at all.
+    let q = ChunkQueue::preallocate(64, 64 * 4).unwrap();
+    q.limit_allocations(0);
+    let mut batch = Vec::new();
+    q.reserve(8, &mut batch).unwrap();
+    assert_eq!(batch.len(), 4);
+}
+
+/// A wipe drops every queued byte and starts a new epoch; chunks reserved
+/// before it are discarded when pushed, never queued.
+#[test]
+fn wipe_discards_queued_and_stale_chunks() {
+    let q = ChunkQueue::new(64, 64 * 8);
+    push_one(&q, filled(reserve_one(&q).unwrap()));
+    let stale = filled(reserve_one(&q).unwrap());
+    assert_eq!((stale.epoch(), q.epoch()), (0, 0));
+    assert_eq!(q.wipe(), (1, 64));
+    assert_eq!(q.queued_bytes(), 0);
+    assert_eq!(q.push(&mut vec![stale]), 64);
+    assert_eq!(q.queued_bytes(), 0);
+    let fresh = reserve_one(&q).unwrap();
+    assert_eq!(fresh.epoch(), 1);
+    assert_eq!(q.push(&mut vec![filled(fresh)]), 0);
+    assert_eq!(q.queued_bytes(), 64);
+}
+
+/// A read that had copied old bytes before waiting for more wipes them and
+/// is served only bytes made after the wipe; a waiting chunk taker returns
+/// empty-handed so that the FIFO writer can drop what it holds.
+#[test]
+fn wipe_reaches_waiting_consumers() {
+    let q = Arc::new(ChunkQueue::new(64, 64 * 8));
+    push_one(&q, filled(reserve_one(&q).unwrap()));
+    let q1 = q.clone();
+    let read = thread::spawn(move || {
+        let mut buf = [0u8; 200];
+        let discarded = q1.take_exact(&mut buf);
+        (discarded, buf)
+    });
+    wait_for(&q, waiting(1, 0));
+    let q2 = q.clone();
+    let chunks = thread::spawn(move || q2.take_chunks(1, &mut VecDeque::new()));
+    wait_for(&q, waiting(2, 0));
+    assert_eq!(q.wipe(), (1, 0));
+    assert_eq!(chunks.join().unwrap(), Ok(0));
+    let mut batch = Vec::new();
+    while batch.len() < 4 {
+        q.reserve(4 - batch.len(), &mut batch).unwrap();
+    }
+    batch.iter_mut().for_each(|c| c.refill(|b| b.fill(2)));
+    q.push(&mut batch);
+    let (discarded, buf) = read.join().unwrap();
+    assert_eq!(discarded, Ok(64));
+    assert!(
+        buf.iter().all(|&b| b == 2),
+        "bytes from before the wipe served"
+    );
 }

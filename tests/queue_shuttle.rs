@@ -23,9 +23,15 @@ use queue::{ChunkQueue, Closed};
 /// chunk taker; small sizes so that the queue fills, drains and wakes often.
 /// With 8 or more chunks of capacity the chunk taker must also leave the
 /// small-read reserve alone.
-fn scenario(producers: u8, chunks: usize) {
+///
+/// With `alloc_limit`, only that many chunks can ever be allocated, so
+/// producers must wait for recycled ones (memory exhausted).
+fn scenario(producers: u8, chunks: usize, alloc_limit: Option<usize>) {
     const CHUNK: usize = 8;
     let q = Arc::new(ChunkQueue::new(CHUNK, CHUNK * chunks));
+    if let Some(n) = alloc_limit {
+        q.limit_allocations(n);
+    }
     assert_eq!(q.small_reserve(), if chunks >= 8 { CHUNK } else { 0 });
     let producers: Vec<_> = (0..producers)
         .map(|p| {
@@ -90,24 +96,91 @@ fn scenario(producers: u8, chunks: usize) {
     assert_eq!(q.take_exact(&mut [0u8; 1]), Err(Closed));
 }
 
+/// A wipe (VM fork) while a producer fills and both kinds of consumer
+/// take: every byte carries the epoch its chunk was reserved in, and no
+/// take ever mixes epochs or goes back to an older one, so nothing made
+/// before a wipe comes out after it; nobody deadlocks.
+fn wipe_scenario() {
+    const CHUNK: usize = 8;
+    let q = Arc::new(ChunkQueue::new(CHUNK, CHUNK * 3));
+    let qp = q.clone();
+    let producer = thread::spawn(move || {
+        let mut batch = Vec::new();
+        while qp.reserve(2, &mut batch).is_ok() {
+            for c in batch.iter_mut() {
+                let tag = c.epoch() as u8;
+                c.refill(|b| b.fill(tag));
+            }
+            qp.push(&mut batch);
+        }
+    });
+    let q1 = q.clone();
+    let exact = thread::spawn(move || {
+        let mut last = 0;
+        for n in [3usize, 13, 5] {
+            let mut buf = vec![0u8; n];
+            q1.take_exact(&mut buf).unwrap();
+            assert!(buf.iter().all(|&b| b == buf[0]), "a read mixed epochs");
+            assert!(buf[0] >= last, "a read went back to an old epoch");
+            last = buf[0];
+        }
+    });
+    let q2 = q.clone();
+    let chunks = thread::spawn(move || {
+        let mut last = 0;
+        let mut pending = VecDeque::new();
+        for _ in 0..3 {
+            q2.take_chunks(6, &mut pending).unwrap();
+            for c in pending.iter_mut() {
+                assert!(c.unread().iter().all(|&b| b == c.epoch() as u8));
+                assert!(c.epoch() as u8 >= last, "a chunk from an old epoch");
+                last = c.epoch() as u8;
+                let n = c.len();
+                c.consume(n);
+            }
+            q2.recycle(pending.drain(..));
+        }
+    });
+    assert_eq!(q.wipe().0, 1);
+    exact.join().unwrap();
+    chunks.join().unwrap();
+    q.close();
+    producer.join().unwrap();
+}
+
 #[test]
 fn random_schedules_one_producer() {
-    shuttle::check_random(|| scenario(1, 3), 1000);
+    shuttle::check_random(|| scenario(1, 3, None), 1000);
 }
 
 #[test]
 fn random_schedules_two_producers() {
-    shuttle::check_random(|| scenario(2, 3), 1000);
+    shuttle::check_random(|| scenario(2, 3, None), 1000);
 }
 
 #[test]
 fn random_schedules_with_small_read_reserve() {
-    shuttle::check_random(|| scenario(1, 8), 1000);
+    shuttle::check_random(|| scenario(1, 8, None), 1000);
+}
+
+/// Out of memory after one or two chunks: producers wait for recycled
+/// chunks, and a lost wake-up there would be a deadlock.
+#[test]
+fn random_schedules_out_of_memory() {
+    shuttle::check_random(|| scenario(1, 3, Some(1)), 1000);
+    shuttle::check_random(|| scenario(2, 3, Some(2)), 1000);
+}
+
+#[test]
+fn random_schedules_with_a_wipe() {
+    shuttle::check_random(wipe_scenario, 1000);
 }
 
 #[test]
 fn pct_schedules() {
-    shuttle::check_pct(|| scenario(1, 3), 1000, 3);
-    shuttle::check_pct(|| scenario(2, 3), 1000, 3);
-    shuttle::check_pct(|| scenario(2, 8), 1000, 3);
+    shuttle::check_pct(|| scenario(1, 3, None), 1000, 3);
+    shuttle::check_pct(|| scenario(2, 3, None), 1000, 3);
+    shuttle::check_pct(|| scenario(2, 8, None), 1000, 3);
+    shuttle::check_pct(|| scenario(2, 3, Some(1)), 1000, 3);
+    shuttle::check_pct(wipe_scenario, 1000, 3);
 }
