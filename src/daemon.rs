@@ -28,10 +28,9 @@ use crate::mounts::{self, FuseMount};
 use crate::preflight::{self, MountPlan, Plan};
 use crate::queue::{ChunkQueue, OutOfMemory};
 use crate::seeding::Seeder;
-use crate::stats::{self, Report, Stats};
+use crate::stats::{Report, Stats};
 use crate::units::format_size;
 use crate::vmfork;
-use nix::sys::eventfd::EventFd;
 
 /// How long shutdown waits for the FUSE session to finish after unmounting
 /// before the process exits anyway (exiting closes /dev/fuse, which ends the
@@ -46,10 +45,6 @@ enum Event {
     /// detached from outside (`umount -l`) while a reader held a file open.
     MountGone,
 }
-
-/// How long a VM-fork handler waits for the FIFO writer to confirm its
-/// wipe (it answers within a round of its loop) before going on.
-const WIPE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until a signal or an outside unmount; see the module docs.
 pub fn serve(cfg: ServeConfig) -> Result<(), Error> {
@@ -100,8 +95,8 @@ struct FusePart {
     /// Claimed (locked) until the daemon exits.
     dir: MountDir,
     session_ended: bool,
-    /// The thread watching for the mount to be detached, and its stop.
-    watch: (Arc<EventFd>, JoinHandle<()>),
+    /// The thread watching for the mount to be detached.
+    watch: mounts::Watch,
 }
 
 impl Daemon {
@@ -127,51 +122,15 @@ impl Daemon {
             let (queue, stats) = (self.queue.clone(), self.stats.clone());
             self.fifo = Some(fifo::Writer::start(fifo, queue, stats, on_end)?);
         }
-        let vmfork = self.watch_vm_forks(cfg)?;
+        let fifo = self.fifo.as_ref().map(fifo::Writer::wipe_handle);
+        let (queue, stats) = (self.queue.clone(), self.stats.clone());
+        let (watcher, vmfork) = vmfork::watch(queue, stats, fifo, cfg.seed.is_some())?;
+        self.vmfork = watcher;
         if let Some(mount) = plan.mount {
             self.fuse = Some(self.mount(mount, cfg, tx)?);
         }
         self.log_serving(cfg, &seeder, &vmfork);
         Ok(())
-    }
-
-    /// Starts listening for VM forks if the kernel can announce them (a
-    /// vmgenid device is bound); returns what the serving line says of it.
-    fn watch_vm_forks(&mut self, cfg: &ServeConfig) -> Result<String, Error> {
-        let device = match vmfork::device() {
-            Ok(device) => device,
-            Err(why) => {
-                warn!(
-                    "VM-fork detection unavailable: {why}; should this machine be cloned from a VM snapshot, every clone would serve the bytes queued at the snapshot and continue the same keystreams"
-                );
-                return Ok("off".into());
-            }
-        };
-        let (queue, stats) = (self.queue.clone(), self.stats.clone());
-        let fifo = self.fifo.as_ref().map(fifo::Writer::wipe_handle);
-        let seeded = cfg.seed.is_some();
-        let on_fork = move || {
-            let (epoch, queued) = queue.wipe();
-            stats::add(&stats.bytes_discarded, queued as u64);
-            let wiped = fifo.as_ref().map(|f| f.wipe(epoch, WIPE_LIMIT));
-            stats::add(&stats.vm_forks, 1);
-            let fifo = match wiped {
-                None => String::new(),
-                Some(Some(w)) => format!(
-                    ", {} pending for the FIFO and {} in its pipe",
-                    w.pending, w.pipe
-                ),
-                Some(None) => ", but the FIFO writer did not confirm its wipe in time".into(),
-            };
-            let keys = if seeded {
-                "--seed: the generators keep their fixed key"
-            } else {
-                "every generator reseeds from the OS before making more"
-            };
-            warn!("VM fork: discarded {queued} queued bytes{fifo}; {keys}");
-        };
-        self.vmfork = Some(vmfork::Watcher::start(on_fork)?);
-        Ok(format!("on (vmgenid {device})"))
     }
 
     fn start_generators(&mut self, cfg: &ServeConfig, seeder: &Arc<Seeder>) -> Result<(), Error> {
@@ -207,12 +166,7 @@ impl Daemon {
                 size.unwrap_or_default()
             )
         });
-        let sources = seeder.source_names();
-        let sources = if sources.is_empty() {
-            "the OS".to_string()
-        } else {
-            format!("the OS and {}", sources.join(", "))
-        };
+        let sources = seeder.describe();
         info!(
             "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} generator(s) keyed from {sources}; VM-fork detection {vmfork}",
             format_size(cfg.chunk_size as u64),
@@ -256,7 +210,11 @@ impl Daemon {
                 })
                 .map_err(|e| e.to_string())
             })
-            .and_then(|_| watch(mount.id, tx).map_err(|e| e.to_string()));
+            .and_then(|_| {
+                let tx = tx.clone();
+                mounts::Watch::start(mount.id, move || drop(tx.send(Event::MountGone)))
+                    .map_err(|e| e.to_string())
+            });
         match started {
             Ok(watch) => Ok(FusePart {
                 mount,
@@ -322,8 +280,7 @@ impl Daemon {
             writer.stop();
         }
         if let Some(f) = self.fuse.take() {
-            let _ = f.watch.0.write(1);
-            let _ = f.watch.1.join();
+            f.watch.stop();
             if !f.session_ended && f.mount.is_attached().unwrap_or(false) {
                 // Only this very mount, never another one at the same path.
                 if let Err(e) = f.mount.unmount() {
@@ -359,21 +316,6 @@ impl Daemon {
             }
         }
     }
-}
-
-/// Starts the thread that sends [`Event::MountGone`] if mount `id` leaves
-/// the mount table; returns its stop and its handle.
-fn watch(id: u64, tx: &Sender<Event>) -> io::Result<(Arc<EventFd>, JoinHandle<()>)> {
-    let stop = Arc::new(EventFd::new()?);
-    let (s, tx) = (stop.clone(), tx.clone());
-    let thread = thread::Builder::new()
-        .name("mount-watch".into())
-        .spawn(move || match mounts::wait_until_gone(id, &s) {
-            Ok(true) => drop(tx.send(Event::MountGone)),
-            Ok(false) => {}
-            Err(e) => warn!("cannot watch the mount table: {}", describe(&e)),
-        })?;
-    Ok((stop, thread))
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {

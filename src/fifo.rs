@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -561,10 +561,6 @@ fn serve(
     wipe: &WipeHandle,
 ) -> Result<(), Error> {
     let fd = fifo.file.as_fd();
-    let mut pending: VecDeque<Chunk> = VecDeque::new();
-    let mut pending_bytes = 0usize;
-    let mut done: Vec<Chunk> = Vec::new();
-    let mut epoch = queue.epoch();
     let fail = |what: &str, e: Errno| {
         Error::runtime(format!(
             "{what} on FIFO {}: {}",
@@ -572,28 +568,7 @@ fn serve(
             e.desc()
         ))
     };
-    // Before anything is written: drop what predates a VM fork.
-    let mut after_fork = |pending: &mut VecDeque<Chunk>, pending_bytes: &mut usize| {
-        let now = queue.epoch();
-        if now == epoch {
-            return Ok(());
-        }
-        let mut wiped = Wiped::default();
-        // Pending chunks are in epoch order: the old ones come first.
-        let mut old = Vec::new();
-        while let Some(mut chunk) = pending.pop_front_if(|c| c.epoch() != now) {
-            wiped.pending += chunk.len();
-            chunk.wipe();
-            old.push(chunk);
-        }
-        *pending_bytes -= wiped.pending;
-        queue.recycle(old);
-        wiped.pipe = drain_pipe(fd).map_err(|e| fail("read", e))?;
-        stats::add(&stats.bytes_discarded, (wiped.pending + wiped.pipe) as u64);
-        epoch = now;
-        wipe.acknowledge(now, wiped);
-        Ok(())
-    };
+    let mut pending = Pending::new(queue.epoch());
     loop {
         let mut fds = [
             PollFd::new(fd, PollFlags::POLLOUT),
@@ -611,46 +586,114 @@ fn serve(
         if fds[2].any().unwrap_or(false) {
             let _ = wipe.0.wake.read();
         }
-        after_fork(&mut pending, &mut pending_bytes)?;
+        pending
+            .after_fork(queue, stats, fd, wipe)
+            .map_err(|e| fail("read", e))?;
         if !fds[0].any().unwrap_or(false) {
             continue;
         }
         // Read every round: readers may resize the pipe at any time.
         let pipe_size = fifo.pipe_size()?;
-        let unread = match unread_in_pipe(fd) {
-            Ok(n) => n,
-            Err(e) => return Err(fail("FIONREAD", e)),
-        };
+        let unread = unread_in_pipe(fd).map_err(|e| fail("FIONREAD", e))?;
         let free = pipe_size.saturating_sub(unread);
         if free == 0 {
             continue;
         }
-        if pending_bytes < free {
-            match queue.take_chunks(free - pending_bytes, &mut pending) {
-                Ok(n) => pending_bytes += n,
+        if pending.bytes < free {
+            match queue.take_chunks(free - pending.bytes, &mut pending.chunks) {
+                Ok(n) => pending.bytes += n,
                 Err(Closed) => return Ok(()),
             }
         }
         // The queue may have been wiped while we waited for it.
-        after_fork(&mut pending, &mut pending_bytes)?;
+        pending
+            .after_fork(queue, stats, fd, wipe)
+            .map_err(|e| fail("read", e))?;
+        pending
+            .write(fd, free, queue, stats)
+            .map_err(|e| fail("writev", e))?;
+    }
+}
+
+/// The chunks the writer has taken from the queue and not yet written.
+struct Pending {
+    chunks: VecDeque<Chunk>,
+    /// Unread bytes in `chunks`.
+    bytes: usize,
+    /// Fully written chunks, to recycle.
+    done: Vec<Chunk>,
+    /// The queue's epoch these bytes belong to.
+    epoch: u64,
+}
+
+impl Pending {
+    fn new(epoch: u64) -> Pending {
+        Pending {
+            chunks: VecDeque::new(),
+            bytes: 0,
+            done: Vec::new(),
+            epoch,
+        }
+    }
+
+    /// Before anything is written: drops (wipes) what predates a VM fork,
+    /// and the pipe's contents with it.
+    fn after_fork(
+        &mut self,
+        queue: &ChunkQueue,
+        stats: &Stats,
+        fd: BorrowedFd<'_>,
+        wipe: &WipeHandle,
+    ) -> Result<(), Errno> {
+        let now = queue.epoch();
+        if now == self.epoch {
+            return Ok(());
+        }
+        let mut wiped = Wiped::default();
+        // Pending chunks are in epoch order: the old ones come first.
+        let mut old = Vec::new();
+        while let Some(mut chunk) = self.chunks.pop_front_if(|c| c.epoch() != now) {
+            wiped.pending += chunk.len();
+            chunk.wipe();
+            old.push(chunk);
+        }
+        self.bytes -= wiped.pending;
+        queue.recycle(old);
+        wiped.pipe = drain_pipe(fd)?;
+        stats::add(&stats.bytes_discarded, (wiped.pending + wiped.pipe) as u64);
+        self.epoch = now;
+        wipe.acknowledge(now, wiped);
+        Ok(())
+    }
+
+    /// Writes what fits in `free` bytes of the pipe with one `writev`, and
+    /// keeps the cursor where the pipe stopped taking.
+    fn write(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        free: usize,
+        queue: &ChunkQueue,
+        stats: &Stats,
+    ) -> Result<(), Errno> {
         let mut iov = [IoSlice::new(&[]); IOV_MAX];
-        let (count, planned) = plan(&pending, free, &mut iov);
+        let (count, planned) = plan(&self.chunks, free, &mut iov);
         let written = match nix::sys::uio::writev(fd, &iov[..count]) {
             Ok(n) => n,
             // The pipe filled up between poll and writev, or a signal came.
             Err(Errno::EAGAIN | Errno::EINTR) => 0,
-            Err(e) => return Err(fail("writev", e)),
+            Err(e) => return Err(e),
         };
         stats::add(&stats.fifo_writev_calls, 1);
         if written < planned {
             stats::add(&stats.fifo_partial_writes, 1);
         }
         stats::add(&stats.bytes_served_fifo, written as u64);
-        advance(&mut pending, written, &mut done);
-        pending_bytes -= written;
-        if !done.is_empty() {
-            queue.recycle(done.drain(..));
+        advance(&mut self.chunks, written, &mut self.done);
+        self.bytes -= written;
+        if !self.done.is_empty() {
+            queue.recycle(self.done.drain(..));
         }
+        Ok(())
     }
 }
 

@@ -407,6 +407,35 @@ fn lists_mount(text: &str, id: u64) -> bool {
         .any(|m| m == id)
 }
 
+/// A thread that calls `on_gone` once if mount `id` leaves the mount table
+/// while it watches.
+pub struct Watch {
+    stop: std::sync::Arc<EventFd>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Watch {
+    /// Starts watching.
+    pub fn start(id: u64, on_gone: impl FnOnce() + Send + 'static) -> io::Result<Watch> {
+        let stop = std::sync::Arc::new(EventFd::new()?);
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("mount-watch".into())
+            .spawn(move || match wait_until_gone(id, &s) {
+                Ok(true) => on_gone(),
+                Ok(false) => {}
+                Err(e) => log::warn!("cannot watch the mount table: {e}"),
+            })?;
+        Ok(Watch { stop, thread })
+    }
+
+    /// Stops watching and waits for the thread.
+    pub fn stop(self) {
+        let _ = self.stop.write(1);
+        let _ = self.thread.join();
+    }
+}
+
 /// Blocks until the mount `id` leaves the mount table (`Ok(true)`) or `stop`
 /// is signalled (`Ok(false)`). The kernel flags `/proc/self/mountinfo` with
 /// POLLPRI whenever the mount table changes, so this costs nothing while

@@ -283,6 +283,16 @@ impl Seeder {
         self.lock().iter().map(|s| s.spec.to_string()).collect()
     }
 
+    /// Where keys come from, for the log: `the OS and rdseed, /dev/x`.
+    pub fn describe(&self) -> String {
+        let sources = self.source_names();
+        if sources.is_empty() {
+            "the OS".to_string()
+        } else {
+            format!("the OS and {}", sources.join(", "))
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Source>> {
         self.sources.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -33,6 +33,59 @@ use nix::sys::socket::{
 };
 
 use crate::error::{Error, describe};
+use crate::fifo::WipeHandle;
+use crate::queue::ChunkQueue;
+use crate::stats::{self, Stats};
+
+/// How long a VM-fork handler waits for the FIFO writer to confirm its
+/// wipe (it answers within a round of its loop) before going on.
+const WIPE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts listening for VM forks if the kernel can announce them (a vmgenid
+/// device is bound): on each, wipes the queue and (through `fifo`) the
+/// FIFO's pending bytes and pipe, and counts it; the generators rekey when
+/// they see the queue's new epoch. Returns the watcher, if any, and what
+/// the serving line says of it.
+pub fn watch(
+    queue: Arc<ChunkQueue>,
+    stats: Arc<Stats>,
+    fifo: Option<WipeHandle>,
+    seeded: bool,
+) -> Result<(Option<Watcher>, String), Error> {
+    let device = match device() {
+        Ok(device) => device,
+        Err(why) => {
+            warn!(
+                "VM-fork detection unavailable: {why}; should this machine be cloned from a VM snapshot, every clone would serve the bytes queued at the snapshot and continue the same keystreams"
+            );
+            return Ok((None, "off".into()));
+        }
+    };
+    let on_fork = move || {
+        let (epoch, queued) = queue.wipe();
+        stats::add(&stats.bytes_discarded, queued as u64);
+        let wiped = fifo.as_ref().map(|f| f.wipe(epoch, WIPE_LIMIT));
+        stats::add(&stats.vm_forks, 1);
+        let fifo = match wiped {
+            None => String::new(),
+            Some(Some(w)) => format!(
+                ", {} pending for the FIFO and {} in its pipe",
+                w.pending, w.pipe
+            ),
+            Some(None) => ", but the FIFO writer did not confirm its wipe in time".into(),
+        };
+        let keys = if seeded {
+            "--seed: the generators keep their fixed key"
+        } else {
+            "every generator reseeds from the OS before making more"
+        };
+        warn!("VM fork: discarded {queued} queued bytes{fifo}; {keys}");
+    };
+    Ok((
+        Some(Watcher::start(on_fork)?),
+        format!("on (vmgenid {device})"),
+    ))
+}
 
 /// Where bound vmgenid devices appear.
 pub const VMGENID_DRIVER: &str = "/sys/bus/platform/drivers/vmgenid";
