@@ -1,18 +1,22 @@
-//! A null FUSE server, the yardstick for pilfered's FUSE reads:
-//! `nullfs MOUNTPOINT` serves one file, `bits`, whose reads return zeros at
-//! once, mounted and opened exactly as pilfered's (direct I/O,
-//! non-seekable, 2 session threads, cloned fds). Whatever it cannot beat is
-//! the cost of FUSE itself. It runs until SIGINT or SIGTERM, then unmounts.
+//! A null FUSE server, the ceiling for pilfered's FUSE reads:
+//! `nullfs MOUNTPOINT [THREADS]` serves one file, `bits`, whose reads return
+//! zeros at once. It is mounted with pilfered's own [`fs::mount_config`]
+//! (the same options, `THREADS` session threads, default 2 as pilfered's
+//! `--fuse-threads`, each with a cloned `/dev/fuse` descriptor) and opens
+//! `bits` with pilfered's own [`fs::OPEN_FLAGS`], so it differs from
+//! pilfered only in the bytes it returns (and in the name it shows in
+//! `/proc/mounts`). Whatever pilfered reaches against it is the share of
+//! what FUSE allows. It runs until SIGINT or SIGTERM, then unmounts.
 //! Used by `benches/throughput.sh`; not part of pilfered.
 
 use std::ffi::OsStr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request,
-    Session,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, LockOwner, MountOption,
+    OpenFlags, ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request, Session,
 };
+use pilfered::fs;
 
 const BITS: INodeNo = INodeNo(2);
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
@@ -58,10 +62,7 @@ impl Filesystem for Null {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.opened(
-            FileHandle(0),
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
-        );
+        reply.opened(FileHandle(0), fs::OPEN_FLAGS);
     }
 
     fn read(
@@ -80,11 +81,22 @@ impl Filesystem for Null {
 }
 
 fn main() {
-    let mount = std::env::args().nth(1).expect("usage: nullfs MOUNTPOINT");
-    let mut config = Config::default();
-    config.mount_options = vec![MountOption::RO, MountOption::FSName("nullfs".into())];
-    config.n_threads = Some(2);
-    config.clone_fd = true;
+    let mut args = std::env::args().skip(1);
+    let mount = args.next().expect("usage: nullfs MOUNTPOINT [THREADS]");
+    let threads = args
+        .next()
+        .map_or(2, |t| t.parse().expect("THREADS is a number"));
+    let mut config = fs::mount_config(threads, false);
+    // Only the names differ, so that nothing takes this for a pilfered mount.
+    for option in config.mount_options.iter_mut() {
+        match option {
+            MountOption::FSName(_) => *option = MountOption::FSName("nullfs".into()),
+            MountOption::CUSTOM(o) if o.starts_with("subtype=") => {
+                *option = MountOption::CUSTOM("subtype=nullfs".into())
+            }
+            _ => {}
+        }
+    }
     let mut session = Session::new(Null, &mount, &config).expect("mount");
     let mut unmounter = session.unmount_callable();
     let mut signals = nix::sys::signal::SigSet::empty();
