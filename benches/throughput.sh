@@ -159,9 +159,9 @@ for c in "${cases[@]}"; do
     esac
     rows+=("$name|$a MB/s|$b MB/s ($cname)|$of_ceiling %|$u MB/s|$x_urandom x|$t|$met")
 done
-rows+=("4 KiB read latency under load (p50 / p99 / max)|$p50 / $p99 / $max us||||||p99 < 2000 us, max < 20000 us|$(yes_no "$p99 < 2000 && $max < 20000")")
-rows+=("CPU while idle (5 s)|$idle_cpu % of a core||||||< 1 %|$(yes_no "$idle_cpu < 1")")
-rows+=("peak RSS|$rss_mib MiB||||||< 64 MiB|$(yes_no "$rss_mib < 64")")
+rows+=("4 KiB read latency under load (p50 / p99 / max)|$p50 / $p99 / $max us|||||p99 < 2000 us, max < 20000 us|$(yes_no "$p99 < 2000 && $max < 20000")")
+rows+=("CPU while idle (5 s)|$idle_cpu % of a core|||||< 1 %|$(yes_no "$idle_cpu < 1")")
+rows+=("peak RSS|$rss_mib MiB|||||< 64 MiB|$(yes_no "$rss_mib < 64")")
 
 header="measure|pilfered|ceiling|of ceiling|/dev/urandom|x urandom|target|met"
 command="benches/throughput.sh --rounds $rounds"
