@@ -1,18 +1,22 @@
-//! A null FUSE server, the yardstick for pilfered's FUSE reads:
-//! `nullfs MOUNTPOINT` serves one file, `bits`, whose reads return zeros at
-//! once, mounted and opened exactly as pilfered's (direct I/O,
-//! non-seekable, 2 session threads, cloned fds). Whatever it cannot beat is
-//! the cost of FUSE itself. It runs until SIGINT or SIGTERM, then unmounts.
+//! A null FUSE server, the ceiling for pilfered's FUSE reads:
+//! `nullfs MOUNTPOINT [THREADS]` serves one file, `bits`, whose reads return
+//! zeros at once. It is mounted by pilfered's own [`mounts::mount_fuse`]
+//! (the same mount call and options) and served by pilfered's own
+//! [`fs::session`] (`THREADS` session threads, default 2 as pilfered's
+//! `--fuse-threads`, each with a cloned `/dev/fuse` descriptor), and opens
+//! `bits` with pilfered's own [`fs::OPEN_FLAGS`], so it differs from
+//! pilfered only in the bytes it returns. Whatever pilfered reaches against it is the share of
+//! what FUSE allows. It runs until SIGINT or SIGTERM, then unmounts.
 //! Used by `benches/throughput.sh`; not part of pilfered.
 
 use std::ffi::OsStr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request,
-    Session,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, LockOwner, OpenFlags,
+    ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request,
 };
+use pilfered::{fs, mounts};
 
 const BITS: INodeNo = INodeNo(2);
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
@@ -58,10 +62,7 @@ impl Filesystem for Null {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.opened(
-            FileHandle(0),
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
-        );
+        reply.opened(FileHandle(0), fs::OPEN_FLAGS);
     }
 
     fn read(
@@ -80,18 +81,21 @@ impl Filesystem for Null {
 }
 
 fn main() {
-    let mount = std::env::args().nth(1).expect("usage: nullfs MOUNTPOINT");
-    let mut config = Config::default();
-    config.mount_options = vec![MountOption::RO, MountOption::FSName("nullfs".into())];
-    config.n_threads = Some(2);
-    config.clone_fd = true;
-    let mut session = Session::new(Null, &mount, &config).expect("mount");
-    let mut unmounter = session.unmount_callable();
+    let mut args = std::env::args().skip(1);
+    let mount = args.next().expect("usage: nullfs MOUNTPOINT [THREADS]");
+    let threads = args
+        .next()
+        .map_or(2, |t| t.parse().expect("THREADS is a number"));
+    let mount = std::path::absolute(&mount).expect("an absolute path");
+    let dir: std::os::fd::OwnedFd = std::fs::File::open(&mount).expect("open MOUNTPOINT").into();
+    // pilfered's own mount and session: only the bytes differ.
+    let (fd, mounted) = mounts::mount_fuse(&dir, &mount, false).expect("mount");
+    let session = fs::session(Null, fd, threads, false).expect("FUSE session");
     let mut signals = nix::sys::signal::SigSet::empty();
     signals.add(nix::sys::signal::Signal::SIGINT);
     signals.add(nix::sys::signal::Signal::SIGTERM);
     signals.thread_block().expect("block signals");
     std::thread::spawn(move || session.run());
     signals.wait().expect("wait for a signal");
-    unmounter.unmount().expect("unmount");
+    mounted.unmount().expect("unmount");
 }

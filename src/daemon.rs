@@ -22,7 +22,7 @@ use crate::cli::ServeConfig;
 use crate::error::{Error, describe};
 use crate::fifo::{self, Fifo};
 use crate::fs::{self, Device, Fs};
-use crate::generator::{Generator, ReseedPolicy};
+use crate::generator::{self, Generator, ReseedPolicy};
 use crate::mountdir::MountDir;
 use crate::mounts::{self, FuseMount};
 use crate::preflight::{self, MountPlan, Plan};
@@ -168,11 +168,12 @@ impl Daemon {
         });
         let sources = seeder.describe();
         info!(
-            "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} generator(s) keyed from {sources}; VM-fork detection {vmfork}",
+            "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} ({}) generator(s) keyed from {sources}; VM-fork detection {vmfork}",
             format_size(cfg.chunk_size as u64),
             format_size(cfg.queue_capacity as u64),
             cfg.generators,
             cfg.rounds.count(),
+            generator::backend(),
         );
     }
 
