@@ -11,22 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{BIN, Daemon, fuse_available, wait_until};
+use common::{BIN, Daemon, fuse_available, open_dir, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pilfered::mounts;
 
 const NOBODY: u32 = 65534;
-
-/// A root-owned temporary directory others may enter.
-fn open_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("pilfered-test")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
 
 /// `pilfered serve ARGS` with its own state directory, stderr captured.
 fn serve(args: &[&str], rundir: &Path) -> Child {

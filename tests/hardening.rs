@@ -6,22 +6,12 @@ mod common;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Daemon, fuse_available, wait_until};
-
-/// A temporary directory others may enter (tempfile makes them 0700).
-fn open_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("pilfered-test")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
+use common::{BIN, Daemon, fuse_available, open_dir, wait_until};
 
 /// Runs `sh -c script` as user nobody; returns (status, stdout, stderr).
 fn as_nobody(script: &str) -> (i32, String, String) {
