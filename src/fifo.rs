@@ -41,7 +41,7 @@ use zeroize::Zeroize;
 
 use crate::error::{Error, describe};
 use crate::queue::{Chunk, ChunkQueue, Closed};
-use crate::records;
+use crate::records::{self, Identity};
 use crate::stats::{self, Stats};
 use crate::trust::{self, Untrusted, WalkError};
 
@@ -200,10 +200,9 @@ impl Fifo {
             Err((_, e)) => return Err(undo(format!("--fifo {shown}: flock: {}", e.desc()))),
         };
         // Ours if we made it now, or a pilfered that crashed made it.
-        let ours = made || records::was_created(records::Kind::Fifo, &path, dev, ino);
-        if made {
-            records::note(records::Kind::Fifo, &path, dev, ino);
-        }
+        let id = Identity::of(file.as_fd());
+        let ours =
+            made || id.is_some_and(|id| records::was_created(records::Kind::Fifo, &path, id));
         let fifo = Fifo {
             created: ours.then_some((dev, ino)),
             file,
@@ -217,6 +216,9 @@ impl Fifo {
             fifo.file
                 .set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::runtime(format!("--fifo {shown}: chmod: {}", describe(&e))))?;
+        }
+        if made && let Some(id) = id {
+            records::note(records::Kind::Fifo, &fifo.path, id);
         }
         fifo.grow(pipe_size)?;
         Ok(fifo)

@@ -10,7 +10,7 @@
 //! is ever at a directory.
 
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -20,7 +20,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::error::Error;
 use crate::mounts;
-use crate::records::{self, Kind};
+use crate::records::{self, Identity, Kind};
 use crate::trust::{self, Dir, Untrusted};
 
 /// A claimed mount point directory.
@@ -81,11 +81,13 @@ impl MountDir {
             return Err(undo(untrusted(&shown, &path, why)));
         }
         let (dev, ino) = (st.st_dev, st.st_ino);
-        if made_now {
-            records::note(Kind::Directory, &path, dev, ino);
+        let id = Identity::of(dir.as_fd());
+        if made_now && let Some(id) = id {
+            records::note(Kind::Directory, &path, id);
         }
-        let made = (made_now || records::was_created(Kind::Directory, &path, dev, ino))
-            .then_some((dev, ino));
+        let made = (made_now
+            || id.is_some_and(|id| records::was_created(Kind::Directory, &path, id)))
+        .then_some((dev, ino));
         Ok(MountDir {
             dir,
             path,

@@ -1,7 +1,8 @@
 //! What pilfered created, recorded so that it is removed even after a crash.
 //!
 //! When the daemon creates its FIFO or its mount directory it writes a small
-//! record naming the path and the object's device and inode numbers. A clean
+//! record naming the path and the object's identity: device and inode
+//! numbers, and its birth time where the file system keeps one. A clean
 //! stop removes the object and its record. After `kill -9` the record stays;
 //! the next daemon on the same path finds that the object there is the very
 //! one recorded, takes it over as its own, and removes it when it stops. An
@@ -15,6 +16,7 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -24,6 +26,46 @@ use sha2::{Digest, Sha256};
 
 use crate::error::describe;
 use crate::trust;
+
+/// Which object a record is about: device and inode, and its birth time
+/// where the file system keeps one (a new object reusing the inode number
+/// is then told apart). Not its ctime: writing into a FIFO changes that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    born: Option<(i64, u32)>,
+}
+
+impl Identity {
+    /// The identity of the open file `fd`.
+    pub fn of(fd: BorrowedFd<'_>) -> Option<Identity> {
+        let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+        // SAFETY: statx writes one statx struct into `buf`; the path is an
+        // empty NUL-terminated string and `fd` is open.
+        let ret = unsafe {
+            libc::statx(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_BASIC_STATS | libc::STATX_BTIME,
+                buf.as_mut_ptr(),
+            )
+        };
+        if ret != 0 {
+            return None;
+        }
+        // SAFETY: statx succeeded, so it filled the struct.
+        let st = unsafe { buf.assume_init() };
+        let born = (st.stx_mask & libc::STATX_BTIME != 0)
+            .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
+        Some(Identity {
+            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            born,
+        })
+    }
+}
 
 /// What kind of object a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,36 +133,47 @@ fn record_file(dir: &Path, path: &Path) -> PathBuf {
     dir.join(name)
 }
 
-fn content(kind: Kind, path: &Path, dev: u64, ino: u64) -> String {
-    format!("{} {dev} {ino} {}\n", kind.name(), path.display())
+fn content(kind: Kind, path: &Path, id: Identity) -> String {
+    let Identity { dev, ino, born } = id;
+    let born = born.map_or("-".to_string(), |(s, ns)| format!("{s}.{ns:09}"));
+    format!("{} {dev} {ino} {born} {}\n", kind.name(), path.display())
 }
 
-/// Records that we created the `kind` at `path` with these numbers.
-pub fn note(kind: Kind, path: &Path, dev: u64, ino: u64) {
+/// Records that we created the `kind` at `path` (or, after a change of its
+/// mode, that it is still ours).
+pub fn note(kind: Kind, path: &Path, id: Identity) {
     if let Some(dir) = state_dir() {
-        note_in(dir, kind, path, dev, ino);
+        note_in(dir, kind, path, id);
     }
 }
 
-fn note_in(dir: &Path, kind: Kind, path: &Path, dev: u64, ino: u64) {
+fn note_in(dir: &Path, kind: Kind, path: &Path, id: Identity) {
     let file = record_file(dir, path);
     let tmp = file.with_extension("tmp");
-    let written = std::fs::write(&tmp, content(kind, path, dev, ino))
-        .and_then(|()| std::fs::rename(&tmp, &file));
+    let written =
+        std::fs::write(&tmp, content(kind, path, id)).and_then(|()| std::fs::rename(&tmp, &file));
     if let Err(e) = written {
         warn!("cannot record {}: {}", file.display(), describe(&e));
     }
 }
 
-/// Whether the `kind` at `path` with these numbers is one a pilfered daemon
-/// created and recorded.
-pub fn was_created(kind: Kind, path: &Path, dev: u64, ino: u64) -> bool {
-    state_dir().is_some_and(|dir| was_created_in(dir, kind, path, dev, ino))
+/// Whether the `kind` at `path` is the very object a pilfered daemon
+/// created and recorded. A record about anything else there (the object
+/// is gone, or was replaced or changed since) is stale and is dropped.
+pub fn was_created(kind: Kind, path: &Path, id: Identity) -> bool {
+    state_dir().is_some_and(|dir| was_created_in(dir, kind, path, id))
 }
 
-fn was_created_in(dir: &Path, kind: Kind, path: &Path, dev: u64, ino: u64) -> bool {
-    std::fs::read_to_string(record_file(dir, path))
-        .is_ok_and(|text| text == content(kind, path, dev, ino))
+fn was_created_in(dir: &Path, kind: Kind, path: &Path, id: Identity) -> bool {
+    let file = record_file(dir, path);
+    match std::fs::read_to_string(&file) {
+        Ok(text) if text == content(kind, path, id) => true,
+        Ok(_) => {
+            let _ = std::fs::remove_file(&file);
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// Forgets the record for `path`, once the object is gone.
@@ -134,28 +187,33 @@ pub fn forget(path: &Path) {
 mod tests {
     use super::*;
 
+    fn id(ino: u64, born_nsec: u32) -> Identity {
+        Identity {
+            dev: 1,
+            ino,
+            born: Some((1_700_000_000, born_nsec)),
+        }
+    }
+
     #[test]
     fn a_record_matches_only_the_same_object() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let path = Path::new("/tmp/pilferedbits");
-        assert!(!was_created_in(d, Kind::Fifo, path, 1, 2));
-        note_in(d, Kind::Fifo, path, 1, 2);
-        assert!(was_created_in(d, Kind::Fifo, path, 1, 2));
-        assert!(!was_created_in(d, Kind::Fifo, path, 1, 3), "another inode");
-        assert!(
-            !was_created_in(d, Kind::Directory, path, 1, 2),
-            "another kind"
-        );
-        assert!(!was_created_in(
-            d,
-            Kind::Fifo,
-            Path::new("/tmp/other"),
-            1,
-            2
-        ));
-        assert_eq!(std::fs::read_dir(d).unwrap().count(), 1);
-        std::fs::remove_file(record_file(d, path)).unwrap();
-        assert!(!was_created_in(d, Kind::Fifo, path, 1, 2));
+        let other = Path::new("/tmp/other");
+        assert!(!was_created_in(d, Kind::Fifo, path, id(2, 5)));
+        note_in(d, Kind::Fifo, path, id(2, 5));
+        assert!(was_created_in(d, Kind::Fifo, path, id(2, 5)));
+        assert!(!was_created_in(d, Kind::Fifo, other, id(2, 5)));
+        assert!(was_created_in(d, Kind::Fifo, path, id(2, 5)), "kept");
+        // The same inode number born at another time is another object (a
+        // reused inode): the stale record goes.
+        assert!(!was_created_in(d, Kind::Fifo, path, id(2, 6)));
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "stale record");
+        assert!(!was_created_in(d, Kind::Fifo, path, id(2, 5)));
+        note_in(d, Kind::Fifo, path, id(2, 5));
+        assert!(!was_created_in(d, Kind::Directory, path, id(2, 5)));
+        note_in(d, Kind::Fifo, path, id(3, 5));
+        assert!(!was_created_in(d, Kind::Fifo, path, id(2, 5)), "inode");
     }
 }

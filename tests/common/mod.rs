@@ -83,7 +83,10 @@ impl Daemon {
         let fuse = !extra.contains(&"--no-fuse");
         let with_fifo = !extra.contains(&"--no-fifo");
         let log = dir.path().join("daemon.log");
+        // Its own state directory, so that what a killed daemon recorded
+        // does not pile up in /run/pilfered.
         let child = Command::new(BIN)
+            .env("PILFERED_RUNDIR", dir.path().join("run"))
             .arg("serve")
             .arg("--mount")
             .arg(&mount)
