@@ -8,6 +8,19 @@
 //! Either way a byte leaves the queue exactly once: the cursor of a partly
 //! read chunk lives in the chunk itself and moves with it.
 //!
+//! Nobody copies bytes while holding the lock. `take_exact` moves whole
+//! chunks out under the lock (copying only the part of a chunk it needs at
+//! the end), copies them without it and gives them back; a 1 MiB read
+//! would otherwise keep the generators and every other reader waiting for
+//! its copy.
+//!
+//! A consumer that finds too few bytes waits until the queue holds all it
+//! still needs, or until the producers stop (the queue is full, or memory
+//! is short) and the queue will not grow before someone takes from it; not
+//! merely until the next push. Producers push a batch at a time, and
+//! waking every reader at every batch made 1 MiB readers wake dozens of
+//! times per read and take turns at the lock.
+//!
 //! The queue is bounded in bytes: queued bytes plus chunks being filled never
 //! exceed the capacity. Once full, producers sleep until consumers have
 //! drained it down to the low-water mark (three quarters of the capacity), so
@@ -55,6 +68,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use zeroize::Zeroize;
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
+
+/// Whole chunks [`ChunkQueue::take_exact`] takes at a time to copy outside
+/// the lock: a 1 MiB read of 4 KiB chunks in one go. (Three under test, so
+/// that the model checks see reads of several rounds.)
+const HELD: usize = if cfg!(test) { 3 } else { 256 };
 
 /// Reads of at most this many bytes may use the small-read reserve.
 pub const SMALL_READ: usize = 64 << 10;
@@ -204,6 +222,11 @@ struct State {
     /// low-water mark: producers sleep meanwhile.
     refilling: bool,
     consumers_waiting: usize,
+    /// The fewest queued bytes that would let a waiting consumer go on
+    /// (`usize::MAX` when none waits): consumers are woken when the queue
+    /// holds that many, or when producers stop (it is full, or memory is
+    /// short) and it will not grow until consumers take from it.
+    wanted: usize,
     producers_waiting: usize,
     /// Producers (among `producers_waiting`) that could not allocate a chunk
     /// and wait for one to be recycled.
@@ -257,6 +280,7 @@ impl ChunkQueue {
                 spare: Vec::new(),
                 refilling: true,
                 consumers_waiting: 0,
+                wanted: usize::MAX,
                 producers_waiting: 0,
                 producers_starved: 0,
                 epoch: 0,
@@ -418,6 +442,9 @@ impl ChunkQueue {
                 starved = true;
                 continue;
             }
+            // The queue will not grow until consumers take from it: wake
+            // those waiting for more than it holds.
+            self.wake_consumers(&mut st);
             st.producers_waiting += 1;
             st.producers_starved += usize::from(starved);
             st = self.wait(&self.space_ready, st);
@@ -478,8 +505,8 @@ impl ChunkQueue {
                 self.to_spare(&mut st, chunk);
             }
         }
-        if st.consumers_waiting > 0 {
-            self.data_ready.notify_all();
+        if st.queued >= st.wanted {
+            self.wake_consumers(&mut st);
         }
         stale
     }
@@ -497,11 +524,18 @@ impl ChunkQueue {
         } else {
             self.small_reserve
         };
+        let mut held: [Option<Chunk>; HELD] = [const { None }; HELD];
         let mut filled = 0;
         let mut discarded = 0;
         let mut st = self.lock();
         let mut epoch = st.epoch;
         loop {
+            for chunk in held.iter_mut().filter_map(Option::take) {
+                self.to_spare(&mut st, chunk);
+            }
+            if filled == dst.len() {
+                return Ok(discarded);
+            }
             if st.closed {
                 return Err(Closed);
             }
@@ -511,30 +545,62 @@ impl ChunkQueue {
                 filled = 0;
                 epoch = st.epoch;
             }
-            let state = &mut *st;
-            while filled < dst.len() && state.queued > floor {
-                let Some(front) = state.ready.front_mut() else {
-                    break;
-                };
-                let n = front
-                    .len()
-                    .min(dst.len() - filled)
-                    .min(state.queued - floor);
-                dst[filled..filled + n].copy_from_slice(&front.unread()[..n]);
-                front.consume(n);
+            let end = self.take_round(&mut st, dst, filled, floor, &mut held);
+            if end == filled {
+                st = self.wait_for_data(st, floor + dst.len() - filled);
+                continue;
+            }
+            // The chunks taken are ours now: copy them without the lock, so
+            // that producers and other consumers need not wait for us.
+            drop(st);
+            for chunk in held.iter_mut().flatten() {
+                let n = chunk.len();
+                dst[filled..filled + n].copy_from_slice(chunk.unread());
+                chunk.consume(n);
                 filled += n;
-                state.queued -= n;
-                if front.is_empty() {
-                    let empty = state.ready.pop_front().expect("front exists");
-                    self.to_spare(state, empty);
-                }
             }
-            self.after_take(&mut st);
-            if filled == dst.len() {
-                return Ok(discarded);
-            }
-            st = self.wait_for_data(st);
+            filled = end;
+            st = self.lock();
         }
+    }
+
+    /// One round of [`ChunkQueue::take_exact`]: takes bytes above `floor`
+    /// for `dst[filled..]`, up to [`HELD`] whole chunks into `held` (to be
+    /// copied, in order, to `dst[filled..]` without the lock) and then, if
+    /// only part of the front chunk is wanted, copies that part after them.
+    /// Returns where the bytes taken end in `dst`.
+    fn take_round(
+        &self,
+        st: &mut State,
+        dst: &mut [u8],
+        filled: usize,
+        floor: usize,
+        held: &mut [Option<Chunk>; HELD],
+    ) -> usize {
+        let mut end = filled;
+        let mut slots = held.iter_mut();
+        while end < dst.len() && st.queued > floor {
+            let Some(front) = st.ready.front_mut() else {
+                break;
+            };
+            let n = front.len().min(dst.len() - end).min(st.queued - floor);
+            if n < front.len() {
+                // The last piece this round: copy it now.
+                dst[end..end + n].copy_from_slice(&front.unread()[..n]);
+                front.consume(n);
+                st.queued -= n;
+                end += n;
+                break;
+            }
+            let Some(slot) = slots.next() else {
+                break;
+            };
+            *slot = st.ready.pop_front();
+            st.queued -= n;
+            end += n;
+        }
+        self.after_take(st);
+        end
     }
 
     /// Moves whole chunks (the front one possibly partly read) into `out`
@@ -563,7 +629,8 @@ impl ChunkQueue {
             if st.epoch != epoch {
                 return Ok(0);
             }
-            st = self.wait_for_data(st);
+            let front = st.ready.front().map_or(self.chunk_size, Chunk::len);
+            st = self.wait_for_data(st, self.small_reserve + front);
         }
         let mut moved = 0;
         while moved < want && movable(&st) {
@@ -605,9 +672,9 @@ impl ChunkQueue {
             self.to_spare(&mut st, chunk);
         }
         st.refilling = true;
+        self.wake_consumers(&mut st);
         drop(st);
         self.space_ready.notify_all();
-        self.data_ready.notify_all();
         (epoch, wiped)
     }
 
@@ -617,28 +684,41 @@ impl ChunkQueue {
         let mut st = self.lock();
         st.closed = true;
         st.queued = 0;
+        self.wake_consumers(&mut st);
         let ready = std::mem::take(&mut st.ready);
         let spare = std::mem::take(&mut st.spare);
         drop(st);
-        self.data_ready.notify_all();
         self.space_ready.notify_all();
         drop(ready);
         drop(spare);
     }
 
-    fn wait_for_data<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn wait_for_data<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        need: usize,
+    ) -> MutexGuard<'a, State> {
         self.consumer_waits.fetch_add(1, Ordering::Relaxed);
         st.consumers_waiting += 1;
+        st.wanted = st.wanted.min(need);
         st = self.wait(&self.data_ready, st);
         st.consumers_waiting -= 1;
         st
     }
 
+    /// Wakes every waiting consumer, whatever it waits for.
+    fn wake_consumers(&self, st: &mut State) {
+        st.wanted = usize::MAX;
+        if st.consumers_waiting > 0 {
+            self.data_ready.notify_all();
+        }
+    }
+
     /// Bookkeeping after a consumer removed bytes: pass leftover data on to
-    /// the next waiting consumer and wake producers at the low-water mark.
+    /// waiting consumers and wake producers at the low-water mark.
     fn after_take(&self, st: &mut State) {
-        if st.queued > 0 && st.consumers_waiting > 0 {
-            self.data_ready.notify_one();
+        if st.queued >= st.wanted {
+            self.wake_consumers(st);
         }
         if !st.refilling && st.queued + st.reserved * self.chunk_size <= self.low_water {
             st.refilling = true;

@@ -313,6 +313,67 @@ fn small_read_reserve_is_kept_from_bulk_consumers() {
     assert_eq!(fifo.join().unwrap(), Err(Closed));
 }
 
+/// A 1 MiB read that finds the queue empty sleeps until the queue holds the
+/// whole read above the small-read reserve, not until the next batch: it
+/// neither wakes nor takes a byte while 64 KiB batches arrive, then takes
+/// its 1 MiB at one wake-up. When producers stop (here: the queue is full
+/// below that mark) it is woken anyway and takes what is there.
+#[test]
+fn a_bulk_read_wakes_once_it_can_be_served() {
+    const BATCH: usize = 16;
+    const CHUNK: usize = 4096;
+    let q = Arc::new(ChunkQueue::new(CHUNK, 16 << 20));
+    let reserve = q.small_reserve();
+    assert_eq!(reserve, 1 << 20);
+    let produce = |q: &ChunkQueue, batches: usize| {
+        let mut batch = Vec::new();
+        for _ in 0..batches {
+            q.reserve(BATCH, &mut batch).unwrap();
+            assert_eq!(batch.len(), BATCH);
+            batch.iter_mut().for_each(|c| c.refill(|b| b.fill(3)));
+            q.push(&mut batch);
+        }
+    };
+    let q1 = q.clone();
+    let read = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        q1.take_exact(&mut buf).map(|_| buf)
+    });
+    wait_for(&q, waiting(1, 0));
+    // Everything but the last batch the read needs: 2 MiB - 64 KiB.
+    let batches = (reserve + (1 << 20)) / (BATCH * CHUNK);
+    produce(&q, batches - 1);
+    assert_eq!(q.queued_bytes(), (batches - 1) * BATCH * CHUNK);
+    assert_eq!(q.waiting(), waiting(1, 0));
+    assert_eq!(q.consumer_waits(), 1);
+    produce(&q, 1);
+    let buf = read.join().unwrap().unwrap();
+    assert!(buf.iter().all(|&b| b == 3));
+    assert_eq!(
+        q.consumer_waits(),
+        1,
+        "the read woke before it could be served"
+    );
+    assert_eq!(q.queued_bytes(), reserve);
+
+    // A read larger than the queue: woken when the producer finds it full.
+    let q = Arc::new(ChunkQueue::new(CHUNK, BATCH * CHUNK * 4));
+    let q1 = q.clone();
+    let read = thread::spawn(move || q1.take_exact(&mut vec![0u8; 1 << 20]));
+    wait_for(&q, waiting(1, 0));
+    let q2 = q.clone();
+    let producer = thread::spawn(move || {
+        let mut batch = Vec::new();
+        while q2.reserve(BATCH, &mut batch).is_ok() {
+            batch.iter_mut().for_each(|c| c.refill(|b| b.fill(4)));
+            q2.push(&mut batch);
+        }
+    });
+    assert_eq!(read.join().unwrap(), Ok(0));
+    q.close();
+    producer.join().unwrap();
+}
+
 /// Several producers and consumers of both kinds on real threads: each
 /// consumer gets exactly its quota and no 8-byte word is handed out twice.
 #[test]
