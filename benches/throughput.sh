@@ -11,7 +11,8 @@
 #   - FUSE reads: a null FUSE server (benches/nullfs.rs) mounted with
 #     pilfered's own mount configuration and open flags, answering zeros;
 #   - FIFO reads: a FIFO of the same pipe size as pilfered's, kept full of
-#     zeros by benches/zerofifo.rs;
+#     zeros by benches/zerofifo.rs with vmsplice, so that only the reader
+#     copies;
 #   - 4 readers of 1 MiB at once (their bytes together per second), against
 #     what 1 reader gets.
 # It also measures 4 KiB read latency on the file while a 1 MiB reader and a
@@ -68,15 +69,10 @@ for _ in $(seq 100); do
 done
 pipe_kib=$(($(cat "$tmp/pipe-size") / 1024))
 
-# MB/s of one dd run: dd_mbs PATH BLOCK TOTAL_BYTES
-dd_mbs() {
-    LC_ALL=C dd if="$1" of=/dev/null bs="$2" count=$(($3 / $2)) iflag=fullblock 2>&1 |
-        awk '/copied/ { printf "%.0f\n", $1 / $(NF-3) / 1e6 }'
-}
-
-# MB/s of READERS dd runs at once, their bytes together over the wall time:
-# par_mbs PATH BLOCK TOTAL_BYTES READERS
-par_mbs() {
+# MB/s of READERS dd runs at once, their bytes together over the wall time
+# from starting the first to the end of the last: mbs PATH BLOCK TOTAL_BYTES
+# READERS. One reader is timed the same way, so that 1 and 4 compare.
+mbs() {
     local count=$(($3 / $4 / $2)) t0 t1 pids=()
     t0=$(date +%s.%N)
     for _ in $(seq "$4"); do
@@ -87,8 +83,6 @@ par_mbs() {
     t1=$(date +%s.%N)
     awk -v b=$((count * $2 * $4)) -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.0f\n", b / (t1 - t0) / 1e6 }'
 }
-
-mbs() { if [ "$4" = 1 ]; then dd_mbs "$1" "$2" "$3"; else par_mbs "$@"; fi; }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
