@@ -9,10 +9,11 @@
 # time; one more reader per interface opens, reads a few bytes and closes
 # in a loop. Every SOAK_INTERVAL seconds it prints the throughput of each
 # interface over that interval (from the daemon's exact counters), the
-# daemon's RSS and peak RSS. Now and then a reader keeps its output as a
-# sample (SOAK_SAMPLE_MIB per interface in all); at the end every sample is
-# checked for any 32-byte stretch occurring twice, the daemon is stopped and
-# must exit 0 leaving no mount and no FIFO.
+# daemon's RSS and peak RSS. Each reader keeps the output of its first
+# `dd`, and of one in four after that, as a sample (SOAK_SAMPLE_MIB per
+# interface in all); at the end every sample is checked for any 32-byte
+# stretch occurring twice, the daemon is stopped and must exit 0 leaving no
+# mount and no FIFO.
 #
 # Exits 0 only if no stretch repeats, the peak RSS stayed under
 # SOAK_MAX_RSS_MIB and the daemon ran and stopped cleanly.
@@ -85,7 +86,9 @@ reader() {
         fi
         [ $((count * bs)) -le $((per_reader - moved)) ] || count=$(((per_reader - moved + bs - 1) / bs))
         out=/dev/null
-        if [ "$sampled" -lt "$sample_per_reader" ] && [ $((RANDOM % 4)) = 0 ]; then
+        # The first run of each reader, then one in four, keeps a sample:
+        # a short soak may be only a run or two per reader.
+        if [ "$sampled" -lt "$sample_per_reader" ] && { [ "$n" = 0 ] || [ $((RANDOM % 4)) = 0 ]; }; then
             len=$(((sample_per_reader - sampled) / 2))
             [ "$bs" -ge 4096 ] || [ "$len" -le 1048576 ] || len=1048576
             count=$((len / bs + 1))
