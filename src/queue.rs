@@ -8,11 +8,12 @@
 //! Either way a byte leaves the queue exactly once: the cursor of a partly
 //! read chunk lives in the chunk itself and moves with it.
 //!
-//! Nobody copies bytes while holding the lock. `take_exact` moves whole
-//! chunks out under the lock (copying only the part of a chunk it needs at
-//! the end), copies them without it and gives them back; a 1 MiB read
-//! would otherwise keep the generators and every other reader waiting for
-//! its copy.
+//! Nobody copies more than one chunk while holding the lock. `take_exact`
+//! moves whole chunks out under the lock, copies them without it and gives
+//! them back; a 1 MiB read would otherwise keep the generators and every
+//! other reader waiting for its copy. Only the piece that ends a read (at
+//! most a chunk, so all of a small read) is copied under the lock, which
+//! spares small reads a second trip through it.
 //!
 //! A consumer that finds too few bytes waits until the queue holds all it
 //! still needs, or until the producers stop (the queue is full, or memory
@@ -530,9 +531,6 @@ impl ChunkQueue {
         let mut st = self.lock();
         let mut epoch = st.epoch;
         loop {
-            for chunk in held.iter_mut().filter_map(Option::take) {
-                self.to_spare(&mut st, chunk);
-            }
             if filled == dst.len() {
                 return Ok(discarded);
             }
@@ -545,30 +543,38 @@ impl ChunkQueue {
                 filled = 0;
                 epoch = st.epoch;
             }
-            let end = self.take_round(&mut st, dst, filled, floor, &mut held);
+            let (end, count) = self.take_round(&mut st, dst, filled, floor, &mut held);
             if end == filled {
                 st = self.wait_for_data(st, floor + dst.len() - filled);
                 continue;
             }
-            // The chunks taken are ours now: copy them without the lock, so
-            // that producers and other consumers need not wait for us.
-            drop(st);
-            for chunk in held.iter_mut().flatten() {
-                let n = chunk.len();
-                dst[filled..filled + n].copy_from_slice(chunk.unread());
-                chunk.consume(n);
-                filled += n;
+            if count > 0 {
+                // The chunks taken are ours now: copy them without the
+                // lock, so that producers and other consumers need not wait
+                // for us, and give them back.
+                drop(st);
+                let mut at = filled;
+                for chunk in held[..count].iter_mut().flatten() {
+                    let n = chunk.len();
+                    dst[at..at + n].copy_from_slice(chunk.unread());
+                    chunk.consume(n);
+                    at += n;
+                }
+                st = self.lock();
+                for chunk in held[..count].iter_mut().filter_map(Option::take) {
+                    self.to_spare(&mut st, chunk);
+                }
             }
             filled = end;
-            st = self.lock();
         }
     }
 
     /// One round of [`ChunkQueue::take_exact`]: takes bytes above `floor`
-    /// for `dst[filled..]`, up to [`HELD`] whole chunks into `held` (to be
-    /// copied, in order, to `dst[filled..]` without the lock) and then, if
-    /// only part of the front chunk is wanted, copies that part after them.
-    /// Returns where the bytes taken end in `dst`.
+    /// for `dst[filled..]`. Whole chunks go into `held` (at most [`HELD`]),
+    /// to be copied in order to `dst[filled..]` without the lock; the piece
+    /// that ends the read (all of a read within the front chunk, then) or
+    /// that leaves only the floor is copied now, after them. Returns where
+    /// the bytes taken end in `dst`, and how many chunks are held.
     fn take_round(
         &self,
         st: &mut State,
@@ -576,31 +582,37 @@ impl ChunkQueue {
         filled: usize,
         floor: usize,
         held: &mut [Option<Chunk>; HELD],
-    ) -> usize {
+    ) -> (usize, usize) {
         let mut end = filled;
-        let mut slots = held.iter_mut();
+        let mut count = 0;
         while end < dst.len() && st.queued > floor {
             let Some(front) = st.ready.front_mut() else {
                 break;
             };
             let n = front.len().min(dst.len() - end).min(st.queued - floor);
-            if n < front.len() {
-                // The last piece this round: copy it now.
+            if n < front.len() || end + n == dst.len() {
+                // The piece that ends the read, or all that is left above
+                // the floor: copy it now, after the held chunks' bytes.
                 dst[end..end + n].copy_from_slice(&front.unread()[..n]);
                 front.consume(n);
+                if front.is_empty() {
+                    let chunk = st.ready.pop_front().expect("the front chunk");
+                    self.to_spare(st, chunk);
+                }
                 st.queued -= n;
                 end += n;
                 break;
             }
-            let Some(slot) = slots.next() else {
+            if count == HELD {
                 break;
-            };
-            *slot = st.ready.pop_front();
+            }
+            held[count] = st.ready.pop_front();
+            count += 1;
             st.queued -= n;
             end += n;
         }
         self.after_take(st);
-        end
+        (end, count)
     }
 
     /// Moves whole chunks (the front one possibly partly read) into `out`
