@@ -14,7 +14,10 @@
 #     zeros by benches/zerofifo.rs with vmsplice, so that only the reader
 #     copies;
 #   - 4 readers of 1 MiB at once (their bytes together per second), against
-#     what 1 reader gets.
+#     what 1 reader gets;
+#   - and, for the bulk reads, the keystream one generator makes with no
+#     queue and no reader (benches/keystream.rs, the daemon's own generator
+#     code, built like the daemon measured unless PILFERED is set).
 # It also measures 4 KiB read latency on the file while a 1 MiB reader and a
 # FIFO reader drain the queue, the daemon's CPU use over 5 idle seconds and
 # its peak RSS.
@@ -41,14 +44,16 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-helpers=(--example readlat --example nullfs --example zerofifo)
+helpers=(--example readlat --example nullfs --example zerofifo --example keystream)
 cargo build --release --quiet --bin pilfered "${helpers[@]}"
 ex=target/release/examples
+keystream_ex=$ex/keystream
 if [ $avx2 = 1 ]; then
     # A set RUSTFLAGS replaces the config's `--cfg chacha20_avx512`.
     CARGO_TARGET_DIR=target/avx2 RUSTFLAGS="-C debuginfo=0" \
-        cargo build --release --quiet --bin pilfered
+        cargo build --release --quiet --bin pilfered --example keystream
     export PILFERED=target/avx2/release/pilfered
+    keystream_ex=target/avx2/release/examples/keystream
 fi
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -96,7 +101,11 @@ cases=(
     "FUSE, 1 MiB reads, 4 readers together|$mnt/bits|null FUSE|$tmp/null/bits|1048576|$((4 << 30))|4"
 )
 declare -A ours ceiling urandom
+keystream=""
 for r in $(seq "$rounds"); do
+    # What one generator makes with no queue and no reader: the most bulk
+    # reads can get from one.
+    keystream+="$("$keystream_ex") "
     for c in "${cases[@]}"; do
         IFS='|' read -r name path _ cpath block bytes readers <<<"$c"
         ours[$name]+="$(mbs "$path" "$block" "$bytes" "$readers") "
@@ -133,7 +142,7 @@ for c in "${cases[@]}"; do
     IFS='|' read -r name _ <<<"$c"
     value[$name]=$(med "${ours[$name]}")
 done
-rows=()
+rows=("keystream of one generator, no I/O|$(med "$keystream") MB/s||||||")
 for c in "${cases[@]}"; do
     IFS='|' read -r name _ cname _ _ _ readers <<<"$c"
     a=${value[$name]}
