@@ -97,7 +97,8 @@ pub struct Device {
 
 thread_local! {
     /// Each FUSE thread's reply buffer, grown once to the largest read and
-    /// wiped after every reply, as chunks are.
+    /// wiped after every reply. (The emptied chunks its bytes came from
+    /// keep them until they are refilled or dropped: see `queue`.)
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
