@@ -7,14 +7,15 @@
 # Builds the release binary and the helpers, starts `pilfered serve` on
 # temporary paths and, for N rounds (default 3), alternates each pilfered
 # measurement with the same `dd` reading its ceiling and /dev/urandom, then
-# prints the median MB/s (10^6 bytes per second) of each and the ratios:
+# prints the median MB/s (10^6 bytes per second) of each and the ratios,
+# each the median over the rounds of the ratio within a round:
 #   - FUSE reads: a null FUSE server (benches/nullfs.rs) mounted with
 #     pilfered's own mount configuration and open flags, answering zeros;
 #   - FIFO reads: a FIFO of the same pipe size as pilfered's, kept full of
 #     zeros by benches/zerofifo.rs with vmsplice, so that only the reader
 #     copies;
 #   - 4 readers of 1 MiB at once (their bytes together per second), against
-#     what 1 reader gets;
+#     what 1 reader gets in the same round;
 #   - and, for the bulk reads, the keystream one generator makes with no
 #     queue and no reader (benches/keystream.rs, the daemon's own generator
 #     code, built like the daemon measured unless PILFERED is set).
@@ -134,31 +135,31 @@ rss_mib=$(awk -v k="$rss_kib" 'BEGIN { printf "%.1f", k / 1024 }')
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 med() { tr ' ' '\n' <<<"$1" | grep . | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# paired A B: the median over rounds of A's figure over B's in the same
+# round. The machine's load moves both runs of a round together, more than
+# it moves their ratio.
+paired() {
+    paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
+        awk '{ print $1 / $2 }' | median
+}
 yes_no() { awk "BEGIN { print (($1) ? \"yes\" : \"no\") }"; }
 
-declare -A value
-for c in "${cases[@]}"; do
-    IFS='|' read -r name _ <<<"$c"
-    value[$name]=$(med "${ours[$name]}")
-done
 rows=("keystream of one generator, no I/O|$(med "$keystream") MB/s||||||")
 for c in "${cases[@]}"; do
     IFS='|' read -r name _ cname _ _ _ readers <<<"$c"
-    a=${value[$name]}
-    b=$(med "${ceiling[$name]}")
-    u=$(med "${urandom[$name]}")
-    of_ceiling=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.0f", a / b * 100 }')
-    x_urandom=$(ratio "$a" "$u")
+    of_ceiling=$(paired "${ours[$name]}" "${ceiling[$name]}")
+    x_urandom=$(paired "${ours[$name]}" "${urandom[$name]}")
     case $name in
         "FUSE, 4 KiB reads")
-            t=">= 95 % of ceiling"; met=$(yes_no "$a >= 0.95 * $b") ;;
+            t=">= 95 % of ceiling"; met=$(yes_no "$of_ceiling >= 0.95") ;;
         *"4 readers"*)
-            t=">= 1 reader (${value[$one_reader]} MB/s)"; met=$(yes_no "$a >= ${value[$one_reader]}") ;;
+            of_one=$(paired "${ours[$name]}" "${ours[$one_reader]}")
+            t=">= 1 reader (here $(awk -v r="$of_one" 'BEGIN { printf "%.0f", r * 100 }') %)"
+            met=$(yes_no "$of_one >= 1") ;;
         *)
             t=">= 5 x urandom"; met=$(yes_no "$x_urandom >= 5") ;;
     esac
-    rows+=("$name|$a MB/s|$b MB/s ($cname)|$of_ceiling %|$u MB/s|$x_urandom x|$t|$met")
+    rows+=("$name|$(med "${ours[$name]}") MB/s|$(med "${ceiling[$name]}") MB/s ($cname)|$(awk -v r="$of_ceiling" 'BEGIN { printf "%.0f", r * 100 }') %|$(med "${urandom[$name]}") MB/s|$(awk -v r="$x_urandom" 'BEGIN { printf "%.2f", r }') x|$t|$met")
 done
 rows+=("4 KiB read latency under load (p50 / p99 / max)|$p50 / $p99 / $max us|||||p99 < 2000 us, max < 20000 us|$(yes_no "$p99 < 2000 && $max < 20000")")
 rows+=("CPU while idle (5 s)|$idle_cpu % of a core|||||< 1 %|$(yes_no "$idle_cpu < 1")")
@@ -168,7 +169,7 @@ header="measure|pilfered|ceiling|of ceiling|/dev/urandom|x urandom|target|met"
 command="benches/throughput.sh --rounds $rounds"
 [ $avx2 = 1 ] && command+=" --avx2"
 command+="${serve_opts[*]:+ -- ${serve_opts[*]}}"
-intro="Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r), by \`$command\`; $build; medians of $rounds alternating rounds; load average $load_start at the start, $load_end at the end."
+intro="Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r), by \`$command\`; $build; medians of $rounds alternating rounds, ratios the medians of the ratios within each round; load average $load_start at the start, $load_end at the end."
 echo "$intro"
 print_table "$header" "${rows[@]}"
 if [ -n "$markdown" ]; then
