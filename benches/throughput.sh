@@ -143,23 +143,24 @@ paired() {
         awk '{ print $1 / $2 }' | median
 }
 yes_no() { awk "BEGIN { print (($1) ? \"yes\" : \"no\") }"; }
+percent() { awk -v r="$1" 'BEGIN { printf "%.0f", r * 100 }'; }
 
 rows=("keystream of one generator, no I/O|$(med "$keystream") MB/s||||||")
 for c in "${cases[@]}"; do
     IFS='|' read -r name _ cname _ _ _ readers <<<"$c"
     of_ceiling=$(paired "${ours[$name]}" "${ceiling[$name]}")
-    x_urandom=$(paired "${ours[$name]}" "${urandom[$name]}")
+    x_urandom=$(paired "${ours[$name]}" "${urandom[$name]}" | awk '{ printf "%.2f", $1 }')
     case $name in
         "FUSE, 4 KiB reads")
             t=">= 95 % of ceiling"; met=$(yes_no "$of_ceiling >= 0.95") ;;
         *"4 readers"*)
             of_one=$(paired "${ours[$name]}" "${ours[$one_reader]}")
-            t=">= 1 reader (here $(awk -v r="$of_one" 'BEGIN { printf "%.0f", r * 100 }') %)"
+            t=">= 1 reader (here $(percent "$of_one") %)"
             met=$(yes_no "$of_one >= 1") ;;
         *)
             t=">= 5 x urandom"; met=$(yes_no "$x_urandom >= 5") ;;
     esac
-    rows+=("$name|$(med "${ours[$name]}") MB/s|$(med "${ceiling[$name]}") MB/s ($cname)|$(awk -v r="$of_ceiling" 'BEGIN { printf "%.0f", r * 100 }') %|$(med "${urandom[$name]}") MB/s|$(awk -v r="$x_urandom" 'BEGIN { printf "%.2f", r }') x|$t|$met")
+    rows+=("$name|$(med "${ours[$name]}") MB/s|$(med "${ceiling[$name]}") MB/s ($cname)|$(percent "$of_ceiling") %|$(med "${urandom[$name]}") MB/s|$x_urandom x|$t|$met")
 done
 rows+=("4 KiB read latency under load (p50 / p99 / max)|$p50 / $p99 / $max us|||||p99 < 2000 us, max < 20000 us|$(yes_no "$p99 < 2000 && $max < 20000")")
 rows+=("CPU while idle (5 s)|$idle_cpu % of a core|||||< 1 %|$(yes_no "$idle_cpu < 1")")
