@@ -96,9 +96,10 @@ pub struct Device {
 }
 
 thread_local! {
-    /// Each FUSE thread's reply buffer, grown once to the largest read and
-    /// wiped after every reply. (The emptied chunks its bytes came from
-    /// keep them until they are refilled or dropped: see `queue`.)
+    /// Each FUSE thread's reply buffer for reads that no one chunk answers,
+    /// grown once to the largest read and wiped after every reply. (The
+    /// emptied chunks its bytes came from keep them until they are refilled
+    /// or dropped, as do the chunks replied from directly: see `queue`.)
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -199,19 +200,32 @@ impl Device {
         send: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, Errno> {
         match ino {
-            BITS => READ_BUF.with_borrow_mut(|buf| {
+            BITS => {
                 let size = size as usize;
-                grow(buf, size)?;
-                let out = &mut buf[..size];
-                let discarded = self.queue.take_exact(out).map_err(|Closed| Errno::EIO)?;
-                stats::add(&self.stats.bytes_discarded, discarded as u64);
-                stats::add(&self.stats.fuse_reads, 1);
-                stats::add(&self.stats.bytes_served_fuse, size as u64);
-                let sent = send(out);
-                // The reply has been written to the kernel: wipe our copy.
-                out.zeroize();
-                Ok(sent)
-            }),
+                let served = || {
+                    stats::add(&self.stats.fuse_reads, 1);
+                    stats::add(&self.stats.bytes_served_fuse, size as u64);
+                };
+                // A read the front chunk answers whole is sent from it.
+                if let Some(mut chunk) = self.queue.take_front(size) {
+                    served();
+                    let sent = send(chunk.unread());
+                    chunk.consume(size);
+                    self.queue.recycle([chunk]);
+                    return Ok(sent);
+                }
+                READ_BUF.with_borrow_mut(|buf| {
+                    grow(buf, size)?;
+                    let out = &mut buf[..size];
+                    let discarded = self.queue.take_exact(out).map_err(|Closed| Errno::EIO)?;
+                    stats::add(&self.stats.bytes_discarded, discarded as u64);
+                    served();
+                    let sent = send(out);
+                    // The reply has been written to the kernel: wipe our copy.
+                    out.zeroize();
+                    Ok(sent)
+                })
+            }
             STATS => {
                 let text = self
                     .snapshots
@@ -505,6 +519,26 @@ mod tests {
         assert_eq!((ino, kind), (BITS, FileType::RegularFile));
         assert!(matches!(d.readdir(BITS, 0), Err(Errno::ENOTDIR)));
         assert!(matches!(d.readdir(INodeNo(9), 0), Err(Errno::ENOTDIR)));
+    }
+
+    /// A read of what the front chunk holds is answered from the chunk
+    /// itself: the reply buffer is never touched. The stream goes on in
+    /// order across both kinds of read.
+    #[test]
+    fn a_read_of_one_whole_chunk_is_sent_from_the_chunk() {
+        let d = device();
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        let whole = d.read(BITS, fh, 0, 64, |b| b.to_vec()).unwrap();
+        READ_BUF.with_borrow(|buf| assert!(buf.is_empty(), "copied through the reply buffer"));
+        let part = d.read(BITS, fh, 0, 10, |b| b.to_vec()).unwrap();
+        // The rest of the front chunk: from the chunk again.
+        let rest = d.read(BITS, fh, 0, 54, |b| b.to_vec()).unwrap();
+        READ_BUF.with_borrow(|buf| assert_eq!(buf.len(), 10));
+        let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
+        assert_eq!([whole, part, rest].concat(), expected);
+        let text = d.stats.snapshot(&d.queue).render();
+        assert!(text.contains("bytes_served_fuse 128\n"), "{text}");
+        assert!(text.contains("fuse_reads 3\n"), "{text}");
     }
 
     /// What a thread served is not left in its reply buffer.

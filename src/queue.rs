@@ -62,8 +62,11 @@
 //! - a byte leaves the queue at most once, and never after a wipe that
 //!   found it queued.
 
+use std::alloc::Layout;
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use zeroize::Zeroize;
@@ -91,11 +94,68 @@ pub struct Waiting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+/// Chunks are aligned to the smallest power of two that holds them, up to
+/// this (a page): a chunk of at most a page lies within one page, so that a
+/// read answered from it touches one page, not two.
+const PAGE: usize = 4096;
+
+/// A chunk's memory: zeroed when allocated, aligned as [`PAGE`] says, and
+/// freed (not wiped: see [`Chunk`]) on drop.
+struct Block {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: a `Block` owns its memory alone, like a `Box<[u8]>`, which is
+// `Send` and `Sync`.
+unsafe impl Send for Block {}
+// SAFETY: as above; shared references only read.
+unsafe impl Sync for Block {}
+
+impl Block {
+    fn zeroed(size: usize) -> Result<Self, OutOfMemory> {
+        assert!(size > 0, "chunks are never empty");
+        let align = size.next_power_of_two().min(PAGE);
+        let layout = Layout::from_size_align(size, align).map_err(|_| OutOfMemory)?;
+        // SAFETY: `layout` has a non-zero size (asserted above).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        // Zeroed by calloc, which leaves fresh pages untouched: memory is
+        // committed when a generator first fills the chunk.
+        let ptr = NonNull::new(ptr).ok_or(OutOfMemory)?;
+        Ok(Block { ptr, layout })
+    }
+}
+
+impl Deref for Block {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `layout.size()` initialised bytes that this
+        // block owns until it is dropped.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl DerefMut for Block {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only
+        // reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: allocated by the global allocator with this layout, in
+        // `zeroed`, and freed only here.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
 /// A fixed-size buffer of random bytes with a read cursor.
 ///
 /// The bytes not yet handed out are `buf[pos..]`. Dropping a chunk wipes it.
 pub struct Chunk {
-    buf: Box<[u8]>,
+    buf: Block,
     pos: usize,
     /// The queue's epoch when this chunk was handed to a producer.
     epoch: u64,
@@ -112,23 +172,8 @@ pub struct OutOfMemory;
 impl Chunk {
     /// An empty chunk of `size` zeroed bytes, or `OutOfMemory`.
     fn try_empty(size: usize) -> Result<Self, OutOfMemory> {
-        let layout = std::alloc::Layout::array::<u8>(size).map_err(|_| OutOfMemory)?;
-        assert!(size > 0, "chunks are never empty");
-        // SAFETY: `layout` has a non-zero size (asserted above).
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
-            return Err(OutOfMemory);
-        }
-        let slice = std::ptr::slice_from_raw_parts_mut(ptr, size);
-        // SAFETY: `ptr` was just allocated by the global allocator with the
-        // layout of `[u8; size]`, is non-null and zero-initialised, and is
-        // owned by nothing else: the Box takes sole ownership and frees it
-        // with that same layout.
-        let buf = unsafe { Box::from_raw(slice) };
-        // Zeroed by calloc, which leaves fresh pages untouched: memory is
-        // committed when a generator first fills the chunk.
         Ok(Chunk {
-            buf,
+            buf: Block::zeroed(size)?,
             pos: size,
             epoch: 0,
             filled: false,
@@ -153,12 +198,9 @@ impl Chunk {
     /// queue itself makes chunks with [`ChunkQueue::reserve`]).
     #[cfg(test)]
     pub(crate) fn with_bytes(bytes: &[u8]) -> Self {
-        Chunk {
-            buf: bytes.into(),
-            pos: 0,
-            epoch: 0,
-            filled: true,
-        }
+        let mut chunk = Chunk::try_empty(bytes.len()).expect("test memory");
+        chunk.refill(|buf| buf.copy_from_slice(bytes));
+        chunk
     }
 
     /// Overwrites the whole chunk with `fill` and makes all of it unread.
@@ -520,11 +562,7 @@ impl ChunkQueue {
     /// into `dst` are zeroized and the copy starts over with bytes of the new
     /// epoch; returns how many bytes were discarded that way (normally 0).
     pub fn take_exact(&self, dst: &mut [u8]) -> Result<usize, Closed> {
-        let floor = if dst.len() <= SMALL_READ {
-            0
-        } else {
-            self.small_reserve
-        };
+        let floor = self.floor(dst.len());
         let mut held: [Option<Chunk>; HELD] = [const { None }; HELD];
         let mut filled = 0;
         let mut discarded = 0;
@@ -566,6 +604,35 @@ impl ChunkQueue {
                 }
             }
             filled = end;
+        }
+    }
+
+    /// The front chunk, if its unread bytes are exactly `len` bytes that a
+    /// read of `len` may take now: such a read is answered from the chunk
+    /// itself, with no copy. Otherwise (the front chunk holds more or less,
+    /// the read would dip into the small-read reserve, or the queue is
+    /// closed) `None`, and the read goes through [`ChunkQueue::take_exact`].
+    /// The caller owns the chunk's bytes and gives the chunk back with
+    /// [`ChunkQueue::recycle`].
+    pub fn take_front(&self, len: usize) -> Option<Chunk> {
+        let mut st = self.lock();
+        let front = st.ready.front()?;
+        if front.len() != len || st.queued < self.floor(len) + len {
+            return None;
+        }
+        let chunk = st.ready.pop_front();
+        st.queued -= len;
+        self.after_take(&mut st);
+        chunk
+    }
+
+    /// The queued bytes a read of `len` bytes must leave: reads larger than
+    /// [`SMALL_READ`] leave the small-read reserve.
+    fn floor(&self, len: usize) -> usize {
+        if len <= SMALL_READ {
+            0
+        } else {
+            self.small_reserve
         }
     }
 

@@ -26,6 +26,9 @@ enum Op {
     ReserveOnly(usize),
     /// `take_exact` of n bytes (only when that many are queued).
     Take(usize),
+    /// `take_front` of as many bytes as the front chunk holds (`true`) or
+    /// of n bytes (`false`, mostly a length it must refuse).
+    TakeFront(bool, usize),
     /// `take_chunks` wanting n bytes, then hand out `consume` of them, keeping
     /// the rest pending like the FIFO writer does.
     TakeChunks(usize, usize),
@@ -39,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1usize..4).prop_map(Op::Produce),
         1 => (1usize..3).prop_map(Op::ReserveOnly),
         3 => (1usize..700).prop_map(Op::Take),
+        2 => (any::<bool>(), 1usize..400).prop_map(|(f, n)| Op::TakeFront(f, n)),
         2 => (1usize..900, 0usize..900).prop_map(|(w, c)| Op::TakeChunks(w, c)),
         1 => Just(Op::Wipe),
     ]
@@ -135,6 +139,30 @@ proptest! {
                         let mut buf = vec![0u8; n];
                         prop_assert_eq!(q.take_exact(&mut buf), Ok(0));
                         out.extend_from_slice(&buf);
+                    }
+                }
+                Op::TakeFront(whole, n) => {
+                    flush(&mut pending, &mut out, &q);
+                    // Only the front chunk may be partly read.
+                    let queued = q.queued_bytes();
+                    let front = match queued % chunk_size {
+                        0 if queued > 0 => chunk_size,
+                        rest => rest,
+                    };
+                    let len = if whole { front } else { n };
+                    match q.take_front(len) {
+                        Some(mut c) => {
+                            prop_assert!(queued > 0 && len == front);
+                            prop_assert_eq!(c.len(), len);
+                            prop_assert_eq!(q.queued_bytes(), queued - len);
+                            out.extend_from_slice(c.unread());
+                            c.consume(len);
+                            q.recycle([c]);
+                        }
+                        None => {
+                            prop_assert!(queued == 0 || len != front);
+                            prop_assert_eq!(q.queued_bytes(), queued);
+                        }
                     }
                 }
                 Op::TakeChunks(want, consume) => {
@@ -402,9 +430,10 @@ fn threads_never_hand_out_a_word_twice() {
         })
         .collect();
     const QUOTA_WORDS: usize = 40_000;
+    let fronts = Arc::new(AtomicU64::new(0));
     let consumers: Vec<_> = (0..4usize)
         .map(|k| {
-            let q = q.clone();
+            let (q, fronts) = (q.clone(), fronts.clone());
             thread::spawn(move || {
                 let mut words: Vec<u64> = Vec::with_capacity(QUOTA_WORDS);
                 let mut pending = VecDeque::new();
@@ -412,7 +441,22 @@ fn threads_never_hand_out_a_word_twice() {
                 while words.len() < QUOTA_WORDS {
                     i += 1;
                     let n = ((k * 7 + i) % 37 + 1).min(QUOTA_WORDS - words.len());
-                    if k % 2 == 0 || QUOTA_WORDS - words.len() < CHUNK / 8 * 2 {
+                    let front = if k == 2 && i % 2 == 0 {
+                        // FUSE-style, a read the front chunk answers whole.
+                        q.take_front(CHUNK)
+                    } else {
+                        None
+                    };
+                    if let Some(mut c) = front {
+                        fronts.fetch_add(1, Ordering::Relaxed);
+                        words.extend(
+                            c.unread()
+                                .chunks(8)
+                                .map(|w| u64::from_le_bytes(w.try_into().unwrap())),
+                        );
+                        c.consume(CHUNK);
+                        q.recycle([c]);
+                    } else if k % 2 == 0 || QUOTA_WORDS - words.len() < CHUNK / 8 * 2 {
                         // FUSE-style: exact takes of whole words.
                         let mut buf = vec![0u8; n * 8];
                         q.take_exact(&mut buf).unwrap();
@@ -457,6 +501,31 @@ fn threads_never_hand_out_a_word_twice() {
     }
     let produced = next.load(Ordering::Relaxed);
     assert!(seen.iter().all(|&w| w < produced));
+    assert!(
+        fronts.load(Ordering::Relaxed) > 0,
+        "no read was answered from a whole chunk"
+    );
+}
+
+/// A chunk lies within as few pages as its size allows: one, up to 4 KiB,
+/// so that the kernel pins one page when a read is answered from it.
+#[test]
+fn chunks_are_aligned_to_stay_within_pages() {
+    for size in [64, 192, 1024, 4032, 4096, 8192, 6016, 1 << 20] {
+        let q = ChunkQueue::new(size, size * 4);
+        let mut batch = Vec::new();
+        q.reserve(4, &mut batch).unwrap();
+        for c in batch.iter_mut() {
+            c.refill(|b| b.fill(1));
+            let start = c.unread().as_ptr() as usize;
+            let pages = (start + size - 1) / 4096 - start / 4096 + 1;
+            assert_eq!(
+                pages,
+                size.div_ceil(4096),
+                "a chunk of {size} bytes at {start:#x}"
+            );
+        }
+    }
 }
 
 /// A producer that cannot allocate a chunk (memory exhausted) waits for one

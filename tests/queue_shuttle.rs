@@ -19,8 +19,22 @@ mod queue;
 
 use queue::{ChunkQueue, Closed};
 
-/// `producers` producers numbering their bytes, one exact taker and one
-/// chunk taker; small sizes so that the queue fills, drains and wakes often.
+/// Reads `n` bytes as the FUSE file does: from the front chunk itself when
+/// it holds exactly `n`, else by copying.
+fn read(q: &ChunkQueue, n: usize) -> Vec<u8> {
+    if let Some(mut c) = q.take_front(n) {
+        let got = c.unread().to_vec();
+        c.consume(n);
+        q.recycle([c]);
+        return got;
+    }
+    let mut buf = vec![0u8; n];
+    q.take_exact(&mut buf).unwrap();
+    buf
+}
+
+/// `producers` producers numbering their bytes, one exact taker (reading
+/// like the FUSE file: see [`read`]) and one chunk taker; small sizes so that the queue fills, drains and wakes often.
 /// The exact taker's last read is longer than the queue (and, as
 /// `take_exact` holds three chunks at a time under test, takes several
 /// rounds of copying outside the lock).
@@ -61,9 +75,7 @@ fn scenario(producers: u8, chunks: usize, alloc_limit: Option<usize>) {
     let exact = thread::spawn(move || {
         let mut got = Vec::new();
         for n in [3usize, 8, 5, 37] {
-            let mut buf = vec![0u8; n];
-            q1.take_exact(&mut buf).unwrap();
-            got.extend(buf);
+            got.extend(read(&q1, n));
         }
         got
     });
@@ -121,8 +133,7 @@ fn wipe_scenario() {
     let exact = thread::spawn(move || {
         let mut last = 0;
         for n in [3usize, 29, 5] {
-            let mut buf = vec![0u8; n];
-            q1.take_exact(&mut buf).unwrap();
+            let buf = read(&q1, n);
             assert!(buf.iter().all(|&b| b == buf[0]), "a read mixed epochs");
             assert!(buf[0] >= last, "a read went back to an old epoch");
             last = buf[0];
