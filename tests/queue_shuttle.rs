@@ -34,7 +34,8 @@ fn read(q: &ChunkQueue, n: usize) -> Vec<u8> {
 }
 
 /// `producers` producers numbering their bytes, one exact taker (reading
-/// like the FUSE file: see [`read`]) and one chunk taker; small sizes so that the queue fills, drains and wakes often.
+/// like the FUSE file: see [`read`]) and one chunk taker; small sizes so
+/// that the queue fills, drains and wakes often.
 /// The exact taker's last read is longer than the queue (and, as
 /// `take_exact` holds three chunks at a time under test, takes several
 /// rounds of copying outside the lock).
