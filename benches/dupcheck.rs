@@ -2,7 +2,7 @@
 //! (or within) the files, naming both places; else prints how much it
 //! checked and exits 0. Used by `benches/soak.sh` on sampled output.
 
-#[path = "../tests/common/stretch.rs"]
+#[path = "../tests/it/common/stretch.rs"]
 mod stretch;
 
 fn main() {

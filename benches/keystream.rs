@@ -9,8 +9,7 @@
 
 use std::time::Instant;
 
-use pilfered::generator::{BATCH_BYTES, Generator, Rounds};
-use pilfered::seeding::Key;
+use pilfered::internal::{BATCH_BYTES, Generator, Key, Rounds};
 
 const CHUNK: usize = 4 << 10;
 const MEMORY: usize = 16 << 20;

@@ -2,9 +2,9 @@
 //! `nullfs MOUNTPOINT [THREADS]` serves one file, `bits`, whose reads return
 //! zeros at once. It is mounted by pilfered's own [`mounts::mount_fuse`]
 //! (the same mount call and options) and served by pilfered's own
-//! [`fs::session`] (`THREADS` session threads, default 2 as pilfered's
+//! [`session`] (`THREADS` session threads, default 2 as pilfered's
 //! `--fuse-threads`, each with a cloned `/dev/fuse` descriptor), and opens
-//! `bits` with pilfered's own [`fs::OPEN_FLAGS`], so it differs from
+//! `bits` with pilfered's own [`OPEN_FLAGS`], so it differs from
 //! pilfered only in the bytes it returns. Whatever pilfered reaches against it is the share of
 //! what FUSE allows. It runs until SIGINT or SIGTERM, then unmounts.
 //! Used by `benches/throughput.sh`; not part of pilfered.
@@ -16,7 +16,7 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, LockOwner, OpenFlags,
     ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request,
 };
-use pilfered::{fs, mounts};
+use pilfered::internal::{OPEN_FLAGS, mounts, session};
 
 const BITS: INodeNo = INodeNo(2);
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
@@ -62,7 +62,7 @@ impl Filesystem for Null {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.opened(FileHandle(0), fs::OPEN_FLAGS);
+        reply.opened(FileHandle(0), OPEN_FLAGS);
     }
 
     fn read(
@@ -90,7 +90,7 @@ fn main() {
     let dir: std::os::fd::OwnedFd = std::fs::File::open(&mount).expect("open MOUNTPOINT").into();
     // pilfered's own mount and session: only the bytes differ.
     let (fd, mounted) = mounts::mount_fuse(&dir, &mount, false).expect("mount");
-    let session = fs::session(Null, fd, threads, false).expect("FUSE session");
+    let session = session(Null, fd, threads, false).expect("FUSE session");
     let mut signals = nix::sys::signal::SigSet::empty();
     signals.add(nix::sys::signal::Signal::SIGINT);
     signals.add(nix::sys::signal::Signal::SIGTERM);

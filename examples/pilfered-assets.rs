@@ -21,7 +21,7 @@ use clap_complete::Shell;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
-use pilfered::cli::{Cli, DEFAULT_FIFO, DEFAULT_MOUNT};
+use pilfered::internal::{Cli, DEFAULT_FIFO, DEFAULT_MOUNT};
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);

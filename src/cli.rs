@@ -1,6 +1,7 @@
 //! The command line: clap definitions, size parsing, and the checks that turn
 //! raw arguments into a [`ServeConfig`] before anything touches the system.
 
+use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,19 +13,19 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use zeroize::Zeroizing;
 
+use crate::engine::generator::Rounds;
+use crate::engine::seeding::{Key, SourceSpec};
 use crate::error::{Error, describe};
-use crate::generator::Rounds;
-use crate::seeding::{Key, SourceSpec};
-use crate::trust::{self, Untrusted};
+use crate::sys::trust::{self, Untrusted};
 use crate::units::{format_size, parse_duration, parse_interval, parse_size};
 
 /// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
 /// and a named pipe.
-#[derive(Parser)]
+#[derive(Debug, Parser)]
 #[command(name = "pilfered", version, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 
     /// Log more (repeat for more detail); RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true, help_heading = "Logging")]
@@ -35,8 +36,8 @@ pub struct Cli {
     pub quiet: u8,
 }
 
-#[derive(Subcommand)]
-pub enum Command {
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
     /// Run the device in the foreground until SIGINT, SIGTERM or SIGHUP.
     Serve(ServeArgs),
     /// Roll dice like 3d6, d20 or 100d100 with random bytes from the device.
@@ -56,9 +57,10 @@ pub const DEFAULT_MOUNT: &str = "/mnt/pilfered";
 /// Where `serve` makes the named pipe by default.
 pub const DEFAULT_FIFO: &str = "/tmp/pilferedbits";
 
-/// Options of `pilfered serve`.
+/// Options of `pilfered serve`. Its `Debug` shows none of them: `--seed`
+/// is key material.
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Directory to mount the FUSE file system on (created if missing); random
     /// bytes are read from DIR/bits.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNT)]
@@ -151,8 +153,8 @@ pub struct ServeArgs {
 }
 
 /// Options of `pilfered status`.
-#[derive(Args)]
-pub struct StatusArgs {
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
     /// Mount point of the daemon to report on (the directory holding `bits`
     /// and `stats`).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNT)]
@@ -165,8 +167,8 @@ pub struct StatusArgs {
 }
 
 /// Where `roll` and `nonce` read random bytes from.
-#[derive(Args)]
-pub struct SourceArgs {
+#[derive(Debug, Args)]
+pub(crate) struct SourceArgs {
     /// Read random bytes from PATH: the device's FUSE file or FIFO (or any
     /// file) [default: /mnt/pilfered/bits if it can be opened, else the FIFO
     /// /tmp/pilferedbits].
@@ -175,8 +177,8 @@ pub struct SourceArgs {
 }
 
 /// Arguments of `pilfered roll`.
-#[derive(Args)]
-pub struct RollArgs {
+#[derive(Debug, Args)]
+pub(crate) struct RollArgs {
     /// Dice in NdS notation: N dice (default 1, at most 10000000) of S sides
     /// (at most 4294967296), like 3d6, d20 or 100d100.
     #[arg(value_name = "EXPR", required = true)]
@@ -187,8 +189,8 @@ pub struct RollArgs {
 }
 
 /// Arguments of `pilfered nonce`.
-#[derive(Args)]
-pub struct NonceArgs {
+#[derive(Debug, Args)]
+pub(crate) struct NonceArgs {
     /// How many nonces to print (at least 1).
     #[arg(short = 'n', long = "count", value_name = "COUNT", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -199,13 +201,13 @@ pub struct NonceArgs {
 }
 
 /// Largest chunk accepted: bigger chunks only cost cache misses.
-pub const MAX_CHUNK_SIZE: u64 = 16 << 20;
+pub(crate) const MAX_CHUNK_SIZE: u64 = 16 << 20;
 /// Largest queue accepted: the queue lives in memory.
-pub const MAX_QUEUE_CAPACITY: u64 = 4 << 30;
+pub(crate) const MAX_QUEUE_CAPACITY: u64 = 4 << 30;
 
 /// Everything `serve` needs, checked.
 #[derive(Debug)]
-pub struct ServeConfig {
+pub(crate) struct ServeConfig {
     /// `None` with `--no-fuse`.
     pub mount: Option<PathBuf>,
     /// `None` with `--no-fifo`.
@@ -232,9 +234,15 @@ pub struct ServeConfig {
     pub report_every: Option<Duration>,
 }
 
+impl fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServeArgs { .. }")
+    }
+}
+
 impl ServeArgs {
     /// Checks the values against each other; touches nothing on disk.
-    pub fn validate(self) -> Result<ServeConfig, Error> {
+    pub(crate) fn validate(self) -> Result<ServeConfig, Error> {
         self.check_sizes()?;
         // Which option seeds, for the messages; --seed and --seed-file
         // conflict, so at most one is given.
@@ -318,13 +326,13 @@ impl ServeArgs {
 /// One generator per two CPUs: measured on 2 cores, one generator moved
 /// more through the FIFO than two (1.5 against 1.2 GB/s), because readers,
 /// the FIFO writer and the kernel's copies need a core too.
-pub fn default_generators() -> usize {
+pub(crate) fn default_generators() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// Parses a FIFO mode in octal (`0644`, `600`). The owner must be able to
 /// read and write; group and others may at most read.
-pub fn parse_fifo_mode(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_fifo_mode(s: &str) -> Result<u32, String> {
     let mode = u32::from_str_radix(s, 8)
         .ok()
         .filter(|m| *m <= 0o777)
@@ -366,7 +374,7 @@ fn hex_key(digits: &[u8]) -> Option<Key> {
 
 /// How long `--seed-file` waits for its key: only a FIFO whose writer has
 /// not (yet) sent it can take any time.
-pub const SEED_FILE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SEED_FILE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A key file holds 64 hex digits and at most a newline.
 const KEY_FILE_MAX: usize = 65;

@@ -45,7 +45,7 @@ impl std::error::Error for Error {}
 
 /// An I/O error's description without Rust's " (os error N)" suffix, e.g.
 /// "No such file or directory".
-pub fn describe(e: &io::Error) -> String {
+pub(crate) fn describe(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
         None => e.to_string(),

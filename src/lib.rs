@@ -1,44 +1,78 @@
 //! pilfered: a virtual entropy device. ChaCha20 generators fill a bounded
 //! queue of random-byte chunks, served through a FUSE file and a named pipe.
 //!
-//! The library's public face for other programs is [`reader::DeviceReader`]
-//! (exact reads from the device) and [`uniform::Uniform`] (unbiased integers
-//! from its bytes). The other public modules serve the `pilfered` binary,
-//! its tests and benchmarks. See docs/ARCHITECTURE.md for the design.
+//! The library's public face for other programs is [`DeviceReader`] (exact
+//! reads from the device), [`Uniform`] (unbiased integers from its bytes)
+//! and their [`Error`]. See docs/ARCHITECTURE.md for the design.
 //!
 //! ```no_run
-//! use pilfered::reader::DeviceReader;
-//! use pilfered::uniform::Uniform;
+//! use pilfered::{DeviceReader, Uniform};
 //!
 //! let mut dev = DeviceReader::open("/mnt/pilfered/bits".as_ref())?;
 //! let mut key = [0u8; 32];
 //! dev.read_exact(&mut key)?; // exactly 32 bytes
 //! let card = Uniform::new(52).sample(&mut dev)?; // fair, in 0..52
-//! # Ok::<(), pilfered::error::Error>(())
+//! # Ok::<(), pilfered::Error>(())
 //! ```
+//!
+//! The code is in layers, each a folder (docs/ARCHITECTURE.md draws them):
+//! `sys` (system calls, trust, mounts), `engine` (queue, generators,
+//! keys, counters), `serve` (the daemon and its two interfaces) and
+//! `client` (readers and the commands), with `cli`, `units` and `error` at
+//! the top.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+// `unsafe` only in the leaf modules that allow it: `sys::raw` and the
+// queue's `Block`.
+#![deny(unsafe_code)]
+#![warn(unreachable_pub, missing_debug_implementations)]
 
-pub mod cli;
-pub mod daemon;
-mod dice;
-pub mod error;
-mod fifo;
-pub mod fs;
-pub mod generator;
-mod mountdir;
-pub mod mounts;
-mod output;
-mod preflight;
-pub mod queue;
-pub mod reader;
-mod records;
-pub mod seeding;
-pub mod stats;
-pub mod status;
-mod sync;
-pub mod tools;
-mod trust;
-pub mod uniform;
-pub mod units;
-pub mod vmfork;
+mod cli;
+mod client;
+mod engine;
+mod error;
+mod serve;
+mod sys;
+mod units;
+
+pub use client::reader::DeviceReader;
+pub use client::uniform::Uniform;
+pub use error::Error;
+
+/// Not part of the public API: what the `pilfered` binary, its tests,
+/// benchmarks and asset generator need from the library. It may change in
+/// any release.
+#[doc(hidden)]
+pub mod internal {
+    use std::time::Duration;
+
+    pub use crate::cli::{Cli, DEFAULT_FIFO, DEFAULT_MOUNT};
+    pub use crate::engine::generator::{BATCH_BYTES, Generator, Rounds};
+    pub use crate::engine::seeding::Key;
+    pub use crate::engine::stats::Snapshot;
+    pub use crate::serve::fs::{OPEN_FLAGS, session};
+    pub use crate::units::format_bytes;
+
+    use crate::Error;
+    use crate::cli::Command;
+
+    /// Runs the command `cli` parsed; `serve` logs its throughput every
+    /// `report_every` if given (`-v`).
+    pub fn run(cli: Cli, report_every: Option<Duration>) -> Result<(), Error> {
+        use crate::client::{status, tools};
+        match cli.command {
+            Command::Serve(args) => args.validate().and_then(|mut cfg| {
+                cfg.report_every = report_every;
+                crate::serve::daemon::serve(cfg)
+            }),
+            Command::Roll(args) => tools::roll(&args.exprs, args.source.from.as_deref()),
+            Command::Nonce(args) => tools::nonce(args.count, args.source.from.as_deref()),
+            Command::Status(args) => status::run(args),
+        }
+    }
+
+    /// The mount table, and mounting as pilfered does.
+    pub mod mounts {
+        pub use crate::sys::mounts::{detach, mount_at, mount_fuse, parse_mountinfo};
+    }
+}

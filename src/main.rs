@@ -5,8 +5,8 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use log::LevelFilter;
 
-use pilfered::cli::{Cli, Command};
-use pilfered::error::Error;
+use pilfered::Error;
+use pilfered::internal::Cli;
 
 /// How often `serve -v` logs its throughput.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
@@ -26,16 +26,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(&Error::usage(clap_one_line(&e))),
     };
     init_logging(cli.verbose, cli.quiet);
-    let result = match cli.command {
-        Command::Serve(args) => args.validate().and_then(|mut cfg| {
-            // -v adds a throughput line every few seconds.
-            cfg.report_every = (cli.verbose > 0).then_some(REPORT_EVERY);
-            pilfered::daemon::serve(cfg)
-        }),
-        Command::Roll(args) => pilfered::tools::roll(&args.exprs, args.source.from.as_deref()),
-        Command::Nonce(args) => pilfered::tools::nonce(args.count, args.source.from.as_deref()),
-        Command::Status(args) => pilfered::status::run(args),
-    };
+    // -v adds a throughput line every few seconds.
+    let report_every = (cli.verbose > 0).then_some(REPORT_EVERY);
+    let result = pilfered::internal::run(cli, report_every);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Parses a byte count with an optional `K`, `M` or `G` suffix (powers of
 /// 1024, either case): `4096`, `4K`, `16M`, `1G`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     const HINT: &str =
         "expected a number of bytes with an optional K, M or G suffix, like 4K or 16M";
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -38,7 +38,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Parses a duration: seconds, or a number with an `s`, `m` or `h` suffix.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     const HINT: &str = "expected seconds, or a number with an s, m or h suffix, like 60s or 5m";
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, suffix) = s.split_at(split);
@@ -60,7 +60,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Formats a byte count the way `parse_size` reads it, when exact (`4K`,
 /// `16M`), else as plain bytes.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
         if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
@@ -73,7 +73,7 @@ pub fn format_size(bytes: u64) -> String {
 const MAX_INTERVAL_SECS: f64 = 3600.0;
 
 /// Parses `--interval`: seconds, fractions allowed (`0.5`).
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(secs) if (0.0..=MAX_INTERVAL_SECS).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
         _ => Err(format!(
@@ -115,13 +115,13 @@ pub fn format_bytes(n: u64) -> String {
 
 /// A rate in MB/s (10^6 bytes per second) with one decimal: `566.2 MB/s`,
 /// `1494.0 MB/s`; the one unit every rate is shown in.
-pub fn format_rate(bytes_per_second: f64) -> String {
+pub(crate) fn format_rate(bytes_per_second: f64) -> String {
     format!("{:.1} MB/s", bytes_per_second.max(0.0) / 1e6)
 }
 
 /// A fill level as a whole percentage, rounded down, so that `100%` means
 /// exactly full.
-pub fn format_percent(part: u64, whole: u64) -> String {
+pub(crate) fn format_percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         return "-".to_string();
     }
@@ -129,7 +129,7 @@ pub fn format_percent(part: u64, whole: u64) -> String {
 }
 
 /// A duration for people: `45s`, `3m 05s`, `1h 02m 03s`, `2d 03h 04m 05s`.
-pub fn format_duration(secs: u64) -> String {
+pub(crate) fn format_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if d > 0 {
         format!("{d}d {h:02}h {m:02}m {s:02}s")

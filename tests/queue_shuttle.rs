@@ -1,5 +1,5 @@
 //! The chunk queue under shuttle's randomized schedulers: the same
-//! `src/queue.rs`, compiled here against `shuttle::sync`, so every lock,
+//! `src/engine/queue.rs`, compiled here against `shuttle::sync`, so every lock,
 //! wait and notify is a point where shuttle may switch threads. A lost
 //! wake-up shows up as a deadlock report; a replayed byte as a failed assert.
 
@@ -8,16 +8,19 @@ use std::collections::{HashSet, VecDeque};
 use shuttle::sync::Arc;
 use shuttle::thread;
 
-/// What `crate::sync` names inside `queue.rs` when compiled by this file.
-mod sync {
-    pub use shuttle::sync::{Condvar, Mutex, MutexGuard};
+/// `src/engine/` as this file compiles it: the queue, and in place of its
+/// sibling `sync` (the only module it imports) shuttle's primitives.
+#[path = "../src/engine"]
+mod engine {
+    pub(crate) mod sync {
+        pub(crate) use shuttle::sync::{Condvar, Mutex, MutexGuard};
+    }
+    #[allow(dead_code, reason = "the model tests use part of the queue's API")]
+    #[allow(unsafe_code, reason = "the queue's Block, as in the library")]
+    pub(crate) mod queue;
 }
 
-#[allow(dead_code)]
-#[path = "../src/queue.rs"]
-mod queue;
-
-use queue::{ChunkQueue, Closed};
+use engine::queue::{ChunkQueue, Closed};
 
 /// Reads `n` bytes as the FUSE file does: from the front chunk itself when
 /// it holds exactly `n`, else by copying.

@@ -2,7 +2,14 @@
 //! /sys/bus/platform/devices/VMGENCTR:00/uevent`, as root, emits exactly the
 //! uevent a restore from a snapshot does) makes the daemon wipe everything
 //! queued and pending and rekey every generator before serving again.
+//!
+//! A binary of its own, not a module of `tests/it`: the trigger reaches
+//! every pilfered daemon on the machine, and would wipe the queues of the
+//! other tests' daemons (seeded ones among them) mid-read. Cargo runs test
+//! binaries one after another.
 
+#[path = "it/common/mod.rs"]
+#[expect(dead_code, reason = "these tests use a few of the shared helpers")]
 mod common;
 
 use std::collections::HashMap;
@@ -15,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, assert_no_repeated_stretch, fuse_available, wait_until};
+use crate::common::{Daemon, assert_no_repeated_stretch, fuse_available, wait_until};
 
 /// One trigger at a time: every daemon of this binary hears every uevent.
 static TRIGGER: Mutex<()> = Mutex::new(());

@@ -1,0 +1,337 @@
+//! Reading the device as a consumer: [`DeviceReader`] reads exactly the bytes
+//! asked for from the FUSE file or the FIFO (the `uniform` module turns them
+//! into unbiased integers).
+//!
+//! # Exact reads
+//! A `DeviceReader` has no buffer of its own: every byte it reads is one its
+//! caller asked for, so nothing is read ahead, wasted or kept around (each
+//! byte served by the device is used once, by one consumer). Short reads
+//! (normal on a pipe) and `EINTR` are retried; end of file means the daemon
+//! went away and is an error, never a silent short result.
+//!
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, describe};
+use crate::sys::trust::{self, Untrusted};
+
+/// Most bytes requested from the device in one read by [`DeviceReader::read_each`].
+pub(crate) const BATCH_BYTES: usize = 64 << 10;
+
+/// Reads exact amounts of random bytes from a path (or, for tests, any
+/// [`Read`]), never more than asked for.
+#[derive(Debug)]
+pub struct DeviceReader<R = File> {
+    inner: R,
+    path: PathBuf,
+    /// Bytes read so far.
+    consumed: u64,
+}
+
+impl DeviceReader<File> {
+    /// Opens `path` (given with `--from`) for reading.
+    ///
+    /// Never blocks: a FIFO is opened non-blocking, so opening one that no
+    /// daemon holds returns at once, and the first read then reports end of
+    /// file. Reads themselves block as usual.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let fail = |why: String| Error::runtime(format!("--from {}: {why}", path.display()));
+        let file = open_nonblocking(path, false).map_err(|e| fail(describe(&e)))?;
+        let meta = file.metadata().map_err(|e| fail(describe(&e)))?;
+        if meta.is_dir() {
+            return Err(fail("is a directory".to_string()));
+        }
+        Self::blocking(file, path).map_err(|e| fail(describe(&e)))
+    }
+
+    /// Opens the default device: `fuse_file` (normally `/mnt/pilfered/bits`)
+    /// if it can be opened, else `fifo` (normally `/tmp/pilferedbits`) if it
+    /// is a FIFO that only we or root can write to; else an error that says
+    /// why neither worked and how to start the device.
+    pub fn open_default(fuse_file: &Path, fifo: &Path) -> Result<Self, Error> {
+        let fuse_err = match open_nonblocking(fuse_file, false) {
+            Ok(file) => {
+                return Self::blocking(file, fuse_file).map_err(|e| read_error(fuse_file, &e));
+            }
+            Err(e) => describe(&e),
+        };
+        let fifo_err = match open_nonblocking(fifo, true) {
+            Ok(file) => match trusted_fifo(&file) {
+                Ok(()) => return Self::blocking(file, fifo).map_err(|e| read_error(fifo, &e)),
+                Err(why) => why,
+            },
+            // O_NOFOLLOW met a symlink, which could point anywhere.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => "a symbolic link".to_string(),
+            Err(e) => describe(&e),
+        };
+        Err(Error::runtime(format!(
+            "no random source: cannot read {} ({fuse_err}) or {} ({fifo_err}); start the device with 'pilfered serve' or pass --from PATH",
+            fuse_file.display(),
+            fifo.display()
+        )))
+    }
+
+    /// Clears `O_NONBLOCK`, which was only there so that `open` could not hang.
+    fn blocking(file: File, path: &Path) -> io::Result<Self> {
+        let flags = OFlag::from_bits_truncate(fcntl(file.as_fd(), FcntlArg::F_GETFL)?);
+        fcntl(file.as_fd(), FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+        Ok(Self::from_reader(path, file))
+    }
+}
+
+/// Opens `path` read-only without blocking (a FIFO with no writer would
+/// otherwise block `open` forever), optionally refusing symlinks.
+fn open_nonblocking(path: &Path, no_follow: bool) -> io::Result<File> {
+    let mut flags = libc::O_NONBLOCK;
+    if no_follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    OpenOptions::new().read(true).custom_flags(flags).open(path)
+}
+
+/// Whether the default FIFO, a well-known name in a world-writable
+/// directory, is safe to read: a FIFO that nobody but us or root can write
+/// to, so nobody else can choose the bytes we get.
+fn trusted_fifo(file: &File) -> Result<(), String> {
+    let meta = file.metadata().map_err(|e| describe(&e))?;
+    if !meta.file_type().is_fifo() {
+        return Err("not a FIFO".to_string());
+    }
+    trust::writers(meta.uid(), meta.mode(), trust::me()).map_err(|why| match why {
+        Untrusted::Owner(uid) => format!("owned by uid {uid}, who could choose its bytes"),
+        Untrusted::Mode(mode) => {
+            format!("writable by other users (mode {mode:04o}), who could choose its bytes")
+        }
+    })
+}
+
+/// A failed read of `path`, worded for the user.
+fn read_error(path: &Path, e: &io::Error) -> Error {
+    let hint = match e.raw_os_error() {
+        // What a FUSE reader gets once the daemon has stopped.
+        Some(libc::EIO | libc::ENOTCONN) => ": the daemon went away",
+        _ => "",
+    };
+    Error::runtime(format!("{}: {}{hint}", path.display(), describe(e)))
+}
+
+impl<R: Read> DeviceReader<R> {
+    /// Wraps any reader; `path` names it in error messages.
+    pub fn from_reader(path: impl Into<PathBuf>, inner: R) -> Self {
+        DeviceReader {
+            inner,
+            path: path.into(),
+            consumed: 0,
+        }
+    }
+
+    /// The path being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many bytes have been read so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Fills `buf` completely, looping over short reads and `EINTR`. End of
+    /// file is an error (the device never ends while its daemon runs).
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => return Err(self.end_of_file(got, buf.len())),
+                Ok(n) => {
+                    got += n;
+                    self.consumed += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_error(&self.path, &e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn end_of_file(&self, got: usize, want: usize) -> Error {
+        let path = self.path.display();
+        if self.consumed == 0 {
+            Error::runtime(format!(
+                "{path}: end of file before the first byte: no daemon is serving it; start the device with 'pilfered serve'"
+            ))
+        } else {
+            Error::runtime(format!(
+                "{path}: end of file after {got} of {want} bytes: the daemon went away"
+            ))
+        }
+    }
+
+    /// Reads `count` groups of `size` bytes and hands each group, in order,
+    /// to `each`. The groups are read in batches of up to [`BATCH_BYTES`]
+    /// (fewer reads, same bytes), never more than `count * size` bytes in
+    /// all; the batch buffer is wiped afterwards.
+    pub fn read_each<E: From<Error>>(
+        &mut self,
+        count: u64,
+        size: usize,
+        mut each: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if size == 0 {
+            for _ in 0..count {
+                each(&[])?;
+            }
+            return Ok(());
+        }
+        let per_batch = (BATCH_BYTES / size).max(1) as u64;
+        let mut buf = Zeroizing::new(vec![0u8; size * count.min(per_batch) as usize]);
+        let mut left = count;
+        while left > 0 {
+            let groups = left.min(per_batch) as usize;
+            let batch = &mut buf[..groups * size];
+            self.read_exact(batch)?;
+            for group in batch.chunks_exact(size) {
+                each(group)?;
+            }
+            left -= groups as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out its bytes in pieces of 1 to 3 bytes, with an
+    /// `EINTR` before every other piece, then ends.
+    struct Stingy {
+        bytes: Vec<u8>,
+        pos: usize,
+        calls: usize,
+    }
+
+    impl Read for Stingy {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(2) {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = (1 + self.calls % 3)
+                .min(buf.len())
+                .min(self.bytes.len() - self.pos);
+            buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn source(bytes: &[u8]) -> DeviceReader<&[u8]> {
+        DeviceReader::from_reader("/test/bits", bytes)
+    }
+
+    #[test]
+    fn read_exact_loops_over_short_reads_and_eintr() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut r = DeviceReader::from_reader(
+            "/test/fifo",
+            Stingy {
+                bytes: bytes.clone(),
+                pos: 0,
+                calls: 0,
+            },
+        );
+        let mut a = [0u8; 100];
+        let mut b = [0u8; 156];
+        r.read_exact(&mut a).unwrap();
+        r.read_exact(&mut b).unwrap();
+        assert_eq!([&a[..], &b[..]].concat(), bytes);
+        assert_eq!(r.consumed(), 256);
+        let mut c = [0u8; 1];
+        assert_eq!(
+            r.read_exact(&mut c).unwrap_err(),
+            Error::runtime("/test/fifo: end of file after 0 of 1 bytes: the daemon went away")
+        );
+    }
+
+    #[test]
+    fn end_of_file_says_how_far_it_got() {
+        let mut r = source(&[1, 2, 3, 4, 5]);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            r.read_exact(&mut buf[..2]),
+            Ok(()),
+            "a read within the data succeeds"
+        );
+        assert_eq!(
+            r.read_exact(&mut buf).unwrap_err(),
+            Error::runtime("/test/bits: end of file after 3 of 8 bytes: the daemon went away")
+        );
+        assert_eq!(
+            source(&[]).read_exact(&mut buf).unwrap_err(),
+            Error::runtime(
+                "/test/bits: end of file before the first byte: no daemon is serving it; start the device with 'pilfered serve'"
+            )
+        );
+    }
+
+    #[test]
+    fn read_errors_name_the_path() {
+        struct Failing(i32);
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(self.0))
+            }
+        }
+        let mut buf = [0u8; 4];
+        let mut r = DeviceReader::from_reader("/mnt/p/bits", Failing(libc::ENOTCONN));
+        assert_eq!(
+            r.read_exact(&mut buf).unwrap_err(),
+            Error::runtime(
+                "/mnt/p/bits: Transport endpoint is not connected: the daemon went away"
+            )
+        );
+        let mut r = DeviceReader::from_reader("/x", Failing(libc::EISDIR));
+        assert_eq!(
+            r.read_exact(&mut buf).unwrap_err(),
+            Error::runtime("/x: Is a directory")
+        );
+    }
+
+    #[test]
+    fn read_each_reads_exactly_what_is_asked_in_batches() {
+        let bytes: Vec<u8> = (0..3 * BATCH_BYTES + 100)
+            .map(|i| (i ^ (i >> 8)) as u8)
+            .collect();
+        let mut r = source(&bytes);
+        let mut got = Vec::new();
+        let count = (BATCH_BYTES as u64 * 2 + 10) / 3;
+        r.read_each(count, 3, |g| {
+            got.extend_from_slice(g);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        assert_eq!(got, bytes[..count as usize * 3]);
+        assert_eq!(r.consumed(), count * 3);
+        // Nothing was read ahead: the rest is still there, then the end.
+        let mut rest = vec![0u8; bytes.len() - count as usize * 3];
+        r.read_exact(&mut rest).unwrap();
+        assert_eq!(rest, bytes[count as usize * 3..]);
+        assert!(r.read_exact(&mut [0u8; 1]).is_err());
+
+        let mut r = source(&bytes);
+        let mut calls = 0;
+        r.read_each(5, 0, |g| {
+            assert!(g.is_empty());
+            calls += 1;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        assert_eq!((calls, r.consumed()), (5, 0));
+    }
+}

@@ -1,0 +1,14 @@
+//! `pilfered serve`: the daemon, which wires the engine to its two
+//! interfaces and takes them down in order.
+//!
+//! - [`daemon`]: start and shutdown order, signals, the event loop;
+//! - [`preflight`]: every check that can refuse a start, as one `Plan`;
+//! - [`fs`]: the FUSE file system (`bits`, `stats`): its core and adapter;
+//! - [`fifo`]: the named pipe: its path, the VM-fork wipe, the writer;
+//! - [`vmfork`]: hearing the kernel announce a VM fork.
+
+pub(crate) mod daemon;
+pub(crate) mod fifo;
+pub(crate) mod fs;
+mod preflight;
+mod vmfork;

@@ -1,0 +1,346 @@
+//! `pilfered serve`: wiring the generator, the queue and both interfaces
+//! together, and taking them down in order.
+//!
+//! Start-up checks everything it can before changing anything, so a refused
+//! start leaves no FIFO, directory or mount behind. Shutdown (on SIGINT,
+//! SIGTERM, SIGHUP, an outside unmount or a fatal FIFO error) closes the queue
+//! first, which wakes every waiter: blocked FUSE reads fail with EIO and the
+//! FIFO writer returns. Then the FUSE file system is unmounted (lazily if a
+//! reader still holds `bits` open), the FIFO removed if we created it, and
+//! the process exits.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cli::ServeConfig;
+use crate::engine::generator::{self, Generator, ReseedPolicy};
+use crate::engine::queue::{ChunkQueue, OutOfMemory};
+use crate::engine::seeding::Seeder;
+use crate::engine::stats::{Report, Stats};
+use crate::error::{Error, describe};
+use crate::serve::fifo::{self, Fifo};
+use crate::serve::fs::{self, Device, Fs};
+use crate::serve::preflight::{self, MountPlan, Plan};
+use crate::serve::vmfork;
+use crate::sys::mountdir::MountDir;
+use crate::sys::mounts::{self, FuseMount};
+use crate::units::format_size;
+
+/// How long shutdown waits for the FUSE session to finish after unmounting
+/// before the process exits anyway (exiting closes /dev/fuse, which ends the
+/// connection for any reader still holding the file open).
+const FUSE_STOP_GRACE: Duration = Duration::from_millis(1500);
+
+enum Event {
+    Signal(Signal),
+    FuseEnded(io::Result<()>),
+    FifoEnded(Result<(), Error>),
+    /// Our mount left the mount table without the session ending: it was
+    /// detached from outside (`umount -l`) while a reader held a file open.
+    MountGone,
+}
+
+/// Runs the daemon until a signal or an outside unmount; see the module docs.
+pub(crate) fn serve(cfg: ServeConfig) -> Result<(), Error> {
+    // Blocked first, so that a signal during start-up waits for start-up to
+    // finish and then takes everything down in order.
+    let signals = block_signals()?;
+    let plan = preflight::plan(&cfg)?;
+    // All of the queue now, before anything is created or mounted: memory
+    // too short for it refuses the start instead of aborting later.
+    let queue = ChunkQueue::preallocate(cfg.chunk_size, cfg.queue_capacity)
+        .map_err(|OutOfMemory| queue_oom(cfg.queue_capacity))?;
+    let (tx, events) = mpsc::channel();
+    let signal_tx = tx.clone();
+    spawn("signals", move || {
+        if let Ok(sig) = signals.wait() {
+            let _ = signal_tx.send(Event::Signal(sig));
+        }
+    })?;
+    let mut daemon = Daemon {
+        queue: Arc::new(queue),
+        stats: Arc::new(Stats::default()),
+        generators: Vec::new(),
+        vmfork: None,
+        fifo: None,
+        fuse: None,
+        events,
+    };
+    let outcome = match daemon.start(&cfg, plan, &tx) {
+        Ok(()) => daemon.wait(cfg.report_every),
+        Err(e) => Err(e),
+    };
+    daemon.shutdown();
+    outcome
+}
+
+struct Daemon {
+    queue: Arc<ChunkQueue>,
+    stats: Arc<Stats>,
+    generators: Vec<JoinHandle<()>>,
+    vmfork: Option<vmfork::Watcher>,
+    fifo: Option<fifo::Writer>,
+    fuse: Option<FusePart>,
+    events: Receiver<Event>,
+}
+
+struct FusePart {
+    mount: FuseMount,
+    /// Claimed (locked) until the daemon exits.
+    dir: MountDir,
+    session_ended: bool,
+    /// The thread watching for the mount to be detached.
+    watch: mounts::Watch,
+}
+
+impl Daemon {
+    /// Starts the generators, then the FIFO, then the mount.
+    fn start(&mut self, cfg: &ServeConfig, plan: Plan, tx: &Sender<Event>) -> Result<(), Error> {
+        if cfg.seed.is_some() {
+            warn!(
+                "--seed: serving the predictable ChaCha20 keystream of the given key; never use these bytes for secrets"
+            );
+        }
+        if cfg.seed_in_argv {
+            warn!(
+                "--seed: every user can read the key in /proc/{}/cmdline; use --seed-file instead",
+                std::process::id()
+            );
+        }
+        let seeder = Arc::new(plan.seeder);
+        self.start_generators(cfg, &seeder)?;
+        if let Some(p) = plan.fifo {
+            let fifo = Fifo::open(p.spot, cfg.fifo_mode, p.pipe_size)?;
+            let tx = tx.clone();
+            let on_end = move |result| drop(tx.send(Event::FifoEnded(result)));
+            let (queue, stats) = (self.queue.clone(), self.stats.clone());
+            self.fifo = Some(fifo::Writer::start(fifo, queue, stats, on_end)?);
+        }
+        let fifo = self.fifo.as_ref().map(fifo::Writer::wipe_handle);
+        let (queue, stats) = (self.queue.clone(), self.stats.clone());
+        let (watcher, vmfork) = vmfork::watch(queue, stats, fifo, cfg.seed.is_some())?;
+        self.vmfork = watcher;
+        if let Some(mount) = plan.mount {
+            self.fuse = Some(self.mount(mount, cfg, tx)?);
+        }
+        self.log_serving(cfg, &seeder, &vmfork);
+        Ok(())
+    }
+
+    fn start_generators(&mut self, cfg: &ServeConfig, seeder: &Arc<Seeder>) -> Result<(), Error> {
+        let policy = ReseedPolicy {
+            interval: cfg.reseed_interval,
+            bytes: cfg.reseed_bytes,
+        };
+        for i in 0..cfg.generators {
+            let generator = match &cfg.seed {
+                Some(key) => Generator::from_key(key, cfg.rounds),
+                None => Generator::from_key_erasing(&seeder.key()?, cfg.rounds),
+            };
+            let (queue, stats, seeder) = (self.queue.clone(), self.stats.clone(), seeder.clone());
+            self.generators
+                .push(spawn(&format!("generator-{i}"), move || {
+                    generator.run(&queue, &stats, &seeder, policy)
+                })?);
+        }
+        Ok(())
+    }
+
+    /// The one line that says what is being served, with which settings.
+    fn log_serving(&self, cfg: &ServeConfig, seeder: &Seeder, vmfork: &str) {
+        let fuse = self.fuse.as_ref().map_or("off".into(), |f| {
+            let bits = f.dir.path.join("bits");
+            format!("{} ({} threads)", bits.display(), cfg.fuse_threads)
+        });
+        let fifo = self.fifo.as_ref().map_or("off".into(), |f| {
+            let size = f.fifo().pipe_size().map(|n| format_size(n as u64));
+            format!(
+                "{} (pipe {})",
+                f.fifo().path().display(),
+                size.unwrap_or_default()
+            )
+        });
+        let sources = seeder.describe();
+        info!(
+            "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} ({}) generator(s) keyed from {sources}; VM-fork detection {vmfork}",
+            format_size(cfg.chunk_size as u64),
+            format_size(cfg.queue_capacity as u64),
+            cfg.generators,
+            cfg.rounds.count(),
+            generator::backend(),
+        );
+    }
+
+    /// Claims the mount point, mounts, and starts the session and the
+    /// thread that notices an outside detach.
+    fn mount(
+        &self,
+        plan: MountPlan,
+        cfg: &ServeConfig,
+        tx: &Sender<Event>,
+    ) -> Result<FusePart, Error> {
+        let dir = MountDir::claim(plan.parent, plan.name, plan.create)?;
+        let shown = dir.path.display().to_string();
+        let failed = |e: io::Error| {
+            dir.remove_if_made();
+            Error::runtime(format!(
+                "--mount {shown}: cannot mount the FUSE file system: {}; run with --no-fuse to serve only the FIFO",
+                describe(&e)
+            ))
+        };
+        let (fd, mount) =
+            mounts::mount_fuse(&dir.dir, &dir.path, cfg.allow_other).map_err(failed)?;
+        let device = Device::new(
+            self.queue.clone(),
+            self.stats.clone(),
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let started = fs::session(Fs(device), fd, cfg.fuse_threads, cfg.allow_other)
+            .map_err(|e| e.to_string())
+            .and_then(|session| {
+                let tx = tx.clone();
+                spawn("fuse-session", move || {
+                    let _ = tx.send(Event::FuseEnded(session.run()));
+                })
+                .map_err(|e| e.to_string())
+            })
+            .and_then(|_| {
+                let tx = tx.clone();
+                mounts::Watch::start(mount.id, move || drop(tx.send(Event::MountGone)))
+                    .map_err(|e| e.to_string())
+            });
+        match started {
+            Ok(watch) => Ok(FusePart {
+                mount,
+                dir,
+                session_ended: false,
+                watch,
+            }),
+            Err(why) => {
+                let _ = mount.unmount();
+                dir.remove_if_made();
+                Err(Error::runtime(format!("--mount {shown}: {why}")))
+            }
+        }
+    }
+
+    /// Waits for the event that ends the daemon, logging throughput every
+    /// `report_every` meanwhile; returns how it ended.
+    fn wait(&mut self, report_every: Option<Duration>) -> Result<(), Error> {
+        let mut report = report_every.map(|every| Report::new(&self.stats, &self.queue, every));
+        let event = loop {
+            let Some(r) = report.as_mut() else {
+                break self.events.recv();
+            };
+            match self.events.recv_timeout(r.every) {
+                Err(RecvTimeoutError::Timeout) => r.log(&self.stats, &self.queue),
+                Err(RecvTimeoutError::Disconnected) => break Err(mpsc::RecvError),
+                Ok(event) => break Ok(event),
+            }
+        };
+        match event {
+            Ok(Event::Signal(sig)) => {
+                info!("{sig}: shutting down");
+                Ok(())
+            }
+            Ok(Event::FuseEnded(result)) => {
+                if let Some(f) = self.fuse.as_mut() {
+                    f.session_ended = true;
+                }
+                result.map_err(|e| {
+                    Error::runtime(format!("FUSE session failed: {}", describe(&e)))
+                })?;
+                info!("the FUSE file system was unmounted: shutting down");
+                Ok(())
+            }
+            Ok(Event::FifoEnded(result)) => {
+                result.and(Err(Error::runtime("the FIFO writer stopped unexpectedly")))
+            }
+            Ok(Event::MountGone) => {
+                info!("the FUSE file system was unmounted or detached from outside: shutting down");
+                Ok(())
+            }
+            Err(mpsc::RecvError) => Err(Error::runtime("internal error: event channel closed")),
+        }
+    }
+
+    /// Takes everything down; safe to call on a half-started daemon.
+    fn shutdown(mut self) {
+        if let Some(watcher) = self.vmfork.take() {
+            watcher.stop();
+        }
+        self.queue.close();
+        if let Some(writer) = self.fifo.take() {
+            writer.stop();
+        }
+        if let Some(f) = self.fuse.take() {
+            f.watch.stop();
+            if !f.session_ended && f.mount.is_attached().unwrap_or(false) {
+                // Only this very mount, never another one at the same path.
+                if let Err(e) = f.mount.unmount() {
+                    warn!(
+                        "could not unmount {}: {}",
+                        f.dir.path.display(),
+                        describe(&e)
+                    );
+                }
+                self.await_fuse_end();
+            }
+            f.dir.remove_if_made();
+        }
+        for g in self.generators.drain(..) {
+            let _ = g.join();
+        }
+    }
+
+    /// Gives the FUSE session [`FUSE_STOP_GRACE`] to end after unmounting.
+    fn await_fuse_end(&self) {
+        let deadline = Instant::now() + FUSE_STOP_GRACE;
+        loop {
+            match self
+                .events
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::FuseEnded(_)) => return,
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    debug!("FUSE session still busy; exiting ends it");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| Error::runtime(format!("cannot start thread {name}: {}", describe(&e))))
+}
+
+/// Blocks the termination signals in this thread (and so in every thread
+/// started after it); the returned set is waited for by one thread.
+fn block_signals() -> Result<SigSet, Error> {
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block()
+        .map_err(|e| Error::runtime(format!("cannot block signals: {}", e.desc())))?;
+    Ok(set)
+}
+
+fn queue_oom(capacity: usize) -> Error {
+    Error::runtime(format!(
+        "--queue-capacity {}: not enough memory for the queue; choose a smaller --queue-capacity or raise the memory limit ('ulimit -v', or MemoryMax= in a systemd unit)",
+        format_size(capacity as u64)
+    ))
+}

@@ -1,0 +1,377 @@
+//! Every check that can refuse `pilfered serve`, run before anything is
+//! created or mounted, producing one checked [`Plan`].
+//!
+//! The only change a preflight makes is clearing the dead mount of a
+//! pilfered daemon that is gone (and, with `--mlock`, locking memory). A
+//! refused start therefore leaves no FIFO, directory or mount behind. The
+//! decisions themselves are pure functions, unit-tested below without root.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{SFlag, fstatat};
+
+use log::warn;
+
+use crate::cli::ServeConfig;
+use crate::engine::generator;
+use crate::engine::seeding::Seeder;
+use crate::error::{Error, describe};
+use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
+use crate::sys::mountdir;
+use crate::sys::mounts::{self, FS_TYPE, MountEntry};
+use crate::sys::trust::{self, WalkError};
+use crate::units::format_size;
+
+/// What `serve` will serve and where, already checked.
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// `None` with `--no-fifo`.
+    pub fifo: Option<FifoPlan>,
+    /// `None` with `--no-fuse`.
+    pub mount: Option<MountPlan>,
+    /// Where keys come from, every `--source` already opened.
+    pub seeder: Seeder,
+}
+
+/// The FIFO to serve.
+#[derive(Debug)]
+pub(super) struct FifoPlan {
+    /// Where it goes and what is there now.
+    pub spot: fifo::Spot,
+    /// Pipe buffer to ask for.
+    pub pipe_size: usize,
+}
+
+/// Where to mount: the checked directory that holds the mount point, its
+/// name there, and whether it must be made.
+#[derive(Debug)]
+pub(super) struct MountPlan {
+    pub parent: trust::Dir,
+    pub name: OsString,
+    pub create: bool,
+}
+
+/// Runs every check for `cfg`; see the module docs.
+pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
+    let fifo = match &cfg.fifo {
+        Some(path) => Some(FifoPlan {
+            spot: fifo::inspect(path)?,
+            pipe_size: resolve_pipe_size(cfg.pipe_size)?,
+        }),
+        None => None,
+    };
+    let mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
+    if cfg.allow_other && mount.is_some() {
+        check_allow_other()?;
+    }
+    let seeder = Seeder::new(&cfg.sources)?;
+    if cfg.mlock {
+        lock_memory(cfg)?;
+    }
+    Ok(Plan {
+        fifo,
+        mount,
+        seeder,
+    })
+}
+
+/// The pipe size to ask for: `--pipe-size`, else the system's maximum.
+fn resolve_pipe_size(requested: Option<usize>) -> Result<usize, Error> {
+    match requested {
+        Some(n) if n > KERNEL_MAX_PIPE_SIZE => Err(Error::usage(format!(
+            "--pipe-size {}: the kernel allows at most {}",
+            format_size(n as u64),
+            format_size(KERNEL_MAX_PIPE_SIZE as u64)
+        ))),
+        Some(n) => Ok(n),
+        None => fifo::system_pipe_max_size()
+            .map_err(|e| Error::runtime(format!("/proc/sys/fs/pipe-max-size: {}", describe(&e)))),
+    }
+}
+
+/// Checks `--mount`, clearing a dead pilfered mount there.
+fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
+    let shown = path.display().to_string();
+    let abs = std::path::absolute(path)
+        .map_err(|e| Error::usage(format!("--mount {shown}: {}", describe(&e))))?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err(Error::usage(format!(
+            "--mount {shown}: not a directory one can mount on"
+        )));
+    };
+    let name = name.to_os_string();
+    let parent = trust::walk(parent).map_err(|e| match e {
+        WalkError::Missing(..) | WalkError::NotDirectory(_) => {
+            Error::usage(format!("--mount {shown}: cannot create it: {e}"))
+        }
+        e => Error::usage(format!("--mount {shown}: {e}")),
+    })?;
+    let path = parent.path.join(&name);
+    let create = match fstatat(&parent.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => true,
+        Err(Errno::ENOTCONN) => {
+            clear_stale_mount(&path, &shown)?;
+            return plan_mount(&path);
+        }
+        Err(e) => return Err(Error::usage(format!("--mount {shown}: {}", e.desc()))),
+        Ok(st) => match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => {
+                // A dead pilfered mount may still answer stat from cached
+                // attributes; statfs always asks the daemon.
+                let dead = || nix::sys::statvfs::statvfs(&path) == Err(Errno::ENOTCONN);
+                if occupant(mounted_at(&path)?.as_ref(), dead, &shown)? == Occupant::DeadPilfered {
+                    clear_stale_mount(&path, &shown)?;
+                    return plan_mount(&path);
+                }
+                trust::trusted_dir(st.st_uid, st.st_mode, trust::me())
+                    .map_err(|why| mountdir::untrusted(&shown, &path, why))?;
+                false
+            }
+            SFlag::S_IFLNK => return Err(not_a_directory(&shown, "is a symbolic link")),
+            _ => return Err(not_a_directory(&shown, "is a regular file")),
+        },
+    };
+    check_fuse_available(&shown)?;
+    Ok(MountPlan {
+        parent,
+        name,
+        create,
+    })
+}
+
+fn not_a_directory(shown: &str, what: &str) -> Error {
+    Error::usage(format!("--mount {shown}: {what}, not a directory"))
+}
+
+fn mounted_at(path: &Path) -> Result<Option<MountEntry>, Error> {
+    mounts::mount_at(path)
+        .map_err(|e| Error::runtime(format!("/proc/self/mountinfo: {}", describe(&e))))
+}
+
+/// What is mounted at the mount point, as far as starting goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Occupant {
+    Nothing,
+    /// The mount of a pilfered daemon that is gone: ours to clear.
+    DeadPilfered,
+}
+
+/// Decides about the topmost mount `entry` at the mount point (`dead` asks
+/// whether its daemon is gone): anything alive, or not pilfered's, is
+/// refused rather than stacked on.
+fn occupant(
+    entry: Option<&MountEntry>,
+    dead: impl FnOnce() -> bool,
+    shown: &str,
+) -> Result<Occupant, Error> {
+    match entry {
+        None => Ok(Occupant::Nothing),
+        Some(m) if m.fs_type == FS_TYPE && dead() => Ok(Occupant::DeadPilfered),
+        Some(m) => Err(Error::usage(format!(
+            "--mount {shown}: {} ({}) is already mounted there; unmount it first or choose another directory",
+            m.source, m.fs_type
+        ))),
+    }
+}
+
+/// A FUSE mount whose daemon died answers "Transport endpoint is not
+/// connected". If it was a pilfered mount, detach it; anything else is not
+/// ours to touch.
+fn clear_stale_mount(path: &Path, shown: &str) -> Result<(), Error> {
+    match mounted_at(path)? {
+        Some(m) if m.fs_type == FS_TYPE => {
+            warn!("--mount {shown}: clearing the stale mount of a pilfered daemon that is gone");
+            mounts::detach(path).map_err(|e| {
+                Error::runtime(format!(
+                    "--mount {shown}: cannot clear the stale mount there: {}",
+                    describe(&e)
+                ))
+            })
+        }
+        Some(m) => Err(Error::usage(format!(
+            "--mount {shown}: a dead {} mount is there (Transport endpoint is not connected); unmount it first ('fusermount3 -u {shown}' or 'umount -l {shown}')",
+            m.fs_type
+        ))),
+        None => Err(Error::usage(format!(
+            "--mount {shown}: Transport endpoint is not connected"
+        ))),
+    }
+}
+
+/// Fails early, with advice, when a FUSE mount cannot work here. Root
+/// mounts itself; a normal user mounts through the setuid `fusermount3`,
+/// which opens `/dev/fuse` with the user's own permissions (and then the
+/// session's extra threads open it too): either way this user must be able
+/// to open `/dev/fuse` for reading and writing.
+fn check_fuse_available(shown: &str) -> Result<(), Error> {
+    const HINT: &str = "or run with --no-fuse to serve only the FIFO";
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::runtime(format!(
+                "--mount {shown}: /dev/fuse does not exist; load the fuse module ('modprobe fuse'), {HINT}"
+            )));
+        }
+        Err(e) => {
+            let who = if nix::unistd::geteuid().is_root() {
+                ""
+            } else {
+                " (fusermount3 opens it as you too)"
+            };
+            return Err(Error::runtime(format!(
+                "--mount {shown}: cannot open /dev/fuse: {}{who}; run as root or get read-write access to it, {HINT}",
+                describe(&e)
+            )));
+        }
+    }
+    if !nix::unistd::geteuid().is_root() && find_in_path("fusermount3").is_none() {
+        return Err(Error::runtime(format!(
+            "--mount {shown}: mounting as a normal user needs fusermount3, which is not installed; install the fuse3 package, run as root, {HINT}"
+        )));
+    }
+    Ok(())
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Refuses --allow-other early when fusermount3 would refuse it.
+fn check_allow_other() -> Result<(), Error> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+    if fuse_conf_allows_other(&text) {
+        Ok(())
+    } else {
+        Err(Error::usage(
+            "--allow-other: a normal user may use it only if /etc/fuse.conf contains the line 'user_allow_other'; add it (as root) or run as root",
+        ))
+    }
+}
+
+/// Whether a `fuse.conf` lets normal users mount with `allow_other`.
+fn fuse_conf_allows_other(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == "user_allow_other")
+}
+
+/// `--mlock`: locks all current and future memory, after checking that the
+/// locked-memory limit can hold what the daemon will allocate.
+fn lock_memory(cfg: &ServeConfig) -> Result<(), Error> {
+    use nix::sys::mman::{MlockAllFlags, mlockall};
+    use nix::sys::resource::{Resource, getrlimit};
+    let need = memlock_need(cfg);
+    let (limit, _) = getrlimit(Resource::RLIMIT_MEMLOCK)
+        .map_err(|e| Error::runtime(format!("--mlock: getrlimit: {}", e.desc())))?;
+    if !nix::unistd::geteuid().is_root() && limit < need {
+        return Err(Error::runtime(format!(
+            "--mlock: the locked-memory limit is {} but the daemon needs about {}; raise it ('ulimit -l', or LimitMEMLOCK= in a systemd unit), run as root, or drop --mlock",
+            format_size(limit),
+            format_size(need)
+        )));
+    }
+    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(|e| {
+        Error::runtime(format!(
+            "--mlock: cannot lock memory: {}; raise the locked-memory limit ('ulimit -l') or drop --mlock",
+            e.desc()
+        ))
+    })
+}
+
+/// Memory the daemon will lock, rounded up to whole MiB: the queue, the
+/// generators' batches, a 1 MiB read buffer and a 2 MiB stack per thread,
+/// and slack for the program itself.
+fn memlock_need(cfg: &ServeConfig) -> u64 {
+    let threads = cfg.generators + cfg.fuse_threads + 4;
+    let bytes = cfg.queue_capacity as u64
+        + (cfg.generators * generator::BATCH_BYTES) as u64
+        + threads as u64 * (3 << 20)
+        + (32 << 20);
+    bytes.next_multiple_of(1 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::mounts::parse_mountinfo;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> ServeConfig {
+        let mut argv = vec!["pilfered", "serve"];
+        argv.extend_from_slice(args);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Serve(a) => a.validate().unwrap(),
+            _ => unreachable!("serve"),
+        }
+    }
+
+    #[test]
+    fn memlock_estimate() {
+        // 16 MiB queue, 1 generator (64 KiB batch), 2 FUSE threads: 7
+        // threads of 3 MiB, 32 MiB of slack; the batches round up to 1 MiB.
+        let cfg = config(&["--generators", "1"]);
+        assert_eq!(memlock_need(&cfg), (16 + 1 + 21 + 32) << 20);
+        let cfg = config(&["--generators", "4", "--queue-capacity", "1G"]);
+        // 1 GiB + 256 KiB of batches + 10 threads of 3 MiB + 32 MiB.
+        assert_eq!(memlock_need(&cfg), (1024 + 1 + 30 + 32) << 20);
+    }
+
+    #[test]
+    fn fuse_conf_parsing() {
+        assert!(fuse_conf_allows_other("user_allow_other\n"));
+        assert!(fuse_conf_allows_other(
+            "# mount_max = 1000\n  user_allow_other  \n"
+        ));
+        assert!(!fuse_conf_allows_other(""));
+        assert!(!fuse_conf_allows_other("#user_allow_other\n"));
+        assert!(!fuse_conf_allows_other("user_allow_other_not\n"));
+    }
+
+    const MOUNTINFO: &str = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+98 22 0:50 / /mnt/pilfered ro,nosuid,nodev,noexec,noatime shared:60 - fuse.pilfered pilfered ro,user_id=0,group_id=0
+99 22 0:51 / /mnt/other rw - tmpfs tmpfs rw
+";
+
+    fn occupant_of(path: &str, dead: bool) -> Result<Occupant, Error> {
+        let entries = parse_mountinfo(MOUNTINFO);
+        let entry = entries
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == Path::new(path));
+        occupant(entry, || dead, path)
+    }
+
+    #[test]
+    fn mount_planning_from_a_mountinfo_snapshot() {
+        assert_eq!(occupant_of("/mnt/free", false), Ok(Occupant::Nothing));
+        assert_eq!(
+            occupant_of("/mnt/pilfered", true),
+            Ok(Occupant::DeadPilfered)
+        );
+        assert_eq!(
+            occupant_of("/mnt/pilfered", false),
+            Err(Error::usage(
+                "--mount /mnt/pilfered: pilfered (fuse.pilfered) is already mounted there; unmount it first or choose another directory"
+            ))
+        );
+        // A dead mount of another file system is not ours to clear.
+        assert_eq!(
+            occupant_of("/mnt/other", true),
+            Err(Error::usage(
+                "--mount /mnt/other: tmpfs (tmpfs) is already mounted there; unmount it first or choose another directory"
+            ))
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The system layer: what pilfered asks of the kernel and the file system,
+//! and the rules about whom to trust with it.
+//!
+//! - [`raw`]: every raw system call and CPU instruction pilfered makes
+//!   without a safe wrapper from `nix` or `std`, and so nearly all of its
+//!   `unsafe`;
+//! - [`trust`]: who may write what pilfered serves, and the checked walk
+//!   along a path;
+//! - [`mounts`]: the mount table, and pilfered's own FUSE mounts;
+//! - [`mountdir`]: claiming (and making) the mount point;
+//! - [`records`]: what a daemon made, so that a restart after a crash can
+//!   take it over.
+
+pub(crate) mod mountdir;
+pub(crate) mod mounts;
+#[allow(unsafe_code)]
+pub(crate) mod raw;
+pub(crate) mod records;
+pub(crate) mod trust;

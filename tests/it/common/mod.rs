@@ -1,0 +1,356 @@
+//! Helpers for tests that run the real daemon: temporary paths, a guard that
+//! stops the daemon and removes its mount even when a test panics, and
+//! checks on the bytes readers got.
+
+pub(crate) mod stretch;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pilfered::internal::mounts;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pilfered");
+
+/// Fails the test unless FUSE can be used here. Outside CI a developer may
+/// opt out with PILFERED_SKIP_FUSE_TESTS=1, and the test then says so.
+pub fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let skip = std::env::var("PILFERED_SKIP_FUSE_TESTS").is_ok_and(|v| v == "1");
+    if skip && !ci {
+        eprintln!("SKIPPED: /dev/fuse is missing and PILFERED_SKIP_FUSE_TESTS=1");
+        return false;
+    }
+    panic!("/dev/fuse is missing: FUSE tests cannot run (CI={})", ci);
+}
+
+/// A running `pilfered serve` on temporary paths. Dropping it stops the
+/// daemon (SIGTERM, then SIGKILL after a deadline) and clears any mount left.
+pub struct Daemon {
+    pub dir: TempDir,
+    pub mount: PathBuf,
+    pub fifo: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    fuse: bool,
+}
+
+impl Daemon {
+    /// Starts the daemon with both interfaces (unless `extra` says
+    /// otherwise) and waits until they are ready.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("pilfered-test")
+            .tempdir()
+            .unwrap();
+        let mount = dir.path().join("mnt");
+        let fifo = dir.path().join("bits.fifo");
+        Self::start_at(dir, mount, fifo, extra)
+    }
+
+    pub fn start_at(dir: TempDir, mount: PathBuf, fifo: PathBuf, extra: &[&str]) -> Daemon {
+        Self::start_at_with_stdin(dir, mount, fifo, extra, Stdio::null())
+    }
+
+    /// [`Daemon::start`] with `stdin` as the daemon's standard input.
+    pub fn start_with_stdin(extra: &[&str], stdin: Stdio) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("pilfered-test")
+            .tempdir()
+            .unwrap();
+        let (mount, fifo) = (dir.path().join("mnt"), dir.path().join("bits.fifo"));
+        Self::start_at_with_stdin(dir, mount, fifo, extra, stdin)
+    }
+
+    fn start_at_with_stdin(
+        dir: TempDir,
+        mount: PathBuf,
+        fifo: PathBuf,
+        extra: &[&str],
+        stdin: Stdio,
+    ) -> Daemon {
+        let fuse = !extra.contains(&"--no-fuse");
+        let with_fifo = !extra.contains(&"--no-fifo");
+        let log = dir.path().join("daemon.log");
+        // Its own state directory, so that what a killed daemon recorded
+        // does not pile up in /run/pilfered.
+        let child = Command::new(BIN)
+            .env("PILFERED_RUNDIR", dir.path().join("run"))
+            .arg("serve")
+            .arg("--mount")
+            .arg(&mount)
+            .arg("--fifo")
+            .arg(&fifo)
+            .args(extra)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start pilfered");
+        let mut d = Daemon {
+            dir,
+            mount,
+            fifo,
+            child: Some(child),
+            log,
+            fuse,
+        };
+        let ready = wait_until(Duration::from_secs(20), || {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("pilfered exited early ({status}): {}", d.log_text());
+            }
+            // A dead mount left at the path is in the mount table too: wait
+            // until the daemon answers (statfs is never served from cache).
+            (!fuse || (d.is_mounted() && nix::sys::statvfs::statvfs(&d.mount).is_ok()))
+                && (!with_fifo || d.fifo.exists())
+        });
+        assert!(
+            ready,
+            "pilfered not ready after 20 s; log: {}\nmounts: {}",
+            d.log_text(),
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        );
+        d
+    }
+
+    /// Hands back the paths without stopping anything or clearing the
+    /// mount: for tests that kill the daemon and start another on the same
+    /// paths. The caller's next guard cleans up.
+    pub fn abandon(mut self) -> (TempDir, PathBuf, PathBuf) {
+        self.child = None;
+        self.fuse = false;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.mount.clone(), self.fifo.clone())
+    }
+
+    pub fn bits(&self) -> PathBuf {
+        self.mount.join("bits")
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        mounts::mount_at(&self.mount)
+            .unwrap()
+            .is_some_and(|m| m.fs_type == "fuse.pilfered")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` and waits (up to `within`) for the daemon to exit.
+    pub fn stop_with(&mut self, sig: Signal, within: Duration) -> ExitStatus {
+        kill(self.pid(), sig).unwrap();
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pilfered still running {within:?} after {sig}; log: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The `stats` file as a map.
+    pub fn stats(&self) -> HashMap<String, u64> {
+        parse_stats(&std::fs::read_to_string(self.mount.join("stats")).unwrap())
+    }
+}
+
+/// A `stats` file as a map from counter name to value, parsed by the
+/// daemon's own parser (so a malformed file fails the test).
+pub fn parse_stats(text: &str) -> HashMap<String, u64> {
+    let snapshot = pilfered::internal::Snapshot::parse(text).expect("a stats file");
+    snapshot
+        .fields()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let done = wait_until(Duration::from_secs(5), || {
+                child.try_wait().unwrap().is_some()
+            });
+            if !done {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if self.fuse && self.is_mounted() {
+            let _ = mounts::detach(&self.mount);
+        }
+    }
+}
+
+/// A temporary directory others may enter (tempfile makes them 0700).
+pub fn open_dir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("pilfered-test")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads exactly `n` bytes from `path` with reads of `block` bytes, checking
+/// that every `read` returns the whole block (FUSE: never a short read).
+pub fn read_blocks(path: &Path, block: usize, n: usize, require_full_reads: bool) -> Vec<u8> {
+    let mut f = File::open(path).unwrap();
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let want = block.min(n - got);
+        let r = f.read(&mut out[got..got + want]).unwrap();
+        assert!(r > 0, "end of file from {}", path.display());
+        if require_full_reads {
+            assert_eq!(r, want, "short read from {}", path.display());
+        }
+        got += r;
+    }
+    out
+}
+
+/// One reader of [`read_concurrently`]: `total` bytes from `path` in reads
+/// of `block` bytes; FUSE reads must each return the whole block.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    pub path: PathBuf,
+    pub block: usize,
+    pub total: usize,
+    pub fuse: bool,
+}
+
+/// Runs every reader on its own thread, all released at once by a barrier;
+/// checks that each got exactly its bytes and that no 32-byte stretch was
+/// handed out twice across all of them. Returns the outputs, in order.
+pub fn read_concurrently(plan: &[Reader]) -> Vec<Vec<u8>> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(plan.len()));
+    let threads: Vec<_> = plan
+        .iter()
+        .cloned()
+        .map(|r| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                read_blocks(&r.path, r.block, r.total, r.fuse)
+            })
+        })
+        .collect();
+    let outputs: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (out, r) in outputs.iter().zip(plan) {
+        assert_eq!(out.len(), r.total, "{r:?}");
+        assert!(out.iter().any(|&b| b != 0), "all zeros: {r:?}");
+    }
+    assert_no_repeated_stretch(&outputs);
+    outputs
+}
+
+/// Bytes the FUSE readers of `plan` asked for, in all.
+pub fn fuse_total(plan: &[Reader]) -> u64 {
+    plan.iter().filter(|r| r.fuse).map(|r| r.total as u64).sum()
+}
+
+/// Waits until process `pid` has read at least one byte (its `rchar` in
+/// `/proc/PID/io` moved): a reader that has really started.
+pub fn wait_until_reading(pid: u32) {
+    let read = || {
+        std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("rchar: "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = read();
+    assert!(
+        wait_until(Duration::from_secs(10), || read() > before),
+        "process {pid} never read"
+    );
+}
+
+/// Panics if any 32-byte stretch occurs twice across (or within) `outputs`
+/// (see [`stretch::find_repeated_stretch`] for what is guaranteed to be found).
+pub fn assert_no_repeated_stretch(outputs: &[Vec<u8>]) {
+    if let Some(r) = stretch::find_repeated_stretch(outputs) {
+        panic!(
+            "32 bytes at output {} offset {} repeat output {} offset {}",
+            r.second.0, r.second.1, r.first.0, r.first.1
+        );
+    }
+}
+
+/// The ChaCha20 keystream of `key_hex` (nonce 0, counter 0) from openssl.
+pub fn openssl_keystream(key_hex: &str, n: usize) -> Vec<u8> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl enc -chacha20 -K {key_hex} -iv 00000000000000000000000000000000 < /dev/zero | head -c {n}"
+        ))
+        .output()
+        .expect("run openssl (package openssl)");
+    assert_eq!(
+        out.stdout.len(),
+        n,
+        "openssl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs `pilfered ARGS` to completion; returns (status code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `pilfered ARGS` expecting failure with exactly `line` on stderr,
+/// status `code` and nothing on stdout.
+pub fn refused(args: &[&str], code: i32, line: &str) {
+    let (status, stdout, stderr) = run(args);
+    assert_eq!(stderr, format!("pilfered: {line}\n"), "args {args:?}");
+    assert_eq!(status, code, "args {args:?}");
+    assert_eq!(stdout, "", "args {args:?}");
+}

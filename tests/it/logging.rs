@@ -1,0 +1,34 @@
+//! Log levels with a real mount: `-vv` shows pilfered's own detail without
+//! the FUSE library's capability and request lines, which `-vvv` adds.
+
+use std::io::Read;
+
+use crate::common::{Daemon, fuse_available};
+
+/// Starts a FUSE-only daemon with `flag`, reads from it, and returns its log.
+fn log_with(flag: &str) -> String {
+    let d = Daemon::start(&["--no-fifo", flag]);
+    let mut buf = vec![0; 4096];
+    std::fs::File::open(d.bits())
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap();
+    d.log_text()
+}
+
+#[test]
+fn fuser_lines_only_with_three_v() {
+    if !fuse_available() {
+        return;
+    }
+    let vv = log_with("-vv");
+    assert!(vv.contains(" pilfered::serve::daemon] serving:"), "{vv}");
+    assert!(!vv.contains(" fuser::"), "fuser lines at -vv:\n{vv}");
+
+    let vvv = log_with("-vvv");
+    assert!(vvv.contains(" pilfered::serve::daemon] serving:"), "{vvv}");
+    assert!(
+        vvv.lines().filter(|l| l.contains(" fuser::")).count() >= 10,
+        "-vvv should show fuser's mount-time lines:\n{vvv}"
+    );
+}

@@ -1,0 +1,23 @@
+//! The integration tests: one binary, so that the suite links once. Each
+//! module is one area; `common` holds the helpers they share. Two tests live
+//! in binaries of their own: `queue_shuttle` (it compiles the queue against
+//! shuttle's primitives) and `vmfork` (its trigger wipes every daemon on the
+//! machine, so it must not run beside the others).
+
+mod common;
+
+mod attacks;
+mod cli;
+mod faults;
+mod hardening;
+mod install;
+mod lifecycle;
+mod load;
+mod logging;
+mod quality;
+mod readers;
+mod scripts;
+mod serve;
+mod soak;
+mod status;
+mod tools;

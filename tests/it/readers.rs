@@ -1,0 +1,199 @@
+//! Readers of `bits` that bypass `read()`: sendfile, splice and Linux AIO.
+//!
+//! `bits` has size 0 and is opened with direct I/O. What each of these
+//! paths does with such a file is the kernel's business; these tests pin
+//! down what this kernel does, and above all that no path ever hands out a
+//! byte that `read()` also hands out, or a byte the daemon does not count.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::common::{Daemon, fuse_available};
+
+/// `sendfile(out, bits, NULL, n)`: from the file position of `bits`.
+fn sendfile(out: &impl AsRawFd, bits: &File, n: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors stay open for the call; a null offset makes
+    // the kernel use (and advance) the file position, no pointer of ours.
+    let r = unsafe { libc::sendfile(out.as_raw_fd(), bits.as_raw_fd(), std::ptr::null_mut(), n) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `splice(bits, NULL, pipe, NULL, n, 0)`.
+fn splice(bits: &File, pipe: &OwnedFd, n: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors stay open for the call; null offsets make the
+    // kernel use the file position and the pipe, no pointer of ours.
+    let r = unsafe {
+        libc::splice(
+            bits.as_raw_fd(),
+            std::ptr::null_mut(),
+            pipe.as_raw_fd(),
+            std::ptr::null_mut(),
+            n,
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `struct iocb` of `<linux/aio_abi.h>` (little-endian field order).
+#[repr(C)]
+#[derive(Default)]
+struct Iocb {
+    aio_data: u64,
+    aio_key: u32,
+    aio_rw_flags: i32,
+    aio_lio_opcode: u16,
+    aio_reqprio: i16,
+    aio_fildes: u32,
+    aio_buf: u64,
+    aio_nbytes: u64,
+    aio_offset: i64,
+    aio_reserved2: u64,
+    aio_flags: u32,
+    aio_resfd: u32,
+}
+
+/// `struct io_event` of `<linux/aio_abi.h>`.
+#[repr(C)]
+#[derive(Default)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+const IOCB_CMD_PREAD: u16 = 0;
+
+/// One Linux AIO `IOCB_CMD_PREAD` of `buf.len()` bytes at offset 0 of
+/// `file`, submitted and waited for; returns the event's result.
+fn aio_pread(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup writes the new context into `ctx`, which outlives it.
+    if unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx as *mut libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut iocb = Iocb {
+        aio_lio_opcode: IOCB_CMD_PREAD,
+        aio_fildes: file.as_raw_fd() as u32,
+        aio_buf: buf.as_mut_ptr() as u64,
+        aio_nbytes: buf.len() as u64,
+        ..Iocb::default()
+    };
+    let mut list = [&mut iocb as *mut Iocb];
+    // SAFETY: `list` points at one valid iocb whose buffer `buf` stays
+    // borrowed, and so alive and unaliased, until io_getevents below has
+    // returned its completion (or io_destroy has waited for it).
+    let submitted = unsafe { libc::syscall(libc::SYS_io_submit, ctx, 1, list.as_mut_ptr()) };
+    let result = if submitted != 1 {
+        Err(io::Error::last_os_error())
+    } else {
+        let mut event = IoEvent::default();
+        // SAFETY: room for exactly the one event asked for; no timeout.
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                1,
+                1,
+                &mut event as *mut IoEvent,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        match (got, event.res) {
+            (1, res) if res >= 0 => Ok(res as usize),
+            (1, res) => Err(io::Error::from_raw_os_error(-res as i32)),
+            _ => Err(io::Error::last_os_error()),
+        }
+    };
+    // SAFETY: `ctx` came from io_setup and is destroyed once; io_destroy
+    // waits for any request still in flight, so `buf` is no longer used.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    result
+}
+
+/// What is left in the pipe read by `r`, without waiting.
+fn drain(r: &OwnedFd) -> usize {
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        match nix::unistd::read(r, &mut buf) {
+            Ok(0) | Err(nix::errno::Errno::EAGAIN) => return total,
+            Ok(n) => total += n,
+            Err(e) => panic!("reading the pipe: {e}"),
+        }
+    }
+}
+
+/// On this kernel (6.18) sendfile, splice and Linux AIO of `bits` get
+/// end-of-file (or, sendfile into a regular file, EINVAL), and the daemon
+/// never sees a request: they go through the page cache, where the file
+/// has size 0. `read()` on the same file still gets fresh bytes.
+#[test]
+fn sendfile_splice_and_aio_get_nothing_and_take_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start(&["--no-fifo"]);
+    let bits = d.bits();
+    let counters = || {
+        let s = d.stats();
+        (s["bytes_served_fuse"], s["fuse_reads"])
+    };
+    let before = counters();
+    let open = || File::open(&bits).unwrap();
+    let out_path = d.dir.path().join("out");
+    let out = File::create(&out_path).unwrap();
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+    let errno = |r: io::Result<usize>| r.map_err(|e| e.raw_os_error());
+
+    let to_file = errno(sendfile(&out, &open(), 4096));
+    assert!(
+        matches!(to_file, Ok(0) | Err(Some(libc::EINVAL))),
+        "sendfile into a regular file: {to_file:?}"
+    );
+    assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 0);
+    assert_eq!(
+        errno(sendfile(&w, &open(), 4096)),
+        Ok(0),
+        "sendfile into a pipe"
+    );
+    assert_eq!(
+        errno(splice(&open(), &w, 4096)),
+        Ok(0),
+        "splice into a pipe"
+    );
+    assert_eq!(drain(&r), 0, "bytes in the pipe");
+    // With an offset, as Python's shutil.copyfile calls it: not seekable.
+    let mut offset: libc::off_t = 0;
+    // SAFETY: both descriptors are open; `offset` outlives the call.
+    let with_offset =
+        unsafe { libc::sendfile(out.as_raw_fd(), open().as_raw_fd(), &mut offset, 4096) };
+    assert_eq!(
+        (with_offset, io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::ESPIPE))
+    );
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(
+        errno(aio_pread(&open(), &mut buf)),
+        Ok(0),
+        "AIO IOCB_CMD_PREAD"
+    );
+    assert!(buf.iter().all(|&b| b == 0), "AIO wrote into the buffer");
+    assert_eq!(counters(), before, "the daemon served a request");
+
+    // The control: read() gets fresh bytes and is counted, exactly.
+    let mut f = open();
+    f.read_exact(&mut buf).unwrap();
+    assert!(buf.iter().any(|&b| b != 0));
+    assert_eq!(counters(), (before.0 + 4096, before.1 + 1));
+}
