@@ -134,7 +134,7 @@ pub(crate) struct ServeArgs {
 
     /// ChaCha rounds. 20 is the default and the conservative choice; 12 (what
     /// rand's StdRng uses) and 8 trade security margin for speed.
-    #[arg(long, value_name = "N", default_value = "20")]
+    #[arg(long, value_name = "N", default_value = "20", value_parser = rounds_parser())]
     pub rounds: Rounds,
 
     /// Use this 256-bit ChaCha20 key (64 hex digits) instead of one from the
@@ -328,6 +328,18 @@ impl ServeArgs {
 /// the FIFO writer and the kernel's copies need a core too.
 pub(crate) fn default_generators() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// `--rounds`: one of [`Rounds::ALL`] by its count, with clap listing them
+/// (the engine itself knows nothing of clap).
+fn rounds_parser() -> impl clap::builder::TypedValueParser<Value = Rounds> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(Rounds::ALL.map(|r| r.count().to_string())).map(|s| {
+        Rounds::ALL
+            .into_iter()
+            .find(|r| r.count().to_string() == s)
+            .expect("one of the possible values")
+    })
 }
 
 /// Parses a FIFO mode in octal (`0644`, `600`). The owner must be able to

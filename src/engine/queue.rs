@@ -61,6 +61,12 @@
 //! - every chunk in `ready` belongs to the current epoch;
 //! - a byte leaves the queue at most once, and never after a wipe that
 //!   found it queued.
+//!
+//! # Imports
+//! The queue imports nothing of this crate but its sibling `super::sync`
+//! (and its own child `block`): `tests/queue_shuttle.rs` compiles this very
+//! file with shuttle's primitives as `sync`, and anything else it named
+//! would have to exist there too.
 
 use std::collections::VecDeque;
 use std::fmt;
