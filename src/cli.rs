@@ -2,20 +2,14 @@
 //! raw arguments into a [`ServeConfig`] before anything touches the system.
 
 use std::fmt;
-use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use zeroize::Zeroizing;
 
 use crate::engine::generator::Rounds;
-use crate::engine::seeding::{Key, SourceSpec};
-use crate::error::{Error, describe};
+use crate::engine::seeding::{Key, Seed, SourceSpec};
+use crate::error::Error;
 use crate::sys::trust::{self, Untrusted};
 use crate::units::{format_size, parse_duration, parse_interval, parse_size};
 
@@ -216,10 +210,8 @@ pub(crate) struct ServeConfig {
     pub queue_capacity: usize,
     /// `None`: use the system's pipe-max-size.
     pub pipe_size: Option<usize>,
-    pub seed: Option<Key>,
-    /// The key came from `--seed`, so every user can read it in
-    /// `/proc/PID/cmdline`.
-    pub seed_in_argv: bool,
+    /// `--seed` or `--seed-file`: a fixed key, read by the preflight.
+    pub seed: Option<Seed>,
     pub generators: usize,
     pub fuse_threads: usize,
     pub rounds: Rounds,
@@ -251,7 +243,7 @@ impl ServeArgs {
             (Some(_), None) => Some("--seed"),
             (None, None) => None,
         };
-        let mut seed = self.seed.as_deref().map(parse_seed).transpose()?;
+        let key = self.seed.as_deref().map(parse_seed).transpose()?;
         if let Some(opt) = seeded_by
             && !self.no_fuse
             && !self.no_fifo
@@ -270,10 +262,11 @@ impl ServeArgs {
             (None, Some(_)) => 1,
             (None, None) => default_generators(),
         };
-        // Last, as it may wait for a writer: every cheaper check came first.
-        if let Some(path) = &self.seed_file {
-            seed = Some(read_seed_file(path, SEED_FILE_TIMEOUT)?);
-        }
+        let seed = match (key, self.seed_file) {
+            (Some(key), _) => Some(Seed::Argv(key)),
+            (None, Some(path)) => Some(Seed::File(path)),
+            (None, None) => None,
+        };
         Ok(ServeConfig {
             mount: (!self.no_fuse).then_some(self.mount),
             fifo: (!self.no_fifo).then_some(self.fifo),
@@ -281,7 +274,6 @@ impl ServeArgs {
             queue_capacity: self.queue_capacity as usize,
             pipe_size: self.pipe_size.map(|s| s.min(usize::MAX as u64) as usize),
             seed,
-            seed_in_argv: self.seed.is_some(),
             generators,
             fuse_threads: self.fuse_threads as usize,
             rounds: self.rounds,
@@ -367,126 +359,7 @@ fn parse_seed(s: &str) -> Result<Key, Error> {
     if s.len() != 64 {
         return Err(bad(format!("got {} characters", s.chars().count())));
     }
-    hex_key(s.as_bytes()).ok_or_else(|| bad("not a hex digit in the value".to_string()))
-}
-
-/// 64 hex digits as a key; `None` if there are not exactly 64 or one is not
-/// a hex digit.
-fn hex_key(digits: &[u8]) -> Option<Key> {
-    if digits.len() != 64 {
-        return None;
-    }
-    let mut key = Key::zeroed();
-    for (i, pair) in digits.chunks(2).enumerate() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        key.bytes_mut()[i] = (hex(pair[0])? * 16 + hex(pair[1])?) as u8;
-    }
-    Some(key)
-}
-
-/// How long `--seed-file` waits for its key: only a FIFO whose writer has
-/// not (yet) sent it can take any time.
-pub(crate) const SEED_FILE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A key file holds 64 hex digits and at most a newline.
-const KEY_FILE_MAX: usize = 65;
-
-/// Reads `--seed-file PATH` (standard input for `-`), refusing a file that
-/// others may read. No message repeats any of its content, and the buffer
-/// that held it is wiped.
-///
-/// A path is opened non-blocking and read with a deadline of `timeout`, so
-/// a FIFO nobody writes to is refused instead of hanging the start. Standard
-/// input is read as it is, until end-of-file: it is the caller's own pipe or
-/// terminal, and making it non-blocking would change it for the caller too.
-fn read_seed_file(path: &Path, timeout: Duration) -> Result<Key, Error> {
-    let shown = path.display().to_string();
-    let fail = |what: String| Error::usage(format!("--seed-file {shown}: {what}"));
-    let stdin = path == Path::new("-");
-    let stdin_handle = io::stdin();
-    let opened = if stdin {
-        None
-    } else {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|e| fail(describe(&e)))?;
-        Some(f)
-    };
-    // Not `Stdin`'s own reads: its buffer would keep a copy of the key.
-    let fd = match &opened {
-        Some(f) => f.as_fd(),
-        None => stdin_handle.as_fd(),
-    };
-    let mode = nix::sys::stat::fstat(fd)
-        .map_err(|e| fail(e.desc().to_string()))?
-        .st_mode;
-    // A file's or FIFO's mode says who else may read the key; a terminal's
-    // or /dev/null's says nothing about it.
-    let kind = mode & libc::S_IFMT;
-    if (kind == libc::S_IFREG || kind == libc::S_IFIFO) && mode & 0o044 != 0 {
-        let (what, fix) = if stdin {
-            ("standard input", "on the file it comes from".to_string())
-        } else {
-            ("the key file", format!("{shown} first"))
-        };
-        return Err(fail(format!(
-            "{what} is readable by other users (mode {:04o}), who could predict every byte; run 'chmod 600' {fix}",
-            mode & 0o7777
-        )));
-    }
-    let (text, len) = read_key_text(fd, stdin, timeout).map_err(fail)?;
-    let expected = "expected exactly 64 hex digits and at most a newline";
-    if len > KEY_FILE_MAX {
-        return Err(fail(format!(
-            "got more than {KEY_FILE_MAX} bytes; {expected}"
-        )));
-    }
-    let digits = text[..len].strip_suffix(b"\n").unwrap_or(&text[..len]);
-    if digits.len() != 64 {
-        return Err(fail(format!("got {len} bytes; {expected}")));
-    }
-    hex_key(digits).ok_or_else(|| fail(format!("not a hex digit in the file; {expected}")))
-}
-
-/// Reads up to one byte more than a key file may hold from `fd`, within
-/// `timeout` unless it is standard input; returns the (wiped on drop) buffer
-/// and how much of it was read.
-fn read_key_text(
-    fd: std::os::fd::BorrowedFd,
-    stdin: bool,
-    timeout: Duration,
-) -> Result<(Zeroizing<[u8; KEY_FILE_MAX + 1]>, usize), String> {
-    let mut text = Zeroizing::new([0u8; KEY_FILE_MAX + 1]);
-    let mut len = 0;
-    let deadline = Instant::now() + timeout;
-    while len < text.len() {
-        if !stdin {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // Rounded up: poll must not give up before the deadline.
-            let ms = PollTimeout::try_from(left.as_micros().div_ceil(1000).min(60_000) as i32)
-                .unwrap_or(PollTimeout::ZERO);
-            match poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], ms) {
-                Ok(0) if Instant::now() < deadline => continue,
-                Ok(0) => {
-                    return Err(format!(
-                        "no key arrived within {} s; a FIFO needs a writer that sends the key and closes it",
-                        timeout.as_secs_f64()
-                    ));
-                }
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(e.desc().to_string()),
-            }
-        }
-        match nix::unistd::read(fd, &mut text[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(Errno::EINTR | Errno::EAGAIN) => {}
-            Err(e) => return Err(e.desc().to_string()),
-        }
-    }
-    Ok((text, len))
+    Key::from_hex(s.as_bytes()).ok_or_else(|| bad("not a hex digit in the value".to_string()))
 }
 
 #[cfg(test)]
@@ -531,76 +404,6 @@ mod tests {
         let bad = "zz".repeat(32);
         let e = parse_seed(&bad).unwrap_err();
         assert!(!e.to_string().contains("zz"));
-    }
-
-    /// A key file of mode 0600 in a fresh directory.
-    fn key_file(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        std::fs::write(&path, content).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        (dir, path)
-    }
-
-    #[test]
-    fn seed_file_contents() {
-        let key = "00".repeat(31) + "ff";
-        for text in [key.clone(), key.clone() + "\n", key.to_uppercase()] {
-            let (_dir, path) = key_file(text.as_bytes());
-            let got = read_seed_file(&path, SEED_FILE_TIMEOUT).unwrap();
-            assert_eq!(got.as_bytes()[31], 0xff, "{text:?}");
-        }
-        let expected = "expected exactly 64 hex digits and at most a newline";
-        for (text, why) in [
-            (key.clone() + "\n\n", "got more than 65 bytes".to_string()),
-            (key.clone() + "\r\n", "got more than 65 bytes".to_string()),
-            (key.clone() + " ", "got 65 bytes".to_string()),
-            ("\n".to_string() + &key, "got 65 bytes".to_string()),
-            (String::new(), "got 0 bytes".to_string()),
-            ("abc123\n".to_string(), "got 7 bytes".to_string()),
-            ("zz".repeat(32), "not a hex digit in the file".to_string()),
-            (
-                "+1".repeat(32) + "\n",
-                "not a hex digit in the file".to_string(),
-            ),
-        ] {
-            let (_dir, path) = key_file(text.as_bytes());
-            assert_eq!(
-                read_seed_file(&path, SEED_FILE_TIMEOUT).unwrap_err(),
-                Error::usage(format!("--seed-file {}: {why}; {expected}", path.display())),
-                "{text:?}"
-            );
-        }
-    }
-
-    /// A FIFO's key arrives from its writer; a FIFO without one is refused
-    /// once the deadline passes instead of hanging.
-    #[test]
-    fn seed_file_fifo() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let key = "0f".repeat(32);
-        let writer = {
-            let (fifo, key) = (fifo.clone(), key.clone());
-            // Opening for writing waits until the reader below has opened.
-            std::thread::spawn(move || std::fs::write(fifo, key + "\n").unwrap())
-        };
-        let got = read_seed_file(&fifo, SEED_FILE_TIMEOUT).unwrap();
-        assert_eq!(got.as_bytes(), &[0x0f; 32]);
-        writer.join().unwrap();
-
-        let started = Instant::now();
-        let e = read_seed_file(&fifo, Duration::from_millis(100)).unwrap_err();
-        assert_eq!(
-            e,
-            Error::usage(format!(
-                "--seed-file {}: no key arrived within 0.1 s; a FIFO needs a writer that sends the key and closes it",
-                fifo.display()
-            ))
-        );
-        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 
     fn serve(args: &[&str]) -> Result<ServeConfig, Error> {
@@ -660,7 +463,10 @@ mod tests {
             Error::Usage(m) if m == "--generators 2: --seed needs a single generator to keep its keystream in order"
         ));
         assert_eq!(serve(&["--generators", "3"]).unwrap().generators, 3);
-        assert!(serve(&["--seed", &seed, "--no-fifo"]).unwrap().seed_in_argv);
+        assert!(matches!(
+            serve(&["--seed", &seed, "--no-fifo"]).unwrap().seed,
+            Some(Seed::Argv(k)) if k == Key::zeroed()
+        ));
         // --seed-file is checked like --seed, before its file is read.
         let missing = "/nonexistent/key";
         assert_eq!(
@@ -675,12 +481,14 @@ mod tests {
                 "--generators 2: --seed-file needs a single generator to keep its keystream in order"
             )
         );
-        let (_dir, path) = key_file(seed.as_bytes());
-        let p = path.to_str().unwrap();
-        let from_file = serve(&["--seed-file", p, "--no-fuse"]).unwrap();
-        assert_eq!(from_file.seed, Some(Key::zeroed()));
+        // Validating touches nothing on disk: the file is read by the
+        // preflight, so a missing one is not noticed here.
+        let from_file = serve(&["--seed-file", missing, "--no-fuse"]).unwrap();
+        assert!(matches!(
+            from_file.seed,
+            Some(Seed::File(p)) if p == std::path::Path::new(missing)
+        ));
         assert_eq!(from_file.generators, 1);
-        assert!(!from_file.seed_in_argv);
         assert!(Cli::try_parse_from(["pilfered", "serve", "--no-fuse", "--no-fifo"]).is_err());
     }
 }

@@ -10,17 +10,18 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use log::warn;
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, describe};
 use crate::sys::raw;
@@ -39,7 +40,7 @@ impl fmt::Debug for Key {
 
 impl Key {
     /// An all-zero key, to be filled in place with [`Key::bytes_mut`].
-    pub fn zeroed() -> Key {
+    pub(crate) fn zeroed() -> Key {
         Key([0; 32])
     }
 
@@ -51,14 +52,136 @@ impl Key {
     }
 
     /// The key's bytes, lent for as long as the key lives.
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
     /// The key's bytes, to fill in place.
-    pub fn bytes_mut(&mut self) -> &mut [u8; 32] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8; 32] {
         &mut self.0
     }
+    /// 64 hex digits (either case) as a key; `None` if there are not
+    /// exactly 64 or one is not a hex digit.
+    pub(crate) fn from_hex(digits: &[u8]) -> Option<Key> {
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut key = Key::zeroed();
+        for (byte, pair) in key.0.iter_mut().zip(digits.chunks_exact(2)) {
+            let hex = |b: u8| char::from(b).to_digit(16);
+            *byte = u8::try_from(hex(pair[0])? * 16 + hex(pair[1])?).ok()?;
+        }
+        Some(key)
+    }
+
+    /// A second key with the same bytes (both are wiped when dropped).
+    fn copy(&self) -> Key {
+        Key(self.0)
+    }
+}
+
+/// Where seeded mode's fixed key comes from.
+pub(crate) enum Seed {
+    /// `--seed KEY`, already parsed; every user can read it in
+    /// `/proc/PID/cmdline`.
+    Argv(Key),
+    /// `--seed-file PATH` (`-` for standard input), read by [`Seed::key`].
+    File(PathBuf),
+}
+
+impl fmt::Debug for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Seed::Argv(_) => f.write_str("Seed::Argv(<hidden>)"),
+            Seed::File(p) => write!(f, "Seed::File({})", p.display()),
+        }
+    }
+}
+
+impl Seed {
+    /// The key: given, or read from its file (which may take up to
+    /// [`SEED_FILE_TIMEOUT`] for a FIFO).
+    pub(crate) fn key(&self) -> Result<Key, Error> {
+        match self {
+            Seed::Argv(key) => Ok(key.copy()),
+            Seed::File(path) => read_key_file(path, SEED_FILE_TIMEOUT),
+        }
+    }
+}
+
+/// How long `--seed-file` waits for its key: only a FIFO whose writer has
+/// not (yet) sent it can take any time.
+pub(crate) const SEED_FILE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A key file holds 64 hex digits and at most a newline.
+const KEY_FILE_MAX: usize = 65;
+
+/// Reads `--seed-file PATH` (standard input for `-`), refusing a file that
+/// others may read. No message repeats any of its content, and the buffer
+/// that held it is wiped.
+///
+/// A path is opened non-blocking and read with a deadline of `timeout`, so
+/// a FIFO nobody writes to is refused instead of hanging the start. Standard
+/// input is read as it is, until end-of-file: it is the caller's own pipe or
+/// terminal, and making it non-blocking would change it for the caller too.
+fn read_key_file(path: &Path, timeout: Duration) -> Result<Key, Error> {
+    let shown = path.display().to_string();
+    let fail = |what: String| Error::usage(format!("--seed-file {shown}: {what}"));
+    let stdin = path == Path::new("-");
+    let stdin_handle = io::stdin();
+    let opened = if stdin {
+        None
+    } else {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| fail(describe(&e)))?;
+        Some(f)
+    };
+    // Not `Stdin`'s own reads: its buffer would keep a copy of the key.
+    let fd = match &opened {
+        Some(f) => f.as_fd(),
+        None => stdin_handle.as_fd(),
+    };
+    let mode = nix::sys::stat::fstat(fd)
+        .map_err(|e| fail(e.desc().to_string()))?
+        .st_mode;
+    // A file's or FIFO's mode says who else may read the key; a terminal's
+    // or /dev/null's says nothing about it.
+    let kind = mode & libc::S_IFMT;
+    if (kind == libc::S_IFREG || kind == libc::S_IFIFO) && mode & 0o044 != 0 {
+        let (what, fix) = if stdin {
+            ("standard input", "on the file it comes from".to_string())
+        } else {
+            ("the key file", format!("{shown} first"))
+        };
+        return Err(fail(format!(
+            "{what} is readable by other users (mode {:04o}), who could predict every byte; run 'chmod 600' {fix}",
+            mode & 0o7777
+        )));
+    }
+    // One byte more than a key file may hold, to tell a longer one.
+    let mut text = Zeroizing::new([0u8; KEY_FILE_MAX + 1]);
+    let deadline = (!stdin).then(|| Instant::now() + timeout);
+    let len = read_within(fd, &mut text[..], deadline).map_err(|e| match e {
+        ReadFail::TimedOut(_) => fail(format!(
+            "no key arrived within {} s; a FIFO needs a writer that sends the key and closes it",
+            timeout.as_secs_f64()
+        )),
+        ReadFail::Os(e) => fail(e.desc().to_string()),
+    })?;
+    let expected = "expected exactly 64 hex digits and at most a newline";
+    if len > KEY_FILE_MAX {
+        return Err(fail(format!(
+            "got more than {KEY_FILE_MAX} bytes; {expected}"
+        )));
+    }
+    let digits = text[..len].strip_suffix(b"\n").unwrap_or(&text[..len]);
+    if digits.len() != 64 {
+        return Err(fail(format!("got {len} bytes; {expected}")));
+    }
+    Key::from_hex(digits).ok_or_else(|| fail(format!("not a hex digit in the file; {expected}")))
 }
 
 /// What `--source` names.
@@ -167,7 +290,16 @@ impl Source {
     fn read(&mut self, out: &mut [u8; 32]) -> Result<(), String> {
         match &mut self.reader {
             Reader::Rdseed => rdseed_fill(out),
-            Reader::File(f) => read_within(f, out, SOURCE_TIMEOUT),
+            Reader::File(f) => {
+                match read_within(f.as_fd(), out, Some(Instant::now() + SOURCE_TIMEOUT)) {
+                    Ok(32) => Ok(()),
+                    Ok(_) => Err("end of file".to_string()),
+                    Err(ReadFail::TimedOut(_)) => {
+                        Err(format!("too slow: no data within {SOURCE_TIMEOUT:?}"))
+                    }
+                    Err(ReadFail::Os(e)) => Err(e.desc().to_string()),
+                }
+            }
         }?;
         if self.health.check(out) {
             Ok(())
@@ -194,30 +326,55 @@ fn open_source(path: &Path, spec: &SourceSpec) -> Result<File, Error> {
         })
 }
 
-/// Fills `out` from a non-blocking file, waiting at most `limit` in all.
-fn read_within(f: &mut File, out: &mut [u8], limit: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
+/// Why [`read_within`] stopped short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFail {
+    /// The deadline passed after this many bytes.
+    TimedOut(usize),
+    /// The read or the wait failed.
+    Os(Errno),
+}
+
+/// Reads from `fd` into `buf` until it is full or the file ends, and
+/// returns how many bytes came. With a `deadline`, `fd` must be
+/// non-blocking: each read waits in `poll` first (so that a FIFO whose
+/// writer has not come yet is waited for, not taken for ended), and the
+/// read gives up once the deadline has passed, never before (a wait is
+/// rounded up to whole milliseconds). Without one it waits as long as it
+/// takes. Short reads and `EINTR` are retried.
+fn read_within(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> Result<usize, ReadFail> {
     let mut got = 0;
-    while got < out.len() {
-        match f.read(&mut out[got..]) {
-            Ok(0) => return Err("end of file".into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32)
-                    .unwrap_or(PollTimeout::ZERO);
-                let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
-                match poll(&mut fds, ms) {
-                    Ok(0) => return Err(format!("too slow: no data within {limit:?}")),
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(e.desc().into()),
-                }
+    while got < buf.len() {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadFail::TimedOut(got));
             }
-            Err(e) => return Err(describe(&e)),
+            let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+            let wait = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            match poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], wait) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(ReadFail::Os(e)),
+            }
+        }
+        match nix::unistd::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            // Without a deadline: a descriptor someone made non-blocking.
+            Err(Errno::EAGAIN) if deadline.is_none() => {
+                let _ = poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], PollTimeout::NONE);
+            }
+            Err(Errno::EAGAIN) => {}
+            Err(e) => return Err(ReadFail::Os(e)),
         }
     }
-    Ok(())
+    Ok(got)
 }
 
 /// Fills `out` from the CPU's RDSEED instruction, retrying a word that is
@@ -308,6 +465,76 @@ impl Seeder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key file of mode 0600 in a fresh directory.
+    fn key_file(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn seed_file_contents() {
+        let key = "00".repeat(31) + "ff";
+        for text in [key.clone(), key.clone() + "\n", key.to_uppercase()] {
+            let (_dir, path) = key_file(text.as_bytes());
+            let got = read_key_file(&path, SEED_FILE_TIMEOUT).unwrap();
+            assert_eq!(got.as_bytes()[31], 0xff, "{text:?}");
+        }
+        let expected = "expected exactly 64 hex digits and at most a newline";
+        for (text, why) in [
+            (key.clone() + "\n\n", "got more than 65 bytes".to_string()),
+            (key.clone() + "\r\n", "got more than 65 bytes".to_string()),
+            (key.clone() + " ", "got 65 bytes".to_string()),
+            ("\n".to_string() + &key, "got 65 bytes".to_string()),
+            (String::new(), "got 0 bytes".to_string()),
+            ("abc123\n".to_string(), "got 7 bytes".to_string()),
+            ("zz".repeat(32), "not a hex digit in the file".to_string()),
+            (
+                "+1".repeat(32) + "\n",
+                "not a hex digit in the file".to_string(),
+            ),
+        ] {
+            let (_dir, path) = key_file(text.as_bytes());
+            assert_eq!(
+                read_key_file(&path, SEED_FILE_TIMEOUT).unwrap_err(),
+                Error::usage(format!("--seed-file {}: {why}; {expected}", path.display())),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// A FIFO's key arrives from its writer; a FIFO without one is refused
+    /// once the deadline passes instead of hanging.
+    #[test]
+    fn seed_file_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let key = "0f".repeat(32);
+        let writer = {
+            let (fifo, key) = (fifo.clone(), key.clone());
+            // Opening for writing waits until the reader below has opened.
+            std::thread::spawn(move || std::fs::write(fifo, key + "\n").unwrap())
+        };
+        let got = read_key_file(&fifo, SEED_FILE_TIMEOUT).unwrap();
+        assert_eq!(got.as_bytes(), &[0x0f; 32]);
+        writer.join().unwrap();
+
+        let started = Instant::now();
+        let e = read_key_file(&fifo, Duration::from_millis(100)).unwrap_err();
+        assert_eq!(
+            e,
+            Error::usage(format!(
+                "--seed-file {}: no key arrived within 0.1 s; a FIFO needs a writer that sends the key and closes it",
+                fifo.display()
+            ))
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    }
 
     #[test]
     fn parses_source_names() {

@@ -21,7 +21,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::cli::ServeConfig;
 use crate::engine::generator::{self, Generator, ReseedPolicy};
 use crate::engine::queue::{ChunkQueue, OutOfMemory};
-use crate::engine::seeding::Seeder;
+use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::engine::stats::{Report, Stats};
 use crate::error::{Error, describe};
 use crate::serve::fifo::{self, Fifo};
@@ -107,14 +107,14 @@ impl Daemon {
                 "--seed: serving the predictable ChaCha20 keystream of the given key; never use these bytes for secrets"
             );
         }
-        if cfg.seed_in_argv {
+        if matches!(cfg.seed, Some(Seed::Argv(_))) {
             warn!(
                 "--seed: every user can read the key in /proc/{}/cmdline; use --seed-file instead",
                 std::process::id()
             );
         }
         let seeder = Arc::new(plan.seeder);
-        self.start_generators(cfg, &seeder)?;
+        self.start_generators(cfg, plan.seed.as_ref(), &seeder)?;
         if let Some(p) = plan.fifo {
             let fifo = Fifo::open(p.spot, cfg.fifo_mode, p.pipe_size)?;
             let tx = tx.clone();
@@ -133,13 +133,20 @@ impl Daemon {
         Ok(())
     }
 
-    fn start_generators(&mut self, cfg: &ServeConfig, seeder: &Arc<Seeder>) -> Result<(), Error> {
+    /// Starts `cfg.generators` generator threads: keyed by `seed` (seeded
+    /// mode, which runs one), else each from `seeder`.
+    fn start_generators(
+        &mut self,
+        cfg: &ServeConfig,
+        seed: Option<&Key>,
+        seeder: &Arc<Seeder>,
+    ) -> Result<(), Error> {
         let policy = ReseedPolicy {
             interval: cfg.reseed_interval,
             bytes: cfg.reseed_bytes,
         };
         for i in 0..cfg.generators {
-            let generator = match &cfg.seed {
+            let generator = match seed {
                 Some(key) => Generator::from_key(key, cfg.rounds),
                 None => Generator::from_key_erasing(&seeder.key()?, cfg.rounds),
             };

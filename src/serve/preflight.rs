@@ -17,7 +17,7 @@ use log::warn;
 
 use crate::cli::ServeConfig;
 use crate::engine::generator;
-use crate::engine::seeding::Seeder;
+use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::error::{Error, describe};
 use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
 use crate::sys::mountdir;
@@ -34,6 +34,8 @@ pub(super) struct Plan {
     pub mount: Option<MountPlan>,
     /// Where keys come from, every `--source` already opened.
     pub seeder: Seeder,
+    /// The fixed key of seeded mode (`--seed` or `--seed-file`).
+    pub seed: Option<Key>,
 }
 
 /// The FIFO to serve.
@@ -68,6 +70,9 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
         check_allow_other()?;
     }
     let seeder = Seeder::new(&cfg.sources)?;
+    // Last of the checks, as a key file that is a FIFO may make it wait for
+    // its writer: every cheaper check came first.
+    let seed = cfg.seed.as_ref().map(Seed::key).transpose()?;
     if cfg.mlock {
         lock_memory(cfg)?;
     }
@@ -75,6 +80,7 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
         fifo,
         mount,
         seeder,
+        seed,
     })
 }
 
