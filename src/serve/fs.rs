@@ -1,7 +1,7 @@
 //! The FUSE file system: a root directory holding `bits` (endless random
 //! bytes) and `stats` (the daemon's counters).
 //!
-//! [`Device`] is the core: plain methods returning `Result<_, Errno>`, tested
+//! [`Device`] is the core: plain methods returning `Result<_, FsError>`, tested
 //! without a mount. The `fuser::Filesystem` impl below only translates
 //! requests into those calls and replies.
 //!
@@ -23,7 +23,7 @@ use fuser::{
     IoctlFlags, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyXattr, Request, Session, SessionACL,
 };
-use log::warn;
+use log::{debug, warn};
 use zeroize::Zeroize;
 
 use crate::engine::queue::{ChunkQueue, Closed};
@@ -70,12 +70,77 @@ pub fn session<F: Filesystem>(
     Session::from_fd(fs, fd, acl, config)
 }
 
+/// Why [`Device`] refused a request: one case per cause, so that the
+/// adapter logs the cause and [`FsError::errno`] alone picks what the
+/// kernel (and the reader) is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FsError {
+    /// No such name in the directory, or no such inode.
+    NotFound,
+    /// A lookup or listing inside something that is not the root.
+    NotADirectory,
+    /// The root opened or read as a file.
+    IsADirectory,
+    /// Opened for writing: the device is read-only.
+    ReadOnly,
+    /// A `stats` read on a handle that was never opened or already released.
+    UnknownHandle,
+    /// The queue is closed: the daemon is shutting down.
+    ShuttingDown,
+    /// A reply buffer could not grow: memory is short.
+    OutOfMemory,
+}
+
+impl FsError {
+    /// The errno the request fails with.
+    pub(crate) fn errno(self) -> Errno {
+        match self {
+            FsError::NotFound => Errno::ENOENT,
+            FsError::NotADirectory => Errno::ENOTDIR,
+            FsError::IsADirectory => Errno::EISDIR,
+            // A judgement call: the mount is read-only too (EROFS), but the
+            // kernel asks us only after its own permission check, and the
+            // file's mode (0444) is what refuses writing.
+            FsError::ReadOnly => Errno::EACCES,
+            FsError::UnknownHandle => Errno::EBADF,
+            // What a reader of a device that went away gets.
+            FsError::ShuttingDown => Errno::EIO,
+            FsError::OutOfMemory => Errno::ENOMEM,
+        }
+    }
+
+    /// Logs a refusal of `what` (such as "read of 4096 bytes of bits") if
+    /// its cause is worth a line: a shutdown (at debug level, as every
+    /// waiting reader gets one) or short memory. The other causes are a
+    /// program's ordinary questions answered no.
+    fn log(self, what: &str) {
+        match self {
+            FsError::ShuttingDown => debug!("{what} refused: the daemon is shutting down"),
+            FsError::OutOfMemory => warn!("{what} refused: out of memory"),
+            FsError::NotFound
+            | FsError::NotADirectory
+            | FsError::IsADirectory
+            | FsError::ReadOnly
+            | FsError::UnknownHandle => {}
+        }
+    }
+}
+
 const ENTRIES: [(INodeNo, FileType, &str); 4] = [
     (INodeNo::ROOT, FileType::Directory, "."),
     (INodeNo::ROOT, FileType::Directory, ".."),
     (BITS, FileType::RegularFile, "bits"),
     (STATS, FileType::RegularFile, "stats"),
 ];
+
+/// The name of inode `ino`, for messages: `bits`, `stats` or `the root`.
+fn name(ino: INodeNo) -> &'static str {
+    match ENTRIES[2..].iter().find(|e| e.0 == ino) {
+        Some(&(_, _, name)) => name,
+        None if ino == INodeNo::ROOT => "the root",
+        None => "an unknown inode",
+    }
+}
 
 /// The file system's state and logic, independent of FUSE plumbing.
 #[derive(Debug)]
@@ -114,11 +179,11 @@ impl Device {
     }
 
     /// Attributes of inode `ino`.
-    pub(crate) fn attr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+    pub(crate) fn attr(&self, ino: INodeNo) -> Result<FileAttr, FsError> {
         let (kind, perm, nlink) = match ino {
             INodeNo::ROOT => (FileType::Directory, 0o555, 2),
             BITS | STATS => (FileType::RegularFile, 0o444, 1),
-            _ => return Err(Errno::ENOENT),
+            _ => return Err(FsError::NotFound),
         };
         Ok(FileAttr {
             ino,
@@ -140,13 +205,13 @@ impl Device {
     }
 
     /// Looks `name` up in directory `parent`.
-    pub(crate) fn lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+    pub(crate) fn lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, FsError> {
         if parent != INodeNo::ROOT {
-            return Err(Errno::ENOTDIR);
+            return Err(FsError::NotADirectory);
         }
         match ENTRIES[2..].iter().find(|e| OsStr::new(e.2) == name) {
             Some(&(ino, _, _)) => self.attr(ino),
-            None => Err(Errno::ENOENT),
+            None => Err(FsError::NotFound),
         }
     }
 
@@ -155,13 +220,13 @@ impl Device {
         &self,
         ino: INodeNo,
         flags: OpenFlags,
-    ) -> Result<(FileHandle, FopenFlags), Errno> {
+    ) -> Result<(FileHandle, FopenFlags), FsError> {
         if ino == INodeNo::ROOT {
-            return Err(Errno::EISDIR);
+            return Err(FsError::IsADirectory);
         }
         self.attr(ino)?;
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return Err(Errno::EACCES);
+            return Err(FsError::ReadOnly);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         if ino == STATS {
@@ -198,7 +263,7 @@ impl Device {
         offset: u64,
         size: u32,
         send: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, Errno> {
+    ) -> Result<R, FsError> {
         match ino {
             BITS => {
                 let size = size as usize;
@@ -217,7 +282,10 @@ impl Device {
                 READ_BUF.with_borrow_mut(|buf| {
                     grow(buf, size)?;
                     let out = &mut buf[..size];
-                    let discarded = self.queue.take_exact(out).map_err(|Closed| Errno::EIO)?;
+                    let discarded = self
+                        .queue
+                        .take_exact(out)
+                        .map_err(|Closed| FsError::ShuttingDown)?;
                     stats::add(&self.stats.bytes_discarded, discarded as u64);
                     served();
                     let sent = send(out);
@@ -233,13 +301,13 @@ impl Device {
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&fh.0)
                     .cloned()
-                    .ok_or(Errno::EBADF)?;
+                    .ok_or(FsError::UnknownHandle)?;
                 let start = (offset as usize).min(text.len());
                 let end = start.saturating_add(size as usize).min(text.len());
                 Ok(send(&text[start..end]))
             }
-            INodeNo::ROOT => Err(Errno::EISDIR),
-            _ => Err(Errno::ENOENT),
+            INodeNo::ROOT => Err(FsError::IsADirectory),
+            _ => Err(FsError::NotFound),
         }
     }
 
@@ -249,9 +317,9 @@ impl Device {
         &self,
         ino: INodeNo,
         offset: u64,
-    ) -> Result<impl Iterator<Item = (INodeNo, u64, FileType, &'static str)>, Errno> {
+    ) -> Result<impl Iterator<Item = (INodeNo, u64, FileType, &'static str)>, FsError> {
         if ino != INodeNo::ROOT {
-            return Err(Errno::ENOTDIR);
+            return Err(FsError::NotADirectory);
         }
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         Ok(ENTRIES
@@ -264,10 +332,10 @@ impl Device {
 
 /// Grows a reply buffer to at least `size` bytes without aborting when
 /// memory is short: the read then fails with ENOMEM instead.
-fn grow(buf: &mut Vec<u8>, size: usize) -> Result<(), Errno> {
+fn grow(buf: &mut Vec<u8>, size: usize) -> Result<(), FsError> {
     if buf.len() < size {
         buf.try_reserve_exact(size - buf.len())
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(|_| FsError::OutOfMemory)?;
         // Within the capacity just reserved: cannot allocate.
         buf.resize(size, 0);
     }
@@ -282,21 +350,21 @@ impl Filesystem for Fs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.0.lookup(parent, name) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.errno()),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.0.attr(ino) {
             Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.errno()),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.0.open(ino, flags) {
             Ok((fh, open_flags)) => reply.opened(fh, open_flags),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.errno()),
         }
     }
 
@@ -318,12 +386,8 @@ impl Filesystem for Fs {
             reply.take().expect("replied once").data(data)
         });
         if let (Err(e), Some(reply)) = (result, reply) {
-            if e == Errno::EIO {
-                warn!("read of {ino:?} refused: the daemon is shutting down");
-            } else if e == Errno::ENOMEM {
-                warn!("read of {size} bytes refused: out of memory");
-            }
-            reply.error(e);
+            e.log(&format!("read of {size} bytes of {}", name(ino)));
+            reply.error(e.errno());
         }
     }
 
@@ -407,7 +471,7 @@ impl Filesystem for Fs {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.errno()),
         }
     }
 }
@@ -442,12 +506,39 @@ mod tests {
         );
         assert_eq!(
             d.lookup(INodeNo::ROOT, OsStr::new("nope")),
-            Err(Errno::ENOENT)
+            Err(FsError::NotFound)
         );
-        assert_eq!(d.lookup(INodeNo::ROOT, OsStr::new(".")), Err(Errno::ENOENT));
-        assert_eq!(d.lookup(BITS, OsStr::new("x")), Err(Errno::ENOTDIR));
-        assert_eq!(d.attr(INodeNo(99)), Err(Errno::ENOENT));
+        assert_eq!(
+            d.lookup(INodeNo::ROOT, OsStr::new(".")),
+            Err(FsError::NotFound)
+        );
+        assert_eq!(d.lookup(BITS, OsStr::new("x")), Err(FsError::NotADirectory));
+        assert_eq!(d.attr(INodeNo(99)), Err(FsError::NotFound));
         assert_eq!(d.attr(INodeNo::ROOT).unwrap().kind, FileType::Directory);
+    }
+
+    #[test]
+    fn each_cause_has_its_errno() {
+        for (cause, errno) in [
+            (FsError::NotFound, Errno::ENOENT),
+            (FsError::NotADirectory, Errno::ENOTDIR),
+            (FsError::IsADirectory, Errno::EISDIR),
+            (FsError::ReadOnly, Errno::EACCES),
+            (FsError::UnknownHandle, Errno::EBADF),
+            (FsError::ShuttingDown, Errno::EIO),
+            (FsError::OutOfMemory, Errno::ENOMEM),
+        ] {
+            assert_eq!(cause.errno(), errno, "{cause:?}");
+        }
+        assert_eq!(
+            [
+                name(BITS),
+                name(STATS),
+                name(INodeNo::ROOT),
+                name(INodeNo(9))
+            ],
+            ["bits", "stats", "the root", "an unknown inode"]
+        );
     }
 
     #[test]
@@ -455,10 +546,16 @@ mod tests {
         let d = device();
         let (_, flags) = d.open(BITS, RDONLY).unwrap();
         assert!(flags.contains(FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE));
-        assert_eq!(d.open(BITS, OpenFlags(libc::O_WRONLY)), Err(Errno::EACCES));
-        assert_eq!(d.open(BITS, OpenFlags(libc::O_RDWR)), Err(Errno::EACCES));
-        assert_eq!(d.open(INodeNo::ROOT, RDONLY), Err(Errno::EISDIR));
-        assert_eq!(d.open(INodeNo(9), RDONLY), Err(Errno::ENOENT));
+        assert_eq!(
+            d.open(BITS, OpenFlags(libc::O_WRONLY)),
+            Err(FsError::ReadOnly)
+        );
+        assert_eq!(
+            d.open(BITS, OpenFlags(libc::O_RDWR)),
+            Err(FsError::ReadOnly)
+        );
+        assert_eq!(d.open(INodeNo::ROOT, RDONLY), Err(FsError::IsADirectory));
+        assert_eq!(d.open(INodeNo(9), RDONLY), Err(FsError::NotFound));
     }
 
     #[test]
@@ -498,7 +595,10 @@ mod tests {
         }
         assert_eq!(pieces, whole);
         d.release(fh2);
-        assert_eq!(d.read(STATS, fh2, 0, 10, |b| b.len()), Err(Errno::EBADF));
+        assert_eq!(
+            d.read(STATS, fh2, 0, 10, |b| b.len()),
+            Err(FsError::UnknownHandle)
+        );
     }
 
     #[test]
@@ -517,8 +617,11 @@ mod tests {
         assert!(names(u64::MAX).is_empty());
         let (ino, _, kind, _) = d.readdir(INodeNo::ROOT, 2).unwrap().next().unwrap();
         assert_eq!((ino, kind), (BITS, FileType::RegularFile));
-        assert!(matches!(d.readdir(BITS, 0), Err(Errno::ENOTDIR)));
-        assert!(matches!(d.readdir(INodeNo(9), 0), Err(Errno::ENOTDIR)));
+        assert!(matches!(d.readdir(BITS, 0), Err(FsError::NotADirectory)));
+        assert!(matches!(
+            d.readdir(INodeNo(9), 0),
+            Err(FsError::NotADirectory)
+        ));
     }
 
     /// A read of what the front chunk holds is answered from the chunk
@@ -559,7 +662,7 @@ mod tests {
     #[test]
     fn reply_buffer_growth_is_fallible() {
         let mut buf = vec![1u8; 10];
-        assert_eq!(grow(&mut buf, usize::MAX), Err(Errno::ENOMEM));
+        assert_eq!(grow(&mut buf, usize::MAX), Err(FsError::OutOfMemory));
         assert_eq!(buf.len(), 10);
         assert_eq!(grow(&mut buf, 100), Ok(()));
         assert_eq!(buf.len(), 100);
@@ -570,6 +673,9 @@ mod tests {
         let d = device();
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
         d.queue.close();
-        assert_eq!(d.read(BITS, fh, 0, 10, |b| b.len()), Err(Errno::EIO));
+        assert_eq!(
+            d.read(BITS, fh, 0, 10, |b| b.len()),
+            Err(FsError::ShuttingDown)
+        );
     }
 }
