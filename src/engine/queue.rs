@@ -492,6 +492,9 @@ impl ChunkQueue {
         }
         let mut stale = 0;
         for mut chunk in chunks.drain(..) {
+            // An unfilled chunk would sit in `ready` with nothing to read,
+            // breaking the invariant that only the front one is partly read.
+            debug_assert_eq!(chunk.len(), self.chunk_size, "push of an unfilled chunk");
             if chunk.epoch == st.epoch {
                 st.queued += chunk.len();
                 st.ready.push_back(chunk);
