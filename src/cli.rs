@@ -270,9 +270,11 @@ impl ServeArgs {
         Ok(ServeConfig {
             mount: (!self.no_fuse).then_some(self.mount),
             fifo: (!self.no_fifo).then_some(self.fifo),
-            chunk_size: self.chunk_size as usize,
-            queue_capacity: self.queue_capacity as usize,
-            pipe_size: self.pipe_size.map(|s| s.min(usize::MAX as u64) as usize),
+            chunk_size: in_memory("--chunk-size", self.chunk_size)?,
+            queue_capacity: in_memory("--queue-capacity", self.queue_capacity)?,
+            pipe_size: self
+                .pipe_size
+                .map(|s| usize::try_from(s).unwrap_or(usize::MAX)),
             seed,
             generators,
             fuse_threads: self.fuse_threads as usize,
@@ -313,6 +315,17 @@ impl ServeArgs {
         }
         Ok(())
     }
+}
+
+/// A size given as `option` as a byte count in memory; only a 32-bit
+/// machine can refuse one the limits let through.
+fn in_memory(option: &str, size: u64) -> Result<usize, Error> {
+    usize::try_from(size).map_err(|_| {
+        Error::usage(format!(
+            "{option} {}: larger than this machine's memory",
+            format_size(size)
+        ))
+    })
 }
 
 /// One generator per two CPUs: measured on 2 cores, one generator moved

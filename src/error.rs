@@ -25,7 +25,7 @@ impl Error {
     }
 
     /// The process exit status for this error.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
             Error::Runtime(_) => 1,

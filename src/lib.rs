@@ -63,11 +63,11 @@ pub mod internal {
         match cli.command {
             Command::Serve(args) => args.validate().and_then(|mut cfg| {
                 cfg.report_every = report_every;
-                crate::serve::daemon::serve(cfg)
+                crate::serve::daemon::serve(&cfg)
             }),
             Command::Roll(args) => tools::roll(&args.exprs, args.source.from.as_deref()),
             Command::Nonce(args) => tools::nonce(args.count, args.source.from.as_deref()),
-            Command::Status(args) => status::run(args),
+            Command::Status(args) => status::run(&args),
         }
     }
 

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
 /// Prints `pilfered: MESSAGE` on one line and picks the exit status.
 fn fail(e: &Error) -> ExitCode {
     eprintln!("pilfered: {e}");
-    ExitCode::from(e.exit_code() as u8)
+    ExitCode::from(e.exit_code())
 }
 
 /// clap's error in one line: its first line without the "error: " prefix
@@ -107,7 +107,7 @@ fn clap_suggestion(e: &clap::Error) -> Option<String> {
     match e.get(ContextKind::Suggested) {
         Some(ContextValue::StyledStrs(tips)) if !tips.is_empty() => Some(
             tips.iter()
-                .map(|t| t.to_string())
+                .map(std::string::ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; "),
         ),

@@ -91,7 +91,7 @@ pub fn format_bytes(n: u64) -> String {
     if n < 1024 {
         return format!("{n} B");
     }
-    let exp = ((63 - n.leading_zeros()) / 10).min(BINARY_UNITS.len() as u32) as usize;
+    let exp = (((63 - n.leading_zeros()) / 10) as usize).min(BINARY_UNITS.len());
     let unit = 1u64 << (10 * exp);
     if n.is_multiple_of(unit) {
         return format!("{} {}", n / unit, BINARY_UNITS[exp - 1]);

@@ -73,7 +73,7 @@ fn producers(q: &Arc<ChunkQueue>, count: u8, limit: Option<usize>) -> Vec<thread
                         let keep = (l - made).min(batch.len());
                         q.unreserve(&mut batch.split_off(keep));
                     }
-                    for c in batch.iter_mut() {
+                    for c in &mut batch {
                         c.refill(|b| {
                             for x in b.iter_mut() {
                                 *x = (p << 7) | (n & 0x7f);
@@ -96,7 +96,7 @@ fn take_chunks(q: &ChunkQueue, want: usize, at_least: usize) -> Vec<u8> {
     let mut pending = VecDeque::new();
     while got.len() < at_least {
         q.take_chunks(want, &mut pending).unwrap();
-        for c in pending.iter_mut() {
+        for c in &mut pending {
             let n = c.len();
             got.extend_from_slice(c.unread());
             c.consume(n);
@@ -176,7 +176,7 @@ fn reserve() {
         let mut got = 0;
         while let Ok(n) = q2.take_chunks(64, &mut pending) {
             got += n;
-            for c in pending.iter_mut() {
+            for c in &mut pending {
                 let n = c.len();
                 c.consume(n);
             }
@@ -261,8 +261,8 @@ fn wipe() {
     let producer = thread::spawn(move || {
         let mut batch = Vec::new();
         while qp.reserve(2, &mut batch).is_ok() {
-            for c in batch.iter_mut() {
-                let tag = c.epoch() as u8;
+            for c in &mut batch {
+                let tag = u8::try_from(c.epoch()).unwrap();
                 c.refill(|b| b.fill(tag));
             }
             qp.push(&mut batch);
@@ -284,10 +284,11 @@ fn wipe() {
         let mut pending = VecDeque::new();
         for _ in 0..3 {
             q2.take_chunks(6, &mut pending).unwrap();
-            for c in pending.iter_mut() {
-                assert!(c.unread().iter().all(|&b| b == c.epoch() as u8));
-                assert!(c.epoch() as u8 >= last, "a chunk from an old epoch");
-                last = c.epoch() as u8;
+            for c in &mut pending {
+                let epoch = u8::try_from(c.epoch()).unwrap();
+                assert!(c.unread().iter().all(|&b| b == epoch));
+                assert!(epoch >= last, "a chunk from an old epoch");
+                last = epoch;
                 let n = c.len();
                 c.consume(n);
             }

@@ -159,7 +159,9 @@ fn a_vm_fork_wipes_the_idle_queue_and_rekeys() {
     if !fuse_available() {
         return;
     }
-    let _one = TRIGGER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = TRIGGER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = start(&["--no-fifo"]);
     assert!(
         d.log_text()
@@ -204,7 +206,9 @@ fn a_vm_fork_drains_the_fifo_pipe() {
     if !fuse_available() {
         return;
     }
-    let _one = TRIGGER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = TRIGGER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = start(&[]);
     let pipe_size = 1 << 20;
     // The pipe fills from the first megabytes made and the queue fills. If
@@ -259,7 +263,9 @@ fn other_uevents_are_ignored() {
     if !fuse_available() {
         return;
     }
-    let _one = TRIGGER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = TRIGGER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = start(&["--no-fifo", "-v"]);
     wait_stats(&d, "queue full", full);
 
@@ -330,7 +336,9 @@ fn a_vm_fork_under_load() {
     if !fuse_available() {
         return;
     }
-    let _one = TRIGGER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = TRIGGER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = start(&[]);
     // Set once the daemon has counted the fork; a block read after that
     // was started after the fork was handled.

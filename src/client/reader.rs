@@ -188,11 +188,13 @@ impl<R: Read> DeviceReader<R> {
             }
             return Ok(());
         }
-        let per_batch = (BATCH_BYTES / size).max(1) as u64;
-        let mut buf = Zeroizing::new(vec![0u8; size * count.min(per_batch) as usize]);
+        let per_batch = (BATCH_BYTES / size).max(1);
+        // How many groups the next batch holds, when `left` are still due.
+        let next = |left: u64| usize::try_from(left).map_or(per_batch, |l| l.min(per_batch));
+        let mut buf = Zeroizing::new(vec![0u8; size * next(count)]);
         let mut left = count;
         while left > 0 {
-            let groups = left.min(per_batch) as usize;
+            let groups = next(left);
             let batch = &mut buf[..groups * size];
             self.read_exact(batch)?;
             for group in batch.chunks_exact(size) {
@@ -205,6 +207,10 @@ impl<R: Read> DeviceReader<R> {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "test data: byte patterns that wrap on purpose"
+)]
 mod tests {
     use super::*;
 

@@ -25,7 +25,7 @@ pub(crate) struct Later {
 }
 
 /// Runs `pilfered status`.
-pub(crate) fn run(args: StatusArgs) -> Result<(), Error> {
+pub(crate) fn run(args: &StatusArgs) -> Result<(), Error> {
     let first = read_snapshot(&args.mount)?;
     let later = if args.interval.is_zero() {
         None

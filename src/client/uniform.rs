@@ -40,7 +40,8 @@ impl Uniform {
         let bits = 64 - (n - 1).leading_zeros() as usize;
         let bytes = bits.div_ceil(8);
         let range = 1u128 << (8 * bytes);
-        let max_accepted = (range - range % u128::from(n) - 1) as u64;
+        let max_accepted = u64::try_from(range - range % u128::from(n) - 1)
+            .expect("below 2^64, since range is at most 2^64");
         Uniform {
             n,
             bytes,
@@ -100,6 +101,10 @@ impl Uniform {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "test data: byte patterns that wrap on purpose"
+)]
 mod tests {
     use super::*;
 

@@ -309,7 +309,9 @@ impl Generator {
         while queue.reserve(max, &mut batch).is_ok() {
             // All chunks of one reserve share its epoch; none came if the
             // queue was wiped while we waited.
-            let now = batch.first().map_or_else(|| queue.epoch(), |c| c.epoch());
+            let now = batch
+                .first()
+                .map_or_else(|| queue.epoch(), super::queue::Chunk::epoch);
             let forked = now != epoch;
             if forked && self.fixed {
                 epoch = now;
@@ -341,7 +343,7 @@ impl Generator {
                 continue;
             }
             let mut bytes = 0;
-            for chunk in batch.iter_mut() {
+            for chunk in &mut batch {
                 chunk.refill(|buf| self.fill(buf));
                 bytes += chunk.len();
             }
@@ -370,6 +372,10 @@ pub(crate) struct ReseedPolicy {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "test data: byte patterns that wrap on purpose"
+)]
 mod tests {
     use super::*;
     use rand_core::Rng;

@@ -381,11 +381,14 @@ impl ChunkQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave `State` half-updated in a way that
         // matters more than stopping would, so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn wait<'a>(&self, cv: &Condvar, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        cv.wait(guard).unwrap_or_else(|e| e.into_inner())
+        cv.wait(guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Hands a producer up to `max` empty chunks to fill (appended to `out`),

@@ -1,5 +1,9 @@
 //! The chunk queue on its own: generated operation sequences against a
 //! model, and real threads.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "test data: byte patterns that wrap on purpose"
+)]
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use proptest::prelude::*;
 /// The reference byte stream: byte `i` of the little-endian encoding of the
 /// words 0, 1, 2, ...; any replayed or skipped stretch shows up.
 fn stream_byte(i: usize) -> u8 {
-    ((i / 4) as u32).to_le_bytes()[i % 4]
+    (i / 4).to_le_bytes()[i % 4]
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +110,7 @@ proptest! {
                     }
                     if matches!(op, Op::Produce(_)) {
                         let mut stale = 0;
-                        for c in held.iter_mut() {
+                        for c in &mut held {
                             c.refill(|b| for (j, x) in b.iter_mut().enumerate() { *x = stream_byte(produced + j) });
                             if c.epoch() == epoch {
                                 kept.extend((0..chunk_size).map(|j| stream_byte(produced + j)));
@@ -121,7 +125,7 @@ proptest! {
                 }
                 Op::Wipe => {
                     // The consumer wipes what it holds, as the FIFO writer does.
-                    for c in pending.iter_mut() {
+                    for c in &mut pending {
                         c.wipe();
                     }
                     q.recycle(pending.drain(..));
@@ -415,7 +419,7 @@ fn threads_never_hand_out_a_word_twice() {
             thread::spawn(move || {
                 let mut batch = Vec::new();
                 while q.reserve(3, &mut batch).is_ok() {
-                    for c in batch.iter_mut() {
+                    for c in &mut batch {
                         c.refill(|b| {
                             for w in b.chunks_mut(8) {
                                 w.copy_from_slice(
@@ -469,7 +473,7 @@ fn threads_never_hand_out_a_word_twice() {
                         // (chunks only ever hold whole words here, because
                         // every exact take is a whole number of words).
                         q.take_chunks(n * 8, &mut pending).unwrap();
-                        for c in pending.iter_mut() {
+                        for c in &mut pending {
                             let first = c.len() / 16 * 8;
                             for n in [first, c.len() - first] {
                                 words.extend(

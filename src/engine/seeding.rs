@@ -427,7 +427,9 @@ impl Seeder {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Source>> {
-        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+        self.sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A new key: SHA-256 over the OS's 32 bytes and each healthy source's.

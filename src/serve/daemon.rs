@@ -47,11 +47,11 @@ enum Event {
 }
 
 /// Runs the daemon until a signal or an outside unmount; see the module docs.
-pub(crate) fn serve(cfg: ServeConfig) -> Result<(), Error> {
+pub(crate) fn serve(cfg: &ServeConfig) -> Result<(), Error> {
     // Blocked first, so that a signal during start-up waits for start-up to
     // finish and then takes everything down in order.
     let signals = block_signals()?;
-    let plan = preflight::plan(&cfg)?;
+    let plan = preflight::plan(cfg)?;
     // All of the queue now, before anything is created or mounted: memory
     // too short for it refuses the start instead of aborting later.
     let queue = ChunkQueue::preallocate(cfg.chunk_size, cfg.queue_capacity)
@@ -72,7 +72,7 @@ pub(crate) fn serve(cfg: ServeConfig) -> Result<(), Error> {
         fuse: None,
         events,
     };
-    let outcome = match daemon.start(&cfg, plan, &tx) {
+    let outcome = match daemon.start(cfg, plan, &tx) {
         Ok(()) => daemon.wait(cfg.report_every),
         Err(e) => Err(e),
     };

@@ -238,7 +238,7 @@ impl Device {
                 .into();
             self.snapshots
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(fh, text);
         }
         Ok((FileHandle(fh), OPEN_FLAGS))
@@ -248,7 +248,7 @@ impl Device {
     pub(crate) fn release(&self, fh: FileHandle) {
         self.snapshots
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&fh.0);
     }
 
@@ -298,11 +298,11 @@ impl Device {
                 let text = self
                     .snapshots
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .get(&fh.0)
                     .cloned()
                     .ok_or(FsError::UnknownHandle)?;
-                let start = (offset as usize).min(text.len());
+                let start = usize::try_from(offset).map_or(text.len(), |o| o.min(text.len()));
                 let end = start.saturating_add(size as usize).min(text.len());
                 Ok(send(&text[start..end]))
             }
@@ -477,6 +477,10 @@ impl Filesystem for Fs {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "test data: byte patterns that wrap on purpose"
+)]
 mod tests {
     use super::*;
 
@@ -484,7 +488,7 @@ mod tests {
         let queue = Arc::new(ChunkQueue::new(64, 4096));
         let mut chunks = Vec::new();
         queue.reserve(4, &mut chunks).unwrap();
-        for c in chunks.iter_mut() {
+        for c in &mut chunks {
             c.refill(|b| b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8));
         }
         queue.push(&mut chunks);
@@ -562,9 +566,9 @@ mod tests {
     fn bits_reads_hand_out_each_byte_once() {
         let d = device();
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
-        let a = d.read(BITS, fh, 0, 100, |b| b.to_vec()).unwrap();
+        let a = d.read(BITS, fh, 0, 100, <[u8]>::to_vec).unwrap();
         // The offset is ignored: the next read continues the stream.
-        let b = d.read(BITS, fh, 0, 28, |b| b.to_vec()).unwrap();
+        let b = d.read(BITS, fh, 0, 28, <[u8]>::to_vec).unwrap();
         assert_eq!(a.len(), 100);
         assert_eq!(b.len(), 28);
         let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
@@ -578,7 +582,7 @@ mod tests {
     fn stats_reads_a_frozen_snapshot() {
         let d = device();
         let (fh, _) = d.open(STATS, RDONLY).unwrap();
-        let whole = d.read(STATS, fh, 0, 1 << 16, |b| b.to_vec()).unwrap();
+        let whole = d.read(STATS, fh, 0, 1 << 16, <[u8]>::to_vec).unwrap();
         let text = String::from_utf8(whole.clone()).unwrap();
         assert!(text.starts_with("bytes_generated "), "{text}");
         // Reading in pieces gives the same snapshot, then end of file.
@@ -586,7 +590,7 @@ mod tests {
         let mut pieces = Vec::new();
         loop {
             let piece = d
-                .read(STATS, fh2, pieces.len() as u64, 7, |b| b.to_vec())
+                .read(STATS, fh2, pieces.len() as u64, 7, <[u8]>::to_vec)
                 .unwrap();
             if piece.is_empty() {
                 break;
@@ -596,7 +600,7 @@ mod tests {
         assert_eq!(pieces, whole);
         d.release(fh2);
         assert_eq!(
-            d.read(STATS, fh2, 0, 10, |b| b.len()),
+            d.read(STATS, fh2, 0, 10, <[u8]>::len),
             Err(FsError::UnknownHandle)
         );
     }
@@ -631,11 +635,11 @@ mod tests {
     fn a_read_of_one_whole_chunk_is_sent_from_the_chunk() {
         let d = device();
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
-        let whole = d.read(BITS, fh, 0, 64, |b| b.to_vec()).unwrap();
+        let whole = d.read(BITS, fh, 0, 64, <[u8]>::to_vec).unwrap();
         READ_BUF.with_borrow(|buf| assert!(buf.is_empty(), "copied through the reply buffer"));
-        let part = d.read(BITS, fh, 0, 10, |b| b.to_vec()).unwrap();
+        let part = d.read(BITS, fh, 0, 10, <[u8]>::to_vec).unwrap();
         // The rest of the front chunk: from the chunk again.
-        let rest = d.read(BITS, fh, 0, 54, |b| b.to_vec()).unwrap();
+        let rest = d.read(BITS, fh, 0, 54, <[u8]>::to_vec).unwrap();
         READ_BUF.with_borrow(|buf| assert_eq!(buf.len(), 10));
         let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
         assert_eq!([whole, part, rest].concat(), expected);
@@ -649,7 +653,7 @@ mod tests {
     fn the_reply_buffer_is_wiped_after_each_read() {
         let d = device();
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
-        let served = d.read(BITS, fh, 0, 100, |b| b.to_vec()).unwrap();
+        let served = d.read(BITS, fh, 0, 100, <[u8]>::to_vec).unwrap();
         assert!(served.iter().any(|&b| b != 0));
         READ_BUF.with_borrow(|buf| {
             assert!(buf.len() >= 100);
@@ -674,7 +678,7 @@ mod tests {
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
         d.queue.close();
         assert_eq!(
-            d.read(BITS, fh, 0, 10, |b| b.len()),
+            d.read(BITS, fh, 0, 10, <[u8]>::len),
             Err(FsError::ShuttingDown)
         );
     }

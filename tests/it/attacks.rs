@@ -115,7 +115,7 @@ fn simultaneous_starts_mount_at_most_once() {
             }),
             "round {round}: not exactly one daemon mounted"
         );
-        for c in guard.0.iter_mut() {
+        for c in &mut guard.0 {
             if let Some(status) = c.try_wait().unwrap() {
                 let err = stderr_of(c);
                 assert_eq!(status.code(), Some(2), "round {round}: {err}");

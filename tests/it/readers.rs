@@ -110,8 +110,12 @@ fn aio_pread(file: &File, buf: &mut [u8]) -> io::Result<usize> {
             )
         };
         match (got, event.res) {
-            (1, res) if res >= 0 => Ok(res as usize),
-            (1, res) => Err(io::Error::from_raw_os_error(-res as i32)),
+            (1, res) => match usize::try_from(res) {
+                Ok(n) => Ok(n),
+                Err(_) => Err(io::Error::from_raw_os_error(
+                    i32::try_from(-res).unwrap_or(libc::EIO),
+                )),
+            },
             _ => Err(io::Error::last_os_error()),
         }
     };

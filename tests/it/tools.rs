@@ -63,9 +63,9 @@ fn faces(line: &str, count: usize, sides: u64) -> Vec<u64> {
 
 /// Pearson's statistic for the face counts against a fair die.
 fn chi_square(faces: &[u64], sides: u64) -> f64 {
-    let mut counts = vec![0u64; sides as usize];
+    let mut counts = vec![0u64; usize::try_from(sides).unwrap()];
     for &f in faces {
-        counts[(f - 1) as usize] += 1;
+        counts[usize::try_from(f - 1).unwrap()] += 1;
     }
     let expected = faces.len() as f64 / sides as f64;
     counts

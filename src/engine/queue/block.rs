@@ -45,7 +45,8 @@ impl Block {
         let page = sysconf(SysconfVar::PAGE_SIZE)
             .ok()
             .flatten()
-            .map_or(4096, |p| p as usize);
+            .and_then(|p| usize::try_from(p).ok())
+            .unwrap_or(4096);
         if len.is_multiple_of(page) {
             // SAFETY: a new private anonymous mapping aliases no other
             // memory; it is zero-filled, and committed page by page as a

@@ -63,7 +63,11 @@ impl WipeHandle {
     pub(crate) fn wipe(&self, epoch: u64, limit: Duration) -> Option<Wiped> {
         let _ = self.0.wake.write(1);
         let deadline = Instant::now() + limit;
-        let mut ack = self.0.ack.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ack = self
+            .0
+            .ack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while ack.epoch < epoch && !ack.ended {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -73,7 +77,7 @@ impl WipeHandle {
                 .0
                 .acked
                 .wait_timeout(ack, left)
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
         Some(ack.wiped)
@@ -94,7 +98,11 @@ impl WipeHandle {
 
     /// The writer's side: it has dealt with `epoch`, wiping `wiped`.
     pub(super) fn acknowledge(&self, epoch: u64, wiped: Wiped) {
-        let mut ack = self.0.ack.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ack = self
+            .0
+            .ack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         ack.epoch = epoch;
         ack.wiped = wiped;
         self.0.acked.notify_all();
@@ -102,7 +110,11 @@ impl WipeHandle {
 
     /// The writer's side: it has stopped, so nobody waits for it in vain.
     pub(super) fn ended(&self) {
-        self.0.ack.lock().unwrap_or_else(|e| e.into_inner()).ended = true;
+        self.0
+            .ack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ended = true;
         self.0.acked.notify_all();
     }
 }

@@ -301,6 +301,10 @@ impl Pending {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "test data: byte patterns that wrap on purpose"
+)]
 mod tests {
     use super::*;
 
