@@ -173,7 +173,7 @@ impl<R: Read> DeviceReader<R> {
     }
 
     /// Reads `count` groups of `size` bytes and hands each group, in order,
-    /// to `each`. The groups are read in batches of up to [`BATCH_BYTES`]
+    /// to `each`. The groups are read in batches of up to 64 KiB
     /// (fewer reads, same bytes), never more than `count * size` bytes in
     /// all; the batch buffer is wiped afterwards.
     pub fn read_each<E: From<Error>>(

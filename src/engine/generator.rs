@@ -236,7 +236,7 @@ impl fmt::Debug for Generator {
 }
 
 impl Generator {
-    /// A generator starting from a secret `key` (from a [`Seeder`]), which
+    /// A generator starting from a secret `key` (from a `Seeder`), which
     /// then practises key erasure and accepts reseeds.
     pub fn from_key_erasing(key: &Key, rounds: Rounds) -> Self {
         Generator {

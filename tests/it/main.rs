@@ -11,6 +11,7 @@ mod cli;
 mod faults;
 mod hardening;
 mod install;
+mod layers;
 mod lifecycle;
 mod load;
 mod logging;
