@@ -47,7 +47,7 @@ ZSH_COMPDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/share/zsh/vendor-completions,$
 SBIN_LINK := $(if $(filter /sbin /usr/sbin,$(sbindir)),,/sbin/mount.fuse.pilfered)
 
 # The pages examples/pilfered-assets.rs writes: pilfered(1) and one per
-# subcommand (tests/install.rs checks that this list is complete).
+# subcommand (tests/it/install.rs checks that this list is complete).
 MANPAGES := pilfered pilfered-serve pilfered-roll pilfered-nonce pilfered-status
 DOCS := README.md $(wildcard docs/*.md)
 

@@ -16,7 +16,7 @@ export LC_ALL=C
 : "${PROG:?PROG must be set before sourcing pilfered-lib.sh}"
 
 # pilfered serve's defaults (src/cli.rs: DEFAULT_MOUNT, DEFAULT_FIFO), named
-# once for the scripts; tests/scripts.rs checks they agree with the binary.
+# once for the scripts; tests/it/scripts.rs checks they agree with the binary.
 DEFAULT_MOUNT=/mnt/pilfered
 DEFAULT_FIFO=/tmp/pilferedbits
 
