@@ -50,7 +50,7 @@ pub mod internal {
     pub use crate::engine::generator::{BATCH_BYTES, Generator, Rounds};
     pub use crate::engine::seeding::Key;
     pub use crate::engine::stats::Snapshot;
-    pub use crate::serve::fs::{OPEN_FLAGS, session};
+    pub use crate::serve::fuse::REQUEST_LOG as FUSE_REQUEST_LOG;
     pub use crate::units::format_bytes;
 
     use crate::Error;
@@ -69,6 +69,61 @@ pub mod internal {
             Command::Nonce(args) => tools::nonce(args.count, args.source.from.as_deref()),
             Command::Status(args) => status::run(&args),
         }
+    }
+
+    /// The benchmark's null FUSE server, the ceiling of pilfered's FUSE
+    /// reads: pilfered's own mount call, transport and `Device`, serving
+    /// zeros from `bits` at once, on the existing directory `mount`, until
+    /// SIGINT or SIGTERM; then it unmounts. `transport` is as
+    /// `--fuse-transport` takes it. Calls `started` with the transport in
+    /// use once it serves.
+    pub fn null_server(
+        mount: &std::path::Path,
+        transport: &str,
+        threads: usize,
+        started: impl FnOnce(&str),
+    ) -> Result<(), String> {
+        use crate::serve::fuse::{self, Bits, Device};
+        use clap::ValueEnum;
+        use nix::sys::signal::{SigSet, Signal};
+        use std::sync::Arc;
+        let choice = crate::cli::FuseTransport::from_str(transport, false)?;
+        let mut signals = SigSet::empty();
+        signals.add(Signal::SIGINT);
+        signals.add(Signal::SIGTERM);
+        signals.thread_block().map_err(|e| e.to_string())?;
+        let dir: std::os::fd::OwnedFd = std::fs::File::open(mount)
+            .map_err(|e| e.to_string())?
+            .into();
+        let want = crate::serve::preflight::plan_transport(choice).map_err(|e| e.to_string())?;
+        let (fd, mounted) =
+            crate::sys::mounts::mount_fuse(&dir, mount, false).map_err(|e| e.to_string())?;
+        let uid = nix::unistd::geteuid().as_raw();
+        let device = Device::new(
+            Bits::Zeros,
+            Arc::default(),
+            uid,
+            nix::unistd::getegid().as_raw(),
+        );
+        let options = fuse::Options {
+            want,
+            threads,
+            acl: fuse::Acl {
+                owner: uid,
+                everyone: false,
+            },
+        };
+        let server = match fuse::start(fd, &Arc::new(device), &options) {
+            Ok(server) => server,
+            Err(e) => {
+                let _ = mounted.unmount();
+                return Err(format!("{e:?}"));
+            }
+        };
+        started(&server.transport().to_string());
+        std::thread::spawn(move || server.wait());
+        signals.wait().map_err(|e| e.to_string())?;
+        mounted.unmount().map(drop).map_err(|e| e.to_string())
     }
 
     /// The mount table, and mounting as pilfered does.

@@ -137,14 +137,15 @@ fn clap_command_path(e: &clap::Error) -> String {
     }
 }
 
-/// Log levels for `-v`/`-q` counts: pilfered's own messages, and fuser's.
+/// Log levels for `-v`/`-q` counts: pilfered's messages, and the line per
+/// FUSE request.
 ///
 /// pilfered logs at info by default, debug with `-v` and trace with `-vv`.
-/// fuser logs every kernel capability it negotiates at mount time (some 20
-/// lines at debug and trace) and every request at trace, which would drown
-/// pilfered's own `-vv` detail: its messages stay at warn and above unless
-/// `-vvv` asks for them too. `-q` lowers both. `RUST_LOG` overrides all
-/// of this (e.g. `RUST_LOG=fuser=debug`).
+/// Every FUSE request is logged at trace level too, under its own target
+/// (`FUSE_REQUEST_LOG`), which would drown the rest of the `-vv` detail:
+/// those lines stay off unless `-vvv` asks for them too. `-q` lowers both.
+/// `RUST_LOG` overrides all of this (e.g.
+/// `RUST_LOG=pilfered::serve::fuse::requests=trace`).
 fn log_levels(verbose: u8, quiet: u8) -> (LevelFilter, LevelFilter) {
     let level = match i16::from(verbose) - i16::from(quiet) {
         i16::MIN..=-2 => LevelFilter::Error,
@@ -153,19 +154,19 @@ fn log_levels(verbose: u8, quiet: u8) -> (LevelFilter, LevelFilter) {
         1 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
-    let fuser_level = if verbose >= 3 {
+    let requests = if verbose >= 3 {
         level
     } else {
         level.min(LevelFilter::Warn)
     };
-    (level, fuser_level)
+    (level, requests)
 }
 
 fn init_logging(verbose: u8, quiet: u8) {
-    let (level, fuser_level) = log_levels(verbose, quiet);
+    let (level, requests) = log_levels(verbose, quiet);
     env_logger::Builder::new()
         .filter_level(level)
-        .filter_module("fuser", fuser_level)
+        .filter_module(pilfered::internal::FUSE_REQUEST_LOG, requests)
         .format_timestamp_millis()
         .parse_default_env()
         .init();
@@ -176,7 +177,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fuser_stays_quiet_below_three_v() {
+    fn requests_stay_quiet_below_three_v() {
         use LevelFilter::*;
         assert_eq!(log_levels(0, 0), (Info, Warn));
         assert_eq!(log_levels(1, 0), (Debug, Warn));

@@ -3,12 +3,13 @@
 //!
 //! - [`daemon`]: start and shutdown order, signals, the event loop;
 //! - [`preflight`]: every check that can refuse a start, as one `Plan`;
-//! - [`fs`]: the FUSE file system (`bits`, `stats`): its core and adapter;
+//! - [`fuse`]: the FUSE file system (`bits`, `stats`), its adapter and its
+//!   two transports, `/dev/fuse` and io_uring;
 //! - [`fifo`]: the named pipe: its path, the VM-fork wipe, the writer;
 //! - [`vmfork`]: hearing the kernel announce a VM fork.
 
 pub(crate) mod daemon;
 pub(crate) mod fifo;
-pub(crate) mod fs;
-mod preflight;
+pub(crate) mod fuse;
+pub(crate) mod preflight;
 mod vmfork;

@@ -4,6 +4,8 @@
 //! - [`raw`]: every raw system call and CPU instruction pilfered makes
 //!   without a safe wrapper from `nix` or `std`, and so nearly all of its
 //!   `unsafe`;
+//! - [`uring`]: FUSE over io_uring at the kernel's interface: ring entries,
+//!   their buffers (shared with the kernel, hence `unsafe`) and commands;
 //! - [`trust`]: who may write what pilfered serves, and the checked walk
 //!   along a path;
 //! - [`mounts`]: the mount table, and pilfered's own FUSE mounts;
@@ -17,3 +19,5 @@ pub(crate) mod mounts;
 pub(crate) mod raw;
 pub(crate) mod records;
 pub(crate) mod trust;
+#[allow(unsafe_code)]
+pub(crate) mod uring;

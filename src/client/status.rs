@@ -130,6 +130,7 @@ pub(crate) fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> Str
                 last.fuse_reads
             ),
         ),
+        ("FUSE transport", transport(last)),
         (
             "served via FIFO",
             format!(
@@ -168,6 +169,18 @@ pub(crate) fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> Str
         ));
     }
     aligned(&rows)
+}
+
+/// How the FUSE file is served: over io_uring (with how many kernel queues
+/// and requests so far) or over `/dev/fuse`.
+fn transport(s: &Snapshot) -> String {
+    match s.fuse_uring_queues {
+        0 => "/dev/fuse".to_string(),
+        queues => format!(
+            "io_uring ({queues} queues), {} requests over it",
+            s.fuse_uring_requests
+        ),
+    }
 }
 
 /// Two samples of one daemon run, or one.
@@ -225,6 +238,7 @@ queue_bytes 16670720
 queue_capacity 16777216
 chunk_size 4096
 fuse_reads 11444
+fuse_uring_requests 0
 fifo_writev_calls 4567
 fifo_partial_writes 12
 consumer_waits 3
@@ -232,6 +246,7 @@ reseeds 0
 vm_forks 0
 bytes_discarded 0
 uptime_seconds 3723
+fuse_uring_queues 0
 some_future_counter 7
 ";
 
@@ -278,6 +293,7 @@ mount:           /mnt/pilfered
 uptime:          1h 02m 04s
 generated:       12.8 GiB (566.2 MB/s now, 3.7 MB/s average), 0 reseeds
 served via FUSE: 11.7 GiB (566.2 MB/s now, 3.4 MB/s average) in 11984 reads
+FUSE transport:  /dev/fuse
 served via FIFO: 1.11 GiB (0.0 MB/s now, 0.3 MB/s average) in 4567 writev calls, 12 partial
 queue:           15.9 MiB of 16 MiB (99%) in chunks of 4 KiB
 consumer waits:  5 (readers found the queue empty), 2 in the last 1.0 s
@@ -304,6 +320,14 @@ consumer waits:  5 (readers found the queue empty), 2 in the last 1.0 s
             "{text}"
         );
         assert!(text.contains("uptime:          0s\n"), "{text}");
+        assert!(text.contains("FUSE transport:  /dev/fuse\n"), "{text}");
+        s.fuse_uring_queues = 2;
+        s.fuse_uring_requests = 11500;
+        let text = render(Path::new("/m"), &s, None);
+        assert!(
+            text.contains("FUSE transport:  io_uring (2 queues), 11500 requests over it\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -26,12 +26,19 @@ macro_rules! counters {
         #[derive(Debug)]
         pub(crate) struct Stats {
             $( $(#[$event_doc])* pub(crate) $event: AtomicU64, )*
+            /// Kernel queues the FUSE file is served over io_uring with
+            /// (0: over `/dev/fuse`), set once the transport is up.
+            pub(crate) uring_queues: AtomicU64,
             started: Instant,
         }
 
         impl Default for Stats {
             fn default() -> Self {
-                Stats { $( $event: AtomicU64::new(0), )* started: Instant::now() }
+                Stats {
+                    $( $event: AtomicU64::new(0), )*
+                    uring_queues: AtomicU64::new(0),
+                    started: Instant::now(),
+                }
             }
         }
 
@@ -84,6 +91,8 @@ counters! {
         bytes_served_fifo,
         /// FUSE read requests answered.
         fuse_reads,
+        /// FUSE requests (of any kind) answered over io_uring.
+        fuse_uring_requests,
         /// `writev` calls on the FIFO.
         fifo_writev_calls,
         /// `writev` calls that took less than was offered.
@@ -106,6 +115,9 @@ counters! {
         consumer_waits,
         /// Whole seconds since the daemon started.
         uptime_seconds,
+        /// Kernel queues served over io_uring: 0 while the FUSE file is
+        /// served over `/dev/fuse` (or not at all).
+        fuse_uring_queues,
     }
 }
 
@@ -123,6 +135,7 @@ impl Stats {
             chunk_size: queue.chunk_size() as u64,
             consumer_waits: queue.consumer_waits(),
             uptime_seconds: self.started.elapsed().as_secs(),
+            fuse_uring_queues: self.uring_queues.load(Relaxed),
             ..Snapshot::default()
         };
         self.load_events(&mut s);
@@ -230,7 +243,7 @@ mod tests {
             .lines()
             .map(|l| l.split_once(' ').expect("name value"))
             .collect();
-        assert_eq!(pairs.len(), 14);
+        assert_eq!(pairs.len(), 16);
         assert!(pairs.contains(&("bytes_served_fuse", "4096")));
         assert!(pairs.contains(&("fuse_reads", "1")));
         assert!(pairs.contains(&("queue_capacity", "1024")));
@@ -238,7 +251,7 @@ mod tests {
         let mut names: Vec<_> = pairs.iter().map(|p| p.0).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 16);
     }
 
     #[test]

@@ -25,16 +25,16 @@ use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::engine::stats::{Report, Stats};
 use crate::error::{Error, describe};
 use crate::serve::fifo::{self, Fifo};
-use crate::serve::fs::{self, Device, Fs};
+use crate::serve::fuse::{self, Bits, Device, StartError};
 use crate::serve::preflight::{self, MountPlan, Plan};
 use crate::serve::vmfork;
 use crate::sys::mountdir::MountDir;
-use crate::sys::mounts::{self, FuseMount};
+use crate::sys::mounts::{self, FuseMount, Unmounted};
 use crate::units::format_size;
 
-/// How long shutdown waits for the FUSE session to finish after unmounting
-/// before the process exits anyway (exiting closes /dev/fuse, which ends the
-/// connection for any reader still holding the file open).
+/// How long shutdown waits for the FUSE threads to finish after an unmount
+/// that ended the connection, before the process exits anyway (exiting
+/// closes /dev/fuse, which ends the connection for good).
 const FUSE_STOP_GRACE: Duration = Duration::from_millis(1500);
 
 enum Event {
@@ -97,6 +97,8 @@ struct FusePart {
     session_ended: bool,
     /// The thread watching for the mount to be detached.
     watch: mounts::Watch,
+    /// How the FUSE file is served.
+    transport: fuse::Transport,
 }
 
 impl Daemon {
@@ -163,7 +165,7 @@ impl Daemon {
     fn log_serving(&self, cfg: &ServeConfig, seeder: &Seeder, vmfork: &str) {
         let fuse = self.fuse.as_ref().map_or("off".into(), |f| {
             let bits = f.dir.path.join("bits");
-            format!("{} ({} threads)", bits.display(), cfg.fuse_threads)
+            format!("{} ({})", bits.display(), f.transport)
         });
         let fifo = self.fifo.as_ref().map_or("off".into(), |f| {
             let size = f.fifo().pipe_size().map(|n| format_size(n as u64));
@@ -203,32 +205,48 @@ impl Daemon {
         };
         let (fd, mount) =
             mounts::mount_fuse(&dir.dir, &dir.path, cfg.allow_other).map_err(failed)?;
+        let uid = nix::unistd::geteuid().as_raw();
         let device = Device::new(
-            self.queue.clone(),
+            Bits::Queue(self.queue.clone()),
             self.stats.clone(),
-            nix::unistd::geteuid().as_raw(),
+            uid,
             nix::unistd::getegid().as_raw(),
         );
-        let started = fs::session(Fs(device), fd, cfg.fuse_threads, cfg.allow_other)
-            .map_err(|e| e.to_string())
-            .and_then(|session| {
+        let options = fuse::Options {
+            want: plan.transport,
+            threads: cfg.fuse_threads,
+            acl: fuse::Acl {
+                owner: uid,
+                everyone: cfg.allow_other,
+            },
+        };
+        let started = fuse::start(fd, &Arc::new(device), &options)
+            .map_err(|e| match e {
+                StartError::Io(e) => format!("cannot serve the FUSE file system: {}", describe(&e)),
+                StartError::NoIoUring(why) => format!("--fuse-transport io-uring: {why}"),
+            })
+            .and_then(|server| {
+                let transport = server.transport();
                 let tx = tx.clone();
                 spawn("fuse-session", move || {
-                    let _ = tx.send(Event::FuseEnded(session.run()));
+                    let _ = tx.send(Event::FuseEnded(server.wait()));
                 })
+                .map(|_| transport)
                 .map_err(|e| e.to_string())
             })
-            .and_then(|_| {
+            .and_then(|transport| {
                 let tx = tx.clone();
                 mounts::Watch::start(mount.id, move || drop(tx.send(Event::MountGone)))
+                    .map(|watch| (transport, watch))
                     .map_err(|e| e.to_string())
             });
         match started {
-            Ok(watch) => Ok(FusePart {
+            Ok((transport, watch)) => Ok(FusePart {
                 mount,
                 dir,
                 session_ended: false,
                 watch,
+                transport,
             }),
             Err(why) => {
                 let _ = mount.unmount();
@@ -291,14 +309,19 @@ impl Daemon {
             f.watch.stop();
             if !f.session_ended && f.mount.is_attached().unwrap_or(false) {
                 // Only this very mount, never another one at the same path.
-                if let Err(e) = f.mount.unmount() {
-                    warn!(
+                match f.mount.unmount() {
+                    // The connection ends with the mount: its threads are
+                    // done in moments.
+                    Ok(Unmounted::Gone) => self.await_fuse_end(),
+                    // A reader holds a file open, so the connection lives
+                    // on until the process exits: nothing to wait for.
+                    Ok(Unmounted::Detached | Unmounted::NotThere) => {}
+                    Err(e) => warn!(
                         "could not unmount {}: {}",
                         f.dir.path.display(),
                         describe(&e)
-                    );
+                    ),
                 }
-                self.await_fuse_end();
             }
             f.dir.remove_if_made();
         }

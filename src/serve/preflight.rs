@@ -15,14 +15,16 @@ use nix::sys::stat::{SFlag, fstatat};
 
 use log::warn;
 
-use crate::cli::ServeConfig;
+use crate::cli::{FuseTransport, ServeConfig};
 use crate::engine::generator;
 use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::error::{Error, describe};
 use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
+use crate::serve::fuse::Want;
 use crate::sys::mountdir;
 use crate::sys::mounts::{self, FS_TYPE, MountEntry};
 use crate::sys::trust::{self, WalkError};
+use crate::sys::uring;
 use crate::units::format_size;
 
 /// What `serve` will serve and where, already checked.
@@ -48,12 +50,13 @@ pub(super) struct FifoPlan {
 }
 
 /// Where to mount: the checked directory that holds the mount point, its
-/// name there, and whether it must be made.
+/// name there, whether it must be made, and over which transport to serve.
 #[derive(Debug)]
 pub(super) struct MountPlan {
     pub parent: trust::Dir,
     pub name: OsString,
     pub create: bool,
+    pub transport: Want,
 }
 
 /// Runs every check for `cfg`; see the module docs.
@@ -65,7 +68,10 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
         }),
         None => None,
     };
-    let mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
+    let mut mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
+    if let Some(m) = &mut mount {
+        m.transport = plan_transport(cfg.fuse_transport)?;
+    }
     if cfg.allow_other && mount.is_some() {
         check_allow_other()?;
     }
@@ -145,7 +151,47 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
         parent,
         name,
         create,
+        // Decided by `plan`, after /dev/fuse (and so the module) is there.
+        transport: Want::Legacy { why: None },
     })
+}
+
+/// The FUSE transport to serve over: what `--fuse-transport` asks, where
+/// this kernel can give it. `auto` falls back to `/dev/fuse`, with the
+/// reason for the one line that says so; an explicit `io-uring` that cannot
+/// be had refuses the start here, before anything is mounted.
+pub(crate) fn plan_transport(choice: FuseTransport) -> Result<Want, Error> {
+    if choice == FuseTransport::Legacy {
+        return Ok(Want::Legacy { why: None });
+    }
+    match uring::available() {
+        Ok(()) => Ok(Want::IoUring {
+            required: choice == FuseTransport::IoUring,
+        }),
+        Err(why) if choice == FuseTransport::Auto => Ok(Want::Legacy {
+            why: Some(uring_unavailable(&why)),
+        }),
+        Err(why) => Err(Error::runtime(format!(
+            "--fuse-transport io-uring: {}; or use --fuse-transport auto",
+            uring_unavailable(&why)
+        ))),
+    }
+}
+
+/// Why FUSE over io_uring cannot be had, and what would change that, in
+/// the user's words.
+fn uring_unavailable(why: &uring::Unavailable) -> String {
+    match why {
+        uring::Unavailable::NotInKernel => "this kernel has no FUSE over io_uring (it came with Linux 6.14, built with CONFIG_FUSE_IO_URING)".to_string(),
+        uring::Unavailable::Off => format!(
+            "FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {}' (or for every boot, the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf)",
+            uring::ENABLE_URING
+        ),
+        uring::Unavailable::NoIoUring(e) => format!(
+            "io_uring cannot be set up here ({}; see the sysctl kernel.io_uring_disabled, and any seccomp filter)",
+            describe(e)
+        ),
+    }
 }
 
 fn not_a_directory(shown: &str, what: &str) -> Error {

@@ -257,20 +257,22 @@ impl FuseMount {
     }
 
     /// Unmounts this mount if it is still what is mounted at its path,
-    /// lazily if it is busy. Another mount at the same path is never
-    /// touched: the path's directories are ours or root's (checked before
-    /// mounting), so only we or root could swap one in between.
-    pub fn unmount(&self) -> io::Result<()> {
+    /// lazily if it is busy, and says which it did. Another mount at the
+    /// same path is never touched: the path's directories are ours or
+    /// root's (checked before mounting), so only we or root could swap one
+    /// in between.
+    pub fn unmount(&self) -> io::Result<Unmounted> {
         if mount_id_at(&self.mount_point).ok() != Some(self.id) {
-            return Ok(());
+            return Ok(Unmounted::NotThere);
         }
         if nix::unistd::geteuid().is_root() {
             let path = &self.mount_point;
             return match nix::mount::umount2(path, nix::mount::MntFlags::empty()) {
                 Err(Errno::EBUSY) => {
-                    Ok(nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)?)
+                    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)?;
+                    Ok(Unmounted::Detached)
                 }
-                other => Ok(other?),
+                other => other.map(|()| Unmounted::Gone).map_err(io::Error::from),
             };
         }
         let run = |flag: &str| {
@@ -282,17 +284,29 @@ impl FuseMount {
         };
         let out = run("-u")?;
         if out.status.success() {
-            return Ok(());
+            return Ok(Unmounted::Gone);
         }
         let out = run("-uz")?;
         if out.status.success() {
-            Ok(())
+            Ok(Unmounted::Detached)
         } else {
             Err(io::Error::other(
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ))
         }
     }
+}
+
+/// What [`FuseMount::unmount`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmounted {
+    /// The mount is gone, and with it the FUSE connection.
+    Gone,
+    /// It was busy (a reader holds a file open): detached from the mount
+    /// table, while the connection lives on until the last file is closed.
+    Detached,
+    /// Ours was no longer there (unmounted or detached from outside).
+    NotThere,
 }
 
 /// Whether mountinfo `text` lists the mount `id`.

@@ -1,7 +1,8 @@
 //! The raw system calls and CPU instructions that neither `std` nor `nix`
 //! wraps, each behind a safe function: `statx`, the kernel's new mount API
-//! (`fsopen`, `fsconfig`, `fsmount`, `move_mount`), `FIONREAD`, taking a
-//! descriptor out of an `SCM_RIGHTS` message, and `RDSEED`.
+//! (`fsopen`, `fsconfig`, `fsmount`, `move_mount`), `FIONREAD`,
+//! `FUSE_DEV_IOC_CLONE`, taking a descriptor out of an `SCM_RIGHTS`
+//! message, and `RDSEED`.
 //!
 //! This is where the `unsafe` of the system layer lives, so that it can be
 //! read in one place. Each function's only obligations are the ones its
@@ -124,6 +125,27 @@ pub(crate) fn fionread(fd: BorrowedFd<'_>) -> nix::Result<usize> {
     // a live, properly aligned c_int.
     unsafe { fionread_ioctl(fd.as_raw_fd(), &raw mut n) }?;
     Ok(usize::try_from(n).unwrap_or(0))
+}
+
+nix::ioctl_read!(fuse_dev_ioc_clone, 229, 0, u32);
+
+/// A new `/dev/fuse` descriptor attached to the same connection as
+/// `session` (`FUSE_DEV_IOC_CLONE`), so that a thread reading requests has
+/// a queue of its own in the kernel.
+pub(crate) fn clone_fuse(session: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let clone: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")?
+        .into();
+    let mut fd = u32::try_from(session.as_raw_fd())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the descriptor to clone)
+    // through the pointer, which points to a live u32; `clone` is open.
+    unsafe { fuse_dev_ioc_clone(clone.as_raw_fd(), &raw mut fd) }?;
+    Ok(clone)
 }
 
 /// Receives one message on `socket` and takes the first descriptor it

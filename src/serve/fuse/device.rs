@@ -1,0 +1,539 @@
+//! The file system itself: a root directory holding `bits` (endless random
+//! bytes) and `stats` (the daemon's counters), as plain methods that return
+//! a `Result` and know nothing of the transport, so that they are tested
+//! without a mount.
+//!
+//! `bits` is opened with direct I/O and as non-seekable: the kernel then
+//! passes every read straight to us (no page cache, so no byte is served
+//! twice and its size of 0 does not end reads) and refuses `lseek` and
+//! `mmap`.
+//!
+//! A read hands its reply to an [`Out`], the transport's way of sending
+//! bytes: a read of exactly what the queue's front chunk holds is sent from
+//! the chunk itself ([`Out::send`]); any other is copied from the queue
+//! straight into the transport's own reply buffer ([`Out::buffer`]), which
+//! the transport wipes once the reply is gone.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{debug, warn};
+
+use super::proto::{Attr, FOPEN_DIRECT_IO, FOPEN_NONSEEKABLE};
+use crate::engine::queue::{ChunkQueue, Closed};
+use crate::engine::stats::{self, Stats};
+
+/// Inodes: the root, `bits` and `stats`.
+pub(crate) const ROOT: u64 = 1;
+pub(crate) const BITS: u64 = 2;
+pub(crate) const STATS: u64 = 3;
+
+/// How long the kernel may cache names and attributes, in seconds: they
+/// never change while mounted.
+pub(crate) const TTL: u64 = 1;
+
+/// How every file is opened: direct I/O, so that the kernel passes each read
+/// to us and never serves bytes from (or keeps them in) its page cache, and
+/// non-seekable.
+pub(crate) const OPEN_FLAGS: u32 = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE;
+
+/// `d_type` of a directory and of a regular file, for `readdir`.
+pub(crate) const DT_DIR: u32 = 4;
+pub(crate) const DT_REG: u32 = 8;
+
+const ENTRIES: [(u64, u32, &str); 4] = [
+    (ROOT, DT_DIR, "."),
+    (ROOT, DT_DIR, ".."),
+    (BITS, DT_REG, "bits"),
+    (STATS, DT_REG, "stats"),
+];
+
+/// The name of inode `ino`, for messages: `bits`, `stats` or `the root`.
+pub(crate) fn name(ino: u64) -> &'static str {
+    match ENTRIES[2..].iter().find(|e| e.0 == ino) {
+        Some(&(_, _, name)) => name,
+        None if ino == ROOT => "the root",
+        None => "an unknown inode",
+    }
+}
+
+/// Why [`Device`] refused a request: one case per cause, so that the
+/// adapter logs the cause and [`FsError::errno`] alone picks what the
+/// kernel (and the reader) is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FsError {
+    /// No such name in the directory, or no such inode.
+    NotFound,
+    /// A lookup or listing inside something that is not the root.
+    NotADirectory,
+    /// The root opened or read as a file.
+    IsADirectory,
+    /// Opened for writing: the device is read-only.
+    ReadOnly,
+    /// A `stats` read on a handle that was never opened or already released.
+    UnknownHandle,
+    /// The queue is closed: the daemon is shutting down.
+    ShuttingDown,
+    /// A reply buffer could not grow: memory is short.
+    OutOfMemory,
+}
+
+impl FsError {
+    /// The errno the request fails with.
+    pub(crate) fn errno(self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotADirectory => libc::ENOTDIR,
+            FsError::IsADirectory => libc::EISDIR,
+            // A judgement call: the mount is read-only too (EROFS), but the
+            // kernel asks us only after its own permission check, and the
+            // file's mode (0444) is what refuses writing.
+            FsError::ReadOnly => libc::EACCES,
+            FsError::UnknownHandle => libc::EBADF,
+            // What a reader of a device that went away gets.
+            FsError::ShuttingDown => libc::EIO,
+            FsError::OutOfMemory => libc::ENOMEM,
+        }
+    }
+
+    /// Logs a refusal of `what` (such as "read of 4096 bytes of bits") if
+    /// its cause is worth a line: a shutdown (at debug level, as every
+    /// waiting reader gets one) or short memory. The other causes are a
+    /// program's ordinary questions answered no.
+    pub(crate) fn log(self, what: &str) {
+        match self {
+            FsError::ShuttingDown => debug!("{what} refused: the daemon is shutting down"),
+            FsError::OutOfMemory => warn!("{what} refused: out of memory"),
+            FsError::NotFound
+            | FsError::NotADirectory
+            | FsError::IsADirectory
+            | FsError::ReadOnly
+            | FsError::UnknownHandle => {}
+        }
+    }
+}
+
+/// Where a read's reply goes: the transport's way of sending bytes. Each
+/// read ends in exactly one `send` or one `buffer` then `send_filled`.
+pub(crate) trait Out {
+    /// Sends `bytes` as the reply.
+    fn send(&mut self, bytes: &[u8]);
+    /// The transport's reply buffer, `len` bytes of it, to fill and send
+    /// with [`Out::send_filled`]. The transport wipes what was written once
+    /// it is sent (or the read fails).
+    fn buffer(&mut self, len: usize) -> Result<&mut [u8], FsError>;
+    /// Sends the first `len` bytes of the buffer.
+    fn send_filled(&mut self, len: usize);
+}
+
+/// What `bits` serves: the queue, or (for the benchmark's null server, the
+/// ceiling pilfered is measured against) zeros at once.
+#[derive(Debug)]
+pub(crate) enum Bits {
+    Queue(Arc<ChunkQueue>),
+    Zeros,
+}
+
+/// Zeros for [`Bits::Zeros`]: as much as one request asks for at most.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// The file system's state and logic, independent of FUSE plumbing.
+#[derive(Debug)]
+pub(crate) struct Device {
+    bits: Bits,
+    stats: Arc<Stats>,
+    uid: u32,
+    gid: u32,
+    mounted_at: (u64, u32),
+    /// Text of `stats` frozen at open, so that reads at growing offsets see
+    /// one consistent snapshot.
+    snapshots: Mutex<HashMap<u64, Arc<[u8]>>>,
+    next_fh: AtomicU64,
+}
+
+impl Device {
+    /// A device serving `bits`, owned by `uid`/`gid`.
+    pub(crate) fn new(bits: Bits, stats: Arc<Stats>, uid: u32, gid: u32) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Device {
+            bits,
+            stats,
+            uid,
+            gid,
+            mounted_at: (now.as_secs(), now.subsec_nanos()),
+            snapshots: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    /// The counters this device adds to.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Attributes of inode `ino`.
+    pub(crate) fn attr(&self, ino: u64) -> Result<Attr, FsError> {
+        let (mode, nlink) = match ino {
+            ROOT => (libc::S_IFDIR | 0o555, 2),
+            BITS | STATS => (libc::S_IFREG | 0o444, 1),
+            _ => return Err(FsError::NotFound),
+        };
+        Ok(Attr {
+            ino,
+            mode,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            time: self.mounted_at,
+            blksize: 4096,
+        })
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub(crate) fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        if parent != ROOT {
+            return Err(FsError::NotADirectory);
+        }
+        match ENTRIES[2..].iter().find(|e| OsStr::new(e.2) == name) {
+            Some(&(ino, _, _)) => self.attr(ino),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// Opens `bits` or `stats` for reading (`flags` as `open(2)` got them);
+    /// writing is refused. Returns the handle and the open flags.
+    pub(crate) fn open(&self, ino: u64, flags: u32) -> Result<(u64, u32), FsError> {
+        if ino == ROOT {
+            return Err(FsError::IsADirectory);
+        }
+        self.attr(ino)?;
+        if flags & u32::try_from(libc::O_ACCMODE).expect("a small mask")
+            != u32::try_from(libc::O_RDONLY).expect("0")
+        {
+            return Err(FsError::ReadOnly);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if ino == STATS {
+            let text = self.stats_text();
+            self.snapshots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(fh, text);
+        }
+        Ok((fh, OPEN_FLAGS))
+    }
+
+    fn stats_text(&self) -> Arc<[u8]> {
+        match &self.bits {
+            Bits::Queue(queue) => self.stats.snapshot(queue).render().into_bytes().into(),
+            Bits::Zeros => Arc::from(&b""[..]),
+        }
+    }
+
+    /// Forgets what `open` kept for `fh`.
+    pub(crate) fn release(&self, fh: u64) {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&fh);
+    }
+
+    /// Reads `size` bytes of `ino` at `offset` into `out`.
+    ///
+    /// For `bits` that is always exactly `size` fresh bytes from the queue,
+    /// waiting for the generator if need be; the offset is meaningless.
+    pub(crate) fn read(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        out: &mut impl Out,
+    ) -> Result<(), FsError> {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        match ino {
+            BITS => self.read_bits(size, out),
+            STATS => {
+                let text = self
+                    .snapshots
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&fh)
+                    .cloned()
+                    .ok_or(FsError::UnknownHandle)?;
+                let start = usize::try_from(offset).map_or(text.len(), |o| o.min(text.len()));
+                let end = start.saturating_add(size).min(text.len());
+                out.send(&text[start..end]);
+                Ok(())
+            }
+            ROOT => Err(FsError::IsADirectory),
+            _ => Err(FsError::NotFound),
+        }
+    }
+
+    fn read_bits(&self, size: usize, out: &mut impl Out) -> Result<(), FsError> {
+        let served = || {
+            stats::add(&self.stats.fuse_reads, 1);
+            stats::add(&self.stats.bytes_served_fuse, size as u64);
+        };
+        let queue = match &self.bits {
+            Bits::Queue(queue) => queue,
+            Bits::Zeros => {
+                served();
+                out.send(&ZEROS[..size.min(ZEROS.len())]);
+                return Ok(());
+            }
+        };
+        // A read the front chunk answers whole is sent from it.
+        if let Some(mut chunk) = queue.take_front(size) {
+            served();
+            out.send(chunk.unread());
+            chunk.consume(size);
+            queue.recycle([chunk]);
+            return Ok(());
+        }
+        let buf = out.buffer(size)?;
+        let discarded = queue
+            .take_exact(buf)
+            .map_err(|Closed| FsError::ShuttingDown)?;
+        stats::add(&self.stats.bytes_discarded, discarded as u64);
+        served();
+        out.send_filled(size);
+        Ok(())
+    }
+
+    /// The directory entries of `ino` from `offset` on, each with the offset
+    /// at which the next `readdir` resumes after it.
+    pub(crate) fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+    ) -> Result<impl Iterator<Item = (u64, u64, u32, &'static str)>, FsError> {
+        if ino != ROOT {
+            return Err(FsError::NotADirectory);
+        }
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        Ok(ENTRIES
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map(|(i, &(ino, kind, name))| (ino, (i + 1) as u64, kind, name)))
+    }
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "test data: byte patterns that wrap on purpose"
+)]
+pub(super) mod tests {
+    use super::*;
+
+    /// An [`Out`] that keeps what was sent, and how.
+    #[derive(Debug, Default)]
+    pub(crate) struct Kept {
+        pub(crate) bytes: Vec<u8>,
+        /// Whether the reply went through the reply buffer.
+        pub(crate) buffered: bool,
+        buffer: Vec<u8>,
+    }
+
+    impl Out for Kept {
+        fn send(&mut self, bytes: &[u8]) {
+            self.bytes = bytes.to_vec();
+        }
+        fn buffer(&mut self, len: usize) -> Result<&mut [u8], FsError> {
+            self.buffered = true;
+            self.buffer.resize(len, 0);
+            Ok(&mut self.buffer)
+        }
+        fn send_filled(&mut self, len: usize) {
+            self.bytes = self.buffer[..len].to_vec();
+        }
+    }
+
+    /// Reads `size` bytes of `ino` into a fresh [`Kept`].
+    pub(crate) fn read(
+        d: &Device,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Kept, FsError> {
+        let mut out = Kept::default();
+        d.read(ino, fh, offset, size, &mut out).map(|()| out)
+    }
+
+    /// A device over a queue of four 64-byte chunks holding 0..64 each.
+    pub(crate) fn device() -> (Device, Arc<ChunkQueue>) {
+        let queue = Arc::new(ChunkQueue::new(64, 4096));
+        let mut chunks = Vec::new();
+        queue.reserve(4, &mut chunks).unwrap();
+        for c in &mut chunks {
+            c.refill(|b| b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8));
+        }
+        queue.push(&mut chunks);
+        let d = Device::new(
+            Bits::Queue(queue.clone()),
+            Arc::new(Stats::default()),
+            1000,
+            1000,
+        );
+        (d, queue)
+    }
+
+    const RDONLY: u32 = 0;
+
+    #[test]
+    fn lookup_and_attributes() {
+        let (d, _) = device();
+        let bits = d.lookup(ROOT, OsStr::new("bits")).unwrap();
+        assert_eq!((bits.ino, bits.mode), (BITS, libc::S_IFREG | 0o444));
+        assert_eq!((bits.uid, bits.gid), (1000, 1000));
+        assert_eq!(d.lookup(ROOT, OsStr::new("stats")).unwrap().ino, STATS);
+        assert_eq!(d.lookup(ROOT, OsStr::new("nope")), Err(FsError::NotFound));
+        assert_eq!(d.lookup(ROOT, OsStr::new(".")), Err(FsError::NotFound));
+        assert_eq!(d.lookup(BITS, OsStr::new("x")), Err(FsError::NotADirectory));
+        assert_eq!(d.attr(99), Err(FsError::NotFound));
+        assert_eq!(d.attr(ROOT).unwrap().mode, libc::S_IFDIR | 0o555);
+    }
+
+    #[test]
+    fn each_cause_has_its_errno() {
+        for (cause, errno) in [
+            (FsError::NotFound, libc::ENOENT),
+            (FsError::NotADirectory, libc::ENOTDIR),
+            (FsError::IsADirectory, libc::EISDIR),
+            (FsError::ReadOnly, libc::EACCES),
+            (FsError::UnknownHandle, libc::EBADF),
+            (FsError::ShuttingDown, libc::EIO),
+            (FsError::OutOfMemory, libc::ENOMEM),
+        ] {
+            assert_eq!(cause.errno(), errno, "{cause:?}");
+        }
+        assert_eq!(
+            [name(BITS), name(STATS), name(ROOT), name(9)],
+            ["bits", "stats", "the root", "an unknown inode"]
+        );
+    }
+
+    #[test]
+    fn open_is_direct_nonseekable_and_read_only() {
+        let (d, _) = device();
+        let (_, flags) = d.open(BITS, RDONLY).unwrap();
+        assert_eq!(flags, FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE);
+        let wronly = u32::try_from(libc::O_WRONLY).unwrap();
+        let rdwr = u32::try_from(libc::O_RDWR).unwrap();
+        assert_eq!(d.open(BITS, wronly), Err(FsError::ReadOnly));
+        assert_eq!(d.open(BITS, rdwr), Err(FsError::ReadOnly));
+        assert_eq!(d.open(ROOT, RDONLY), Err(FsError::IsADirectory));
+        assert_eq!(d.open(9, RDONLY), Err(FsError::NotFound));
+    }
+
+    #[test]
+    fn bits_reads_hand_out_each_byte_once() {
+        let (d, queue) = device();
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        let a = read(&d, BITS, fh, 0, 100).unwrap().bytes;
+        // The offset is ignored: the next read continues the stream.
+        let b = read(&d, BITS, fh, 0, 28).unwrap().bytes;
+        assert_eq!(a.len(), 100);
+        assert_eq!(b.len(), 28);
+        let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
+        assert_eq!([a, b].concat(), expected);
+        let text = d.stats.snapshot(&queue).render();
+        assert!(text.contains("bytes_served_fuse 128\n"), "{text}");
+        assert!(text.contains("fuse_reads 2\n"), "{text}");
+    }
+
+    #[test]
+    fn stats_reads_a_frozen_snapshot() {
+        let (d, _) = device();
+        let (fh, _) = d.open(STATS, RDONLY).unwrap();
+        let whole = read(&d, STATS, fh, 0, 1 << 16).unwrap().bytes;
+        let text = String::from_utf8(whole.clone()).unwrap();
+        assert!(text.starts_with("bytes_generated "), "{text}");
+        // Reading in pieces gives the same snapshot, then end of file.
+        let (fh2, _) = d.open(STATS, RDONLY).unwrap();
+        let mut pieces = Vec::new();
+        loop {
+            let piece = read(&d, STATS, fh2, pieces.len() as u64, 7).unwrap().bytes;
+            if piece.is_empty() {
+                break;
+            }
+            pieces.extend(piece);
+        }
+        assert_eq!(pieces, whole);
+        d.release(fh2);
+        assert_eq!(
+            read(&d, STATS, fh2, 0, 10).unwrap_err(),
+            FsError::UnknownHandle
+        );
+    }
+
+    #[test]
+    fn readdir_lists_entries_from_an_offset() {
+        let (d, _) = device();
+        let names = |offset| -> Vec<(&str, u64)> {
+            d.readdir(ROOT, offset)
+                .unwrap()
+                .map(|(_, next, _, name)| (name, next))
+                .collect()
+        };
+        assert_eq!(names(0), [(".", 1), ("..", 2), ("bits", 3), ("stats", 4)]);
+        // Resuming at an entry's offset gives the entries after it.
+        assert_eq!(names(3), [("stats", 4)]);
+        assert!(names(4).is_empty());
+        assert!(names(u64::MAX).is_empty());
+        let (ino, _, kind, _) = d.readdir(ROOT, 2).unwrap().next().unwrap();
+        assert_eq!((ino, kind), (BITS, DT_REG));
+        assert!(matches!(d.readdir(BITS, 0), Err(FsError::NotADirectory)));
+        assert!(matches!(d.readdir(9, 0), Err(FsError::NotADirectory)));
+    }
+
+    /// A read of what the front chunk holds is answered from the chunk
+    /// itself: the reply buffer is never touched. The stream goes on in
+    /// order across both kinds of read.
+    #[test]
+    fn a_read_of_one_whole_chunk_is_sent_from_the_chunk() {
+        let (d, queue) = device();
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        let whole = read(&d, BITS, fh, 0, 64).unwrap();
+        assert!(!whole.buffered, "copied through the reply buffer");
+        let part = read(&d, BITS, fh, 0, 10).unwrap();
+        assert!(part.buffered);
+        // The rest of the front chunk: from the chunk again.
+        let rest = read(&d, BITS, fh, 0, 54).unwrap();
+        assert!(!rest.buffered);
+        let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
+        assert_eq!([whole.bytes, part.bytes, rest.bytes].concat(), expected);
+        let text = d.stats.snapshot(&queue).render();
+        assert!(text.contains("bytes_served_fuse 128\n"), "{text}");
+        assert!(text.contains("fuse_reads 3\n"), "{text}");
+    }
+
+    #[test]
+    fn reads_fail_with_eio_after_close() {
+        let (d, queue) = device();
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        queue.close();
+        assert_eq!(
+            read(&d, BITS, fh, 0, 10).unwrap_err(),
+            FsError::ShuttingDown
+        );
+    }
+
+    #[test]
+    fn the_null_device_serves_zeros_and_counts_them() {
+        let d = Device::new(Bits::Zeros, Arc::new(Stats::default()), 0, 0);
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        let got = read(&d, BITS, fh, 0, 4096).unwrap();
+        assert_eq!(got.bytes, vec![0u8; 4096]);
+        assert_eq!(d.stats.fuse_reads.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,134 @@
+//! The io_uring transport: one thread per kernel queue (one queue per
+//! possible CPU), pinned to its CPU, each with its own ring of entries for
+//! that queue (`sys::uring`). A request that a reader on CPU *n* makes is
+//! served by the thread of queue *n*, on the same CPU, and one system call
+//! (`io_uring_enter`) both hands back a reply and waits for the next
+//! request, where `/dev/fuse` takes a `read` and a `writev`.
+//!
+//! Replies are written into the entry's payload buffer, and a read that the
+//! queue does not answer with one whole chunk is copied straight from the
+//! queue into it. See `sys::uring` for when that buffer is wiped.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use log::warn;
+use zeroize::Zeroize;
+
+use super::adapter::{self, Acl, Reply};
+use super::device::{Device, FsError, Out};
+use super::proto::{self, InHeader};
+use crate::engine::stats;
+use crate::sys::uring::{Ended, Fetched, FuseRing, REQUEST_OP, REQUEST_PAYLOAD};
+
+/// Ring entries per queue. One thread serves a queue, one request at a
+/// time, so one entry is all it can use: a second one would wait in the
+/// thread's own ring while the thread works.
+pub(crate) const DEPTH: usize = 1;
+
+/// A ring set up for queue `qid` and registered with the kernel; what the
+/// thread of that queue then serves ([`serve`]).
+pub(crate) fn register(fuse: &OwnedFd, qid: u16, payload: usize) -> io::Result<FuseRing> {
+    use std::os::fd::AsFd;
+    let mut ring = FuseRing::new(fuse.as_fd(), qid, DEPTH, payload)?;
+    ring.register()?;
+    Ok(ring)
+}
+
+/// Pins the calling thread to CPU `cpu`, where the requests of its queue
+/// come from; a CPU that cannot take it (offline, outside the cgroup's
+/// set) leaves the thread where the scheduler puts it.
+pub(crate) fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+/// Serves the requests of `ring` until the connection ends.
+pub(crate) fn serve(mut ring: FuseRing, device: &Device, acl: Acl) -> io::Result<()> {
+    let mut request = Vec::new();
+    loop {
+        let mut fetched = match ring.next()? {
+            Ok(fetched) => fetched,
+            Err(Ended::Disconnected) => return Ok(()),
+        };
+        fetched.copy_request(&mut request);
+        let header = InHeader::parse(&request[..REQUEST_OP]);
+        let Some(header) = header else {
+            return Err(io::Error::other(
+                "a ring entry came back without a request header",
+            ));
+        };
+        let mut reply = RingReply {
+            fetched: &mut fetched,
+            answer: None,
+            used: 0,
+        };
+        match proto::parse(
+            header.opcode,
+            &request[REQUEST_OP..REQUEST_PAYLOAD],
+            &request[REQUEST_PAYLOAD..],
+        ) {
+            Ok(op) => adapter::handle(device, acl, &header, &op, &mut reply),
+            Err(proto::Malformed) => reply.error(libc::EIO),
+        }
+        let (errno, len) = reply.answer.unwrap_or_else(|| {
+            // Only FORGET has no reply, and it never comes over a ring;
+            // the entry must go back all the same.
+            warn!(
+                "FUSE request {} (opcode {}) over io_uring had no reply",
+                header.unique, header.opcode
+            );
+            (libc::EIO, 0)
+        });
+        stats::add(&device.stats().fuse_uring_requests, 1);
+        fetched.commit(&proto::out_header(header.unique, errno, len), len)?;
+    }
+}
+
+/// A reply going into a ring entry's payload buffer.
+struct RingReply<'f, 'r> {
+    fetched: &'f mut Fetched<'r>,
+    /// The errno and the body's length, once answered.
+    answer: Option<(i32, usize)>,
+    /// How much of the buffer a filled read wrote.
+    used: usize,
+}
+
+impl Out for RingReply<'_, '_> {
+    fn send(&mut self, bytes: &[u8]) {
+        let buffer = self.fetched.reply_buffer();
+        match buffer.get_mut(..bytes.len()) {
+            Some(body) => {
+                body.copy_from_slice(bytes);
+                self.answer = Some((0, bytes.len()));
+            }
+            // More than the kernel can ask for at once: cannot happen.
+            None => self.answer = Some((libc::EIO, 0)),
+        }
+    }
+
+    fn buffer(&mut self, len: usize) -> Result<&mut [u8], FsError> {
+        self.used = len;
+        self.fetched
+            .reply_buffer()
+            .get_mut(..len)
+            .ok_or(FsError::OutOfMemory)
+    }
+
+    fn send_filled(&mut self, len: usize) {
+        self.answer = Some((0, len));
+    }
+}
+
+impl Reply for RingReply<'_, '_> {
+    fn error(&mut self, errno: i32) {
+        // A read that failed half-way leaves bytes nobody will be sent.
+        let used = std::mem::take(&mut self.used);
+        if let Some(part) = self.fetched.reply_buffer().get_mut(..used) {
+            part.zeroize();
+        }
+        self.answer = Some((errno, 0));
+    }
+}

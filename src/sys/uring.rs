@@ -1,0 +1,500 @@
+//! FUSE over io_uring, at the level of the kernel's interface
+//! (`Documentation/filesystems/fuse-io-uring.rst`, `include/uapi/linux/fuse.h`):
+//! one io_uring per thread, holding ring entries for one FUSE queue.
+//!
+//! A ring entry is two buffers the kernel reads and writes: a header buffer
+//! (`fuse_uring_req_header`: the `fuse_in_header` or `fuse_out_header`, the
+//! opcode's own struct, and `fuse_uring_ent_in_out`) and a payload buffer.
+//! `FUSE_IO_URING_CMD_REGISTER` hands an entry to the kernel; its completion
+//! is the first request. `FUSE_IO_URING_CMD_COMMIT_AND_FETCH` hands back
+//! the reply and the entry in one step, and completes with the next
+//! request.
+//!
+//! # Who owns a buffer
+//! From submission to completion an entry's buffers belong to the kernel,
+//! which writes a request into them whenever one comes (in this thread's
+//! task work, which may run at any return to user space). This module
+//! therefore never holds a reference into them then: [`Fetched`] borrows the
+//! ring for exactly the time between an entry's completion and its commit,
+//! and only then are the buffers read and written, through slices made
+//! fresh from their mappings.
+//!
+//! The buffers are mappings of their own, unmapped only once the kernel has
+//! released every entry (a completion with `ENOTCONN`, when the connection
+//! ends) or never had one. Otherwise they are left mapped until the process
+//! exits, rather than freed under the kernel.
+//!
+//! # Wiping
+//! The payload buffer carries the random bytes of a reply. It cannot be
+//! wiped right after the commit, as the kernel may already be writing the
+//! next request into it; it is wiped of everything the last reply wrote
+//! beyond the new request's own payload as soon as the entry comes back
+//! ([`FuseRing::next`]), and wholly when the ring is dropped.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{Ordering, fence};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+use zeroize::Zeroize;
+
+/// `FUSE_IO_URING_CMD_REGISTER` and `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
+const CMD_REGISTER: u32 = 1;
+const CMD_COMMIT_AND_FETCH: u32 = 2;
+
+/// Where the opcode's struct and the payload start in what
+/// [`Fetched::copy_request`] copies.
+pub(crate) const REQUEST_OP: usize = IN_OUT_LEN;
+pub(crate) const REQUEST_PAYLOAD: usize = IN_OUT_LEN + OP_IN_LEN;
+
+/// The header buffer's layout (`struct fuse_uring_req_header`): the
+/// `fuse_in_header` / `fuse_out_header` area, the opcode's struct, then
+/// `struct fuse_uring_ent_in_out` (flags, commit_id, payload_sz, ...).
+const IN_OUT: usize = 0;
+const IN_OUT_LEN: usize = 128;
+const OP_IN: usize = 128;
+const OP_IN_LEN: usize = 128;
+const ENT_IN_OUT: usize = 256;
+const COMMIT_ID: usize = ENT_IN_OUT + 8;
+const PAYLOAD_SZ: usize = ENT_IN_OUT + 16;
+const HEADER_LEN: usize = ENT_IN_OUT + 32;
+
+/// A zero-filled private anonymous mapping, owned alone, and unmapped
+/// only by [`Mapping::unmap`]: dropping one leaves the memory mapped.
+#[derive(Debug)]
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        let size = std::num::NonZeroUsize::new(len).ok_or(io::ErrorKind::InvalidInput)?;
+        // SAFETY: a new private anonymous mapping aliases no other memory.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }?;
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// The mapping's bytes. The caller holds the entry (see the module
+    /// docs), so the kernel is not writing them.
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to `len` bytes mapped until drop; `&mut
+        // self` makes this the only reference; the kernel does not write
+        // an entry's buffers while its owner may read them (module docs).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Unmaps it.
+    fn unmap(self) {
+        // SAFETY: mapped with this length in `new`, and unmapped once: the
+        // mapping is consumed. No reference into it outlives the call.
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// One ring entry: its buffers, and where it stands.
+#[derive(Debug)]
+struct Entry {
+    header: Mapping,
+    payload: Mapping,
+    /// The `iovec`s of `FUSE_IO_URING_CMD_REGISTER` (read at submission).
+    iov: [libc::iovec; 2],
+    /// Whether the kernel holds the entry (submitted, not completed).
+    in_kernel: bool,
+    /// The kernel released it for good (the connection ended).
+    released: bool,
+    /// Payload bytes the last reply wrote, to wipe when it comes back.
+    dirty: usize,
+    /// The last command submitted for it, and its commit ID, to submit
+    /// again if the kernel asks (`EINTR`, `EAGAIN`).
+    last: (u32, u64),
+}
+
+// SAFETY: the raw pointers in the mappings and `iov` point to memory this
+// entry owns alone; moving it to another thread moves that ownership.
+unsafe impl Send for Entry {}
+
+/// An io_uring of FUSE ring entries, all for queue `qid` of one connection.
+pub(crate) struct FuseRing {
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    qid: u16,
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for FuseRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FuseRing")
+            .field("qid", &self.qid)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an entry came back without a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The connection ended (`ENOTCONN`): every entry is released.
+    Disconnected,
+}
+
+impl FuseRing {
+    /// A ring of `depth` entries for queue `qid` of the FUSE connection
+    /// `fuse`, each with a payload buffer of `payload` bytes (at least the
+    /// connection's largest request or reply). Nothing is registered yet.
+    pub(crate) fn new(
+        fuse: BorrowedFd<'_>,
+        qid: u16,
+        depth: usize,
+        payload: usize,
+    ) -> io::Result<FuseRing> {
+        let slots = u32::try_from(depth * 2).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(slots)?;
+        ring.submitter().register_files(&[fuse.as_raw_fd()])?;
+        let mut entries = Vec::with_capacity(depth);
+        for _ in 0..depth {
+            let header = Mapping::new(HEADER_LEN.next_multiple_of(4096))?;
+            let payload = Mapping::new(payload)?;
+            let iov = [
+                libc::iovec {
+                    iov_base: header.ptr.as_ptr().cast(),
+                    iov_len: header.len,
+                },
+                libc::iovec {
+                    iov_base: payload.ptr.as_ptr().cast(),
+                    iov_len: payload.len,
+                },
+            ];
+            entries.push(Entry {
+                header,
+                payload,
+                iov,
+                in_kernel: false,
+                released: false,
+                dirty: 0,
+                last: (CMD_REGISTER, 0),
+            });
+        }
+        Ok(FuseRing { ring, qid, entries })
+    }
+
+    /// Hands every entry to the kernel (`FUSE_IO_URING_CMD_REGISTER`). The
+    /// kernel refuses at once, during the submission, if it refuses at all
+    /// (io_uring off for this connection, a payload buffer too small, a
+    /// queue it does not have): that is the error returned. On success the
+    /// entries wait in the kernel for requests.
+    pub(crate) fn register(&mut self) -> io::Result<()> {
+        for index in 0..self.entries.len() {
+            self.submit_entry(index, CMD_REGISTER, 0)?;
+        }
+        self.ring.submit()?;
+        // An immediate refusal is already in the completion queue.
+        let refused = self.ring.completion().find(|c| c.result() < 0);
+        match refused {
+            Some(c) => {
+                let index = usize::try_from(c.user_data()).unwrap_or(usize::MAX);
+                if let Some(e) = self.entries.get_mut(index) {
+                    e.in_kernel = false;
+                }
+                Err(io::Error::from_raw_os_error(-c.result()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the next request on any entry. A completion with `EINTR` or
+    /// `EAGAIN` is handed back to the kernel and waited for again;
+    /// `ENOTCONN` means the connection ended.
+    pub(crate) fn next(&mut self) -> io::Result<Result<Fetched<'_>, Ended>> {
+        loop {
+            let completion = self.ring.completion().next();
+            let Some(c) = completion else {
+                match self.ring.submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            };
+            let index = usize::try_from(c.user_data())
+                .ok()
+                .filter(|&i| i < self.entries.len())
+                .ok_or_else(|| io::Error::other("a completion for no ring entry"))?;
+            self.entries[index].in_kernel = false;
+            match -c.result() {
+                0 => {}
+                libc::EINTR | libc::EAGAIN => {
+                    self.resubmit(index)?;
+                    continue;
+                }
+                libc::ENOTCONN => {
+                    self.entries[index].released = true;
+                    if self.entries.iter().all(|e| e.released || !e.in_kernel) {
+                        for e in &mut self.entries {
+                            e.released = true;
+                        }
+                        return Ok(Err(Ended::Disconnected));
+                    }
+                    continue;
+                }
+                errno => return Err(io::Error::from_raw_os_error(errno)),
+            }
+            // The kernel's writes into the buffers come before its
+            // completion, which the queue's acquire load observed.
+            fence(Ordering::Acquire);
+            let entry = &mut self.entries[index];
+            let header = entry.header.bytes();
+            let commit_id = u64::from_ne_bytes(
+                header[COMMIT_ID..COMMIT_ID + 8]
+                    .try_into()
+                    .expect("8 bytes"),
+            );
+            let payload_len = u32::from_ne_bytes(
+                header[PAYLOAD_SZ..PAYLOAD_SZ + 4]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            let payload_len = usize::try_from(payload_len)
+                .unwrap_or(usize::MAX)
+                .min(entry.payload.len);
+            // What the last reply left beyond this request's payload.
+            let dirty = std::mem::take(&mut entry.dirty);
+            if dirty > payload_len {
+                entry.payload.bytes()[payload_len..dirty].zeroize();
+            }
+            return Ok(Ok(Fetched {
+                ring: self,
+                index,
+                commit_id,
+                payload_len,
+            }));
+        }
+    }
+
+    /// Submits the entry's last command again (after `EINTR`/`EAGAIN`):
+    /// registering a second time would make the kernel a second entry over
+    /// the same buffers.
+    fn resubmit(&mut self, index: usize) -> io::Result<()> {
+        let (op, commit_id) = self.entries[index].last;
+        self.submit_entry(index, op, commit_id)
+    }
+
+    /// Queues command `op` for entry `index`: an `IORING_OP_URING_CMD` on
+    /// the connection (fixed file 0) carrying `fuse_uring_cmd_req { flags:
+    /// 0, commit_id, qid }`, and for REGISTER the entry's two iovecs.
+    fn submit_entry(&mut self, index: usize, op: u32, commit_id: u64) -> io::Result<()> {
+        let mut cmd = [0u8; 80];
+        cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
+        cmd[16..18].copy_from_slice(&self.qid.to_ne_bytes());
+        let entry = &mut self.entries[index];
+        let mut sqe = opcode::UringCmd80::new(types::Fixed(0), op).cmd(cmd);
+        if op == CMD_REGISTER {
+            sqe = sqe.addr(Some(std::ptr::addr_of!(entry.iov) as u64));
+        }
+        let mut sqe = sqe.build().user_data(index as u64);
+        if op == CMD_REGISTER {
+            // REGISTER also needs `len = 2` (two iovecs), which
+            // `UringCmd80` leaves at 0.
+            set_sqe_len(&mut sqe, 2);
+        }
+        // SAFETY: the SQE names buffers (the iovecs and the mappings they
+        // point to) that live as long as this ring: they are unmapped only
+        // when no entry is in the kernel (see Drop).
+        unsafe { self.ring.submission().push(&sqe) }
+            .map_err(|_| io::Error::other("the io_uring submission queue is full"))?;
+        entry.in_kernel = true;
+        entry.last = (op, commit_id);
+        Ok(())
+    }
+}
+
+/// Sets the `len` field of an SQE, which the `io-uring` crate's
+/// `UringCmd80` does not expose.
+fn set_sqe_len(sqe: &mut squeue::Entry128, len: u32) {
+    const LEN_OFFSET: usize = 24;
+    // SAFETY: `Entry128` is `repr(C)`: the 64-byte `io_uring_sqe` followed
+    // by its 64-byte command tail, 128 bytes of plain integers in which
+    // every bit pattern is valid; `len` is the `u32` at offset 24 of
+    // `io_uring_sqe` (include/uapi/linux/io_uring.h), within the first 64.
+    unsafe {
+        let bytes = std::ptr::from_mut(sqe).cast::<u8>();
+        std::ptr::write_unaligned(bytes.add(LEN_OFFSET).cast::<u32>(), len);
+    }
+}
+
+impl Drop for FuseRing {
+    fn drop(&mut self) {
+        let kernel_holds_one = self.entries.iter().any(|e| e.in_kernel && !e.released);
+        if kernel_holds_one {
+            // Freeing memory the kernel may still write into would let a
+            // request land in whatever is mapped there next: the mappings
+            // (which unmap only when told to) stay until the process ends.
+            return;
+        }
+        for mut e in self.entries.drain(..) {
+            e.payload.bytes().zeroize();
+            e.header.unmap();
+            e.payload.unmap();
+        }
+    }
+}
+
+/// A request that came in on a ring entry, which this holds until
+/// [`Fetched::commit`] hands the entry back with the reply.
+#[derive(Debug)]
+pub(crate) struct Fetched<'r> {
+    ring: &'r mut FuseRing,
+    index: usize,
+    commit_id: u64,
+    payload_len: usize,
+}
+
+impl Fetched<'_> {
+    /// The request's header area (the `fuse_in_header`, then padding to
+    /// [`REQUEST_OP`]), its opcode's struct area (to [`REQUEST_PAYLOAD`])
+    /// and its payload (a name, say), copied into `into` for the caller to
+    /// parse while it writes the reply into the same entry.
+    pub(crate) fn copy_request(&mut self, into: &mut Vec<u8>) {
+        let entry = &mut self.ring.entries[self.index];
+        into.clear();
+        into.extend_from_slice(&entry.header.bytes()[IN_OUT..IN_OUT + IN_OUT_LEN]);
+        into.extend_from_slice(&entry.header.bytes()[OP_IN..OP_IN + OP_IN_LEN]);
+        let n = self.payload_len;
+        into.extend_from_slice(&entry.payload.bytes()[..n]);
+    }
+
+    /// The payload buffer, for the reply's body.
+    pub(crate) fn reply_buffer(&mut self) -> &mut [u8] {
+        self.ring.entries[self.index].payload.bytes()
+    }
+
+    /// Hands the entry back with a reply: `out_header` (a
+    /// `fuse_out_header`) and the first `body_len` bytes of the reply
+    /// buffer, and submits it (`FUSE_IO_URING_CMD_COMMIT_AND_FETCH`).
+    pub(crate) fn commit(self, out_header: &[u8; 16], body_len: usize) -> io::Result<()> {
+        let Fetched {
+            ring,
+            index,
+            commit_id,
+            ..
+        } = self;
+        let entry = &mut ring.entries[index];
+        let body_len = body_len.min(entry.payload.len);
+        let header = entry.header.bytes();
+        header[IN_OUT..IN_OUT + 16].copy_from_slice(out_header);
+        let len = u32::try_from(body_len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        header[PAYLOAD_SZ..PAYLOAD_SZ + 4].copy_from_slice(&len.to_ne_bytes());
+        entry.dirty = body_len;
+        // Queued here, submitted with the next wait (in `next`): one system
+        // call hands back the reply and waits for the next request.
+        ring.submit_entry(index, CMD_COMMIT_AND_FETCH, commit_id)
+    }
+}
+
+/// How many FUSE queues the kernel makes for a connection: one per
+/// possible CPU (`num_possible_cpus()`), as `/sys/devices/system/cpu/possible`
+/// lists them (`0-1`, `0,2-5`).
+pub(crate) fn kernel_queues() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    count_cpus(text.trim())
+        .ok_or_else(|| io::Error::other(format!("cannot read the CPU list '{}'", text.trim())))
+}
+
+/// The number of CPUs in a kernel CPU list such as `0-3,8-11`.
+fn count_cpus(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.split(',') {
+        n += match part.split_once('-') {
+            Some((a, b)) => {
+                b.parse::<usize>()
+                    .ok()?
+                    .checked_sub(a.parse::<usize>().ok()?)?
+                    + 1
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                1
+            }
+        };
+    }
+    Some(n)
+}
+
+/// Why FUSE over io_uring cannot be had here.
+#[derive(Debug)]
+pub(crate) enum Unavailable {
+    /// The kernel has no `enable_uring` parameter: older than 6.14, or
+    /// built without `CONFIG_FUSE_IO_URING`.
+    NotInKernel,
+    /// `/sys/module/fuse/parameters/enable_uring` is off.
+    Off,
+    /// io_uring itself cannot be set up (`kernel.io_uring_disabled`, a
+    /// seccomp filter, a kernel without `IORING_SETUP_SQE128`).
+    NoIoUring(io::Error),
+}
+
+/// The module parameter that turns FUSE over io_uring on.
+pub(crate) const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Whether this kernel would serve FUSE over io_uring to this process:
+/// the module parameter is on and a ring of 128-byte entries can be made.
+/// (The fuse module must be loaded: opening `/dev/fuse` loads it.)
+pub(crate) fn available() -> Result<(), Unavailable> {
+    match std::fs::read_to_string(ENABLE_URING) {
+        Err(_) => return Err(Unavailable::NotInKernel),
+        Ok(v) if !matches!(v.trim(), "Y" | "1") => return Err(Unavailable::Off),
+        Ok(_) => {}
+    }
+    IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+        .build(2)
+        .map(drop)
+        .map_err(Unavailable::NoIoUring)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(count_cpus("0"), Some(1));
+        assert_eq!(count_cpus("0-1"), Some(2));
+        assert_eq!(count_cpus("0,2-5,8"), Some(6));
+        assert_eq!(count_cpus("0-"), None);
+        assert_eq!(count_cpus("3-1"), None);
+        assert_eq!(count_cpus("x"), None);
+        assert!(kernel_queues().unwrap() >= 1);
+    }
+
+    /// The SQE's `len` is where the kernel reads it, and nothing else moved.
+    #[test]
+    fn the_sqe_len_lands_at_offset_24() {
+        let base = opcode::UringCmd80::new(types::Fixed(0), CMD_REGISTER)
+            .addr(Some(0x1122_3344))
+            .build();
+        let mut sqe = base.clone();
+        set_sqe_len(&mut sqe, 2);
+        let bytes = |e: &squeue::Entry128| -> Vec<u8> {
+            // SAFETY: 128 bytes of plain integers (see set_sqe_len).
+            unsafe { std::slice::from_raw_parts(std::ptr::from_ref(e).cast::<u8>(), 128) }.to_vec()
+        };
+        let (before, after) = (bytes(&base), bytes(&sqe));
+        assert_eq!(after[24..28], 2u32.to_ne_bytes());
+        assert_eq!(before[..24], after[..24]);
+        assert_eq!(before[28..], after[28..]);
+        // The opcode and the address are where the kernel expects them.
+        assert_eq!(after[0], 46, "IORING_OP_URING_CMD");
+        assert_eq!(after[16..24], 0x1122_3344u64.to_ne_bytes());
+    }
+}
