@@ -9,7 +9,11 @@
 //! binaries one after another.
 
 #[path = "it/common/mod.rs"]
-#[expect(dead_code, reason = "these tests use a few of the shared helpers")]
+#[expect(
+    dead_code,
+    unused_imports,
+    reason = "these tests use a few of the shared helpers"
+)]
 mod common;
 
 use std::collections::HashMap;
@@ -22,7 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, assert_no_repeated_stretch, fuse_available, wait_until};
+use crate::common::{
+    Daemon, Transport, assert_no_repeated_stretch, fuse_available, on_both_transports, wait_until,
+};
 
 /// One trigger at a time: every daemon of this binary hears every uevent.
 static TRIGGER: Mutex<()> = Mutex::new(());
@@ -82,13 +88,16 @@ fn balanced(s: &HashMap<String, u64>) -> bool {
 }
 
 /// Idle: no counter moved since the previous poll (generators wait for the
-/// queue to drain), and with the FIFO its pipe is full.
+/// queue to drain; the clock and the requests that reading `stats` makes
+/// over io_uring do not count), and with the FIFO its pipe is full.
 fn settled(d: &Daemon) -> impl FnMut(&HashMap<String, u64>) -> bool + '_ {
     let fifo = d.fifo.exists();
     let mut last: Option<HashMap<String, u64>> = None;
     move |s| {
         let mut s = s.clone();
         s.remove("uptime_seconds");
+        // Reading the stats file is itself a few requests over the ring.
+        s.remove("fuse_uring_requests");
         let same = last.as_ref() == Some(&s);
         last = Some(s);
         same && (!fifo || in_pipe(&d.fifo) == 1 << 20)
@@ -137,9 +146,18 @@ fn fork_and_wait(d: &Daemon, device: &str) -> Duration {
 }
 
 fn start(extra: &[&str]) -> Daemon {
+    start_on(None, extra)
+}
+
+/// A daemon of two generators that reseed only on a fork, over
+/// `transport` (or the default).
+fn start_on(transport: Option<Transport>, extra: &[&str]) -> Daemon {
     let mut args = vec!["--generators", "2", "--reseed-interval", "1h"];
     args.extend_from_slice(extra);
-    Daemon::start(&args)
+    match transport {
+        Some(t) => Daemon::start_on(t, &args),
+        None => Daemon::start(&args),
+    }
 }
 
 fn read_file(path: &Path, n: usize) -> Vec<u8> {
@@ -149,50 +167,51 @@ fn read_file(path: &Path, n: usize) -> Vec<u8> {
     buf
 }
 
-/// FUSE only, queue full and idle: exactly the queued bytes are discarded,
-/// both generators reseed, and the books balance.
-#[test]
-fn a_vm_fork_wipes_the_idle_queue_and_rekeys() {
-    let Some(device) = vmgenid_device() else {
-        return;
-    };
-    if !fuse_available() {
-        return;
-    }
-    let _one = TRIGGER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let d = start(&["--no-fifo"]);
-    assert!(
-        d.log_text()
-            .contains(&format!("VM-fork detection on (vmgenid {device})")),
-        "{}",
-        d.log_text()
-    );
-    // Full (the generators wait) and balanced (no batch in flight): idle.
-    wait_stats(&d, "idle", |s| full(s) && balanced(s));
-    let s0 = d.stats();
-    assert!(balanced(&s0));
-    assert_eq!((s0["vm_forks"], s0["bytes_discarded"]), (0, 0));
+on_both_transports! {
+    /// FUSE only, queue full and idle: exactly the queued bytes are discarded,
+    /// both generators reseed, and the books balance.
+    fn a_vm_fork_wipes_the_idle_queue_and_rekeys(t: Transport) {
+        let Some(device) = vmgenid_device() else {
+            return;
+        };
+        if !fuse_available() {
+            return;
+        }
+        let _one = TRIGGER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = start_on(Some(t), &["--no-fifo"]);
+        assert!(
+            d.log_text()
+                .contains(&format!("VM-fork detection on (vmgenid {device})")),
+            "{}",
+            d.log_text()
+        );
+        // Full (the generators wait) and balanced (no batch in flight): idle.
+        wait_stats(&d, "idle", |s| full(s) && balanced(s));
+        let s0 = d.stats();
+        assert!(balanced(&s0));
+        assert_eq!((s0["vm_forks"], s0["bytes_discarded"]), (0, 0));
 
-    let latency = fork_and_wait(&d, &device);
-    eprintln!("VM fork handled {latency:?} after the uevent was triggered");
-    wait_stats(&d, "refilled and both generators reseeded", |s| {
-        full(s) && balanced(s) && s["reseeds"] == s0["reseeds"] + 2
-    });
-    let s1 = d.stats();
-    assert_eq!(s1["bytes_discarded"], s0["queue_bytes"]);
-    assert_eq!(fork_line(&d), (s0["queue_bytes"], 0, 0));
-    assert_eq!(
-        s1["bytes_generated"],
-        s1["bytes_served_fuse"] + s1["queue_bytes"] + s1["bytes_discarded"]
-    );
-    read_file(&d.bits(), 1 << 20);
-    // Every byte made is accounted for (balanced is the identity).
-    wait_stats(&d, "balanced after reading", balanced);
-    let s2 = d.stats();
-    assert_eq!(s2["bytes_discarded"], s1["bytes_discarded"]);
-    assert_eq!(s2["reseeds"], s1["reseeds"]);
+        let latency = fork_and_wait(&d, &device);
+        eprintln!("VM fork handled {latency:?} after the uevent was triggered");
+        wait_stats(&d, "refilled and both generators reseeded", |s| {
+            full(s) && balanced(s) && s["reseeds"] == s0["reseeds"] + 2
+        });
+        let s1 = d.stats();
+        assert_eq!(s1["bytes_discarded"], s0["queue_bytes"]);
+        assert_eq!(fork_line(&d), (s0["queue_bytes"], 0, 0));
+        assert_eq!(
+            s1["bytes_generated"],
+            s1["bytes_served_fuse"] + s1["queue_bytes"] + s1["bytes_discarded"]
+        );
+        read_file(&d.bits(), 1 << 20);
+        // Every byte made is accounted for (balanced is the identity).
+        wait_stats(&d, "balanced after reading", balanced);
+        let s2 = d.stats();
+        assert_eq!(s2["bytes_discarded"], s1["bytes_discarded"]);
+        assert_eq!(s2["reseeds"], s1["reseeds"]);
+    }
 }
 
 /// With the FIFO: the bytes sitting in its pipe and pending in its writer
@@ -325,75 +344,76 @@ fn other_uevents_are_ignored() {
     assert!(!d.log_text().contains("VM fork:"));
 }
 
-/// The race: a VM fork while readers of both interfaces stream and the
-/// generators are busy. Afterwards the books balance, and no 32-byte
-/// stretch read after the fork was handled equals one read before.
-#[test]
-fn a_vm_fork_under_load() {
-    let Some(device) = vmgenid_device() else {
-        return;
-    };
-    if !fuse_available() {
-        return;
-    }
-    let _one = TRIGGER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let d = start(&[]);
-    // Set once the daemon has counted the fork; a block read after that
-    // was started after the fork was handled.
-    let handled = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = [d.bits(), d.bits(), d.fifo.clone()]
-        .into_iter()
-        .map(|path: PathBuf| {
-            let (handled, stop) = (handled.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut f = File::open(&path).unwrap();
-                let (mut before, mut after) = (Vec::new(), Vec::new());
-                let mut block = vec![0u8; 64 << 10];
-                while !stop.load(Ordering::SeqCst) {
-                    let late = handled.load(Ordering::SeqCst);
-                    f.read_exact(&mut block).unwrap();
-                    if late { &mut after } else { &mut before }.extend_from_slice(&block);
-                }
-                (before, after)
+on_both_transports! {
+    /// The race: a VM fork while readers of both interfaces stream and the
+    /// generators are busy. Afterwards the books balance, and no 32-byte
+    /// stretch read after the fork was handled equals one read before.
+    fn a_vm_fork_under_load(t: Transport) {
+        let Some(device) = vmgenid_device() else {
+            return;
+        };
+        if !fuse_available() {
+            return;
+        }
+        let _one = TRIGGER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let d = start_on(Some(t), &[]);
+        // Set once the daemon has counted the fork; a block read after that
+        // was started after the fork was handled.
+        let handled = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = [d.bits(), d.bits(), d.fifo.clone()]
+            .into_iter()
+            .map(|path: PathBuf| {
+                let (handled, stop) = (handled.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut f = File::open(&path).unwrap();
+                    let (mut before, mut after) = (Vec::new(), Vec::new());
+                    let mut block = vec![0u8; 64 << 10];
+                    while !stop.load(Ordering::SeqCst) {
+                        let late = handled.load(Ordering::SeqCst);
+                        f.read_exact(&mut block).unwrap();
+                        if late { &mut after } else { &mut before }.extend_from_slice(&block);
+                    }
+                    (before, after)
+                })
             })
-        })
-        .collect();
-    wait_stats(&d, "readers streaming", |s| {
-        s["bytes_served_fuse"] > 8 << 20 && s["bytes_served_fifo"] > 8 << 20
-    });
-    let latency = fork_and_wait(&d, &device);
-    eprintln!("VM fork under load handled {latency:?} after the uevent was triggered");
-    handled.store(true, Ordering::SeqCst);
-    wait_stats(&d, "readers go on", |s| {
-        s["bytes_served_fuse"] > 32 << 20 && s["bytes_served_fifo"] > 16 << 20
-    });
-    stop.store(true, Ordering::SeqCst);
-    let mut outputs = Vec::new();
-    for r in readers {
-        let (before, after) = r.join().unwrap();
-        assert!(!after.is_empty(), "a reader got nothing after the fork");
-        outputs.push(before);
-        outputs.push(after);
+            .collect();
+        wait_stats(&d, "readers streaming", |s| {
+            s["bytes_served_fuse"] > 8 << 20 && s["bytes_served_fifo"] > 8 << 20
+        });
+        let latency = fork_and_wait(&d, &device);
+        eprintln!("VM fork under load handled {latency:?} after the uevent was triggered");
+        handled.store(true, Ordering::SeqCst);
+        wait_stats(&d, "readers go on", |s| {
+            s["bytes_served_fuse"] > 32 << 20 && s["bytes_served_fifo"] > 16 << 20
+        });
+        stop.store(true, Ordering::SeqCst);
+        let mut outputs = Vec::new();
+        for r in readers {
+            let (before, after) = r.join().unwrap();
+            assert!(!after.is_empty(), "a reader got nothing after the fork");
+            outputs.push(before);
+            outputs.push(after);
+        }
+        assert_no_repeated_stretch(&outputs);
+        wait_stats(&d, "idle", settled(&d));
+        let s = d.stats();
+        assert_eq!(s["vm_forks"], 1);
+        assert!(s["reseeds"] >= 2, "{s:?}");
+        let (queued, pending, pipe) = fork_line(&d);
+        assert!(s["bytes_discarded"] >= queued + pending + pipe);
+        // Pipe bytes count as written and as discarded; what is left is the
+        // writer's pending bytes, fewer than a chunk beyond the pipe's size.
+        let pending_now = (s["bytes_generated"] + pipe)
+            .checked_sub(
+                s["bytes_served_fuse"]
+                    + s["bytes_served_fifo"]
+                    + s["queue_bytes"]
+                    + s["bytes_discarded"],
+            )
+            .expect("more accounted for than generated");
+        assert!(pending_now < s["chunk_size"] + (1 << 20), "{pending_now}");
     }
-    assert_no_repeated_stretch(&outputs);
-    wait_stats(&d, "idle", settled(&d));
-    let s = d.stats();
-    assert_eq!(s["vm_forks"], 1);
-    assert!(s["reseeds"] >= 2, "{s:?}");
-    let (queued, pending, pipe) = fork_line(&d);
-    assert!(s["bytes_discarded"] >= queued + pending + pipe);
-    // Pipe bytes count as written and as discarded; what is left is the
-    // writer's pending bytes, fewer than a chunk beyond the pipe's size.
-    let pending_now = (s["bytes_generated"] + pipe)
-        .checked_sub(
-            s["bytes_served_fuse"]
-                + s["bytes_served_fifo"]
-                + s["queue_bytes"]
-                + s["bytes_discarded"],
-        )
-        .expect("more accounted for than generated");
-    assert!(pending_now < s["chunk_size"] + (1 << 20), "{pending_now}");
 }

@@ -70,7 +70,7 @@ fn read_snapshot(dir: &Path) -> Result<Snapshot, Error> {
 /// Why `DIR/stats` could not be read, in the user's terms.
 fn why_unreadable(dir: &Path, e: &io::Error) -> String {
     let path = dir.join("stats");
-    if e.raw_os_error() == Some(libc::ENOTCONN) {
+    if e.raw_os_error().is_some_and(mounts::daemon_gone) {
         return format!(
             "{}: {} (the daemon died and left its mount behind; 'pilfered-umount {}' or 'umount -l {}' clears it)",
             path.display(),

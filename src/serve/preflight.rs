@@ -124,7 +124,7 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
     let path = parent.path.join(&name);
     let create = match fstatat(&parent.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Err(Errno::ENOENT) => true,
-        Err(Errno::ENOTCONN) => {
+        Err(e) if mounts::daemon_gone(e as i32) => {
             clear_stale_mount(&path, &shown)?;
             return plan_mount(&path);
         }
@@ -133,7 +133,9 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
             SFlag::S_IFDIR => {
                 // A dead pilfered mount may still answer stat from cached
                 // attributes; statfs always asks the daemon.
-                let dead = || nix::sys::statvfs::statvfs(&path) == Err(Errno::ENOTCONN);
+                let dead = || {
+                    nix::sys::statvfs::statvfs(&path).is_err_and(|e| mounts::daemon_gone(e as i32))
+                };
                 if occupant(mounted_at(&path)?.as_ref(), dead, &shown)? == Occupant::DeadPilfered {
                     clear_stale_mount(&path, &shown)?;
                     return plan_mount(&path);

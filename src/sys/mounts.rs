@@ -40,6 +40,14 @@ pub struct MountEntry {
     pub source: String,
 }
 
+/// Whether `errno`, from a request to a FUSE mount, says that its daemon is
+/// gone: `ENOTCONN` once the connection has ended, `ECONNABORTED` for a
+/// request caught while it was being torn down (over io_uring, requests
+/// queued on a ring end so).
+pub(crate) fn daemon_gone(errno: i32) -> bool {
+    errno == libc::ENOTCONN || errno == libc::ECONNABORTED
+}
+
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
 fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
@@ -403,6 +411,12 @@ mod tests {
         let _ = root;
         let here = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(lists_mount(&here, mount_id_at(Path::new("/")).unwrap()));
+    }
+
+    #[test]
+    fn a_gone_daemon_is_told_by_either_errno() {
+        assert!(daemon_gone(libc::ENOTCONN) && daemon_gone(libc::ECONNABORTED));
+        assert!(!daemon_gone(libc::EIO) && !daemon_gone(libc::ENOENT));
     }
 
     #[test]

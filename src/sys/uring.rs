@@ -25,11 +25,17 @@
 //! exits, rather than freed under the kernel.
 //!
 //! # Wiping
-//! The payload buffer carries the random bytes of a reply. It cannot be
-//! wiped right after the commit, as the kernel may already be writing the
-//! next request into it; it is wiped of everything the last reply wrote
-//! beyond the new request's own payload as soon as the entry comes back
-//! ([`FuseRing::next`]), and wholly when the ring is dropped.
+//! The payload buffer carries the random bytes of a reply, and is wiped of
+//! them as soon as the kernel has taken them, as `/dev/fuse`'s reply buffer
+//! is. The ring is made with `IORING_SETUP_DEFER_TASKRUN`, so the kernel
+//! copies a new request into an entry only inside this thread's own
+//! `io_uring_enter` with `IORING_ENTER_GETEVENTS`: a commit is submitted on
+//! its own (the kernel copies the reply out, and may hand over a waiting
+//! request at once), and if the entry did not come straight back, it sits
+//! untouched in the kernel and is wiped before the wait for the next
+//! request. If it did come back, what the reply wrote beyond the new
+//! request's payload is wiped before the request is read. The buffers are
+//! wiped wholly when the ring is dropped.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -131,6 +137,9 @@ pub(crate) struct FuseRing {
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
     qid: u16,
     entries: Vec<Entry>,
+    /// Completions taken from the queue (to see whether a commit's entry
+    /// came straight back) and not yet handled.
+    pending: std::collections::VecDeque<cqueue::Entry>,
 }
 
 impl std::fmt::Debug for FuseRing {
@@ -160,7 +169,12 @@ impl FuseRing {
         payload: usize,
     ) -> io::Result<FuseRing> {
         let slots = u32::try_from(depth * 2).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(slots)?;
+        // Task work (the kernel's copy of a request into an entry) only in
+        // this thread's waits: see the module docs on wiping.
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(slots)?;
         ring.submitter().register_files(&[fuse.as_raw_fd()])?;
         let mut entries = Vec::with_capacity(depth);
         for _ in 0..depth {
@@ -186,7 +200,12 @@ impl FuseRing {
                 last: (CMD_REGISTER, 0),
             });
         }
-        Ok(FuseRing { ring, qid, entries })
+        Ok(FuseRing {
+            ring,
+            qid,
+            entries,
+            pending: std::collections::VecDeque::new(),
+        })
     }
 
     /// Hands every entry to the kernel (`FUSE_IO_URING_CMD_REGISTER`). The
@@ -218,7 +237,10 @@ impl FuseRing {
     /// `ENOTCONN` means the connection ended.
     pub(crate) fn next(&mut self) -> io::Result<Result<Fetched<'_>, Ended>> {
         loop {
-            let completion = self.ring.completion().next();
+            let completion = self
+                .pending
+                .pop_front()
+                .or_else(|| self.ring.completion().next());
             let Some(c) = completion else {
                 match self.ring.submit_and_wait(1) {
                     Ok(_) => {}
@@ -396,9 +418,25 @@ impl Fetched<'_> {
         let len = u32::try_from(body_len).map_err(|_| io::ErrorKind::InvalidInput)?;
         header[PAYLOAD_SZ..PAYLOAD_SZ + 4].copy_from_slice(&len.to_ne_bytes());
         entry.dirty = body_len;
-        // Queued here, submitted with the next wait (in `next`): one system
-        // call hands back the reply and waits for the next request.
-        ring.submit_entry(index, CMD_COMMIT_AND_FETCH, commit_id)
+        ring.submit_entry(index, CMD_COMMIT_AND_FETCH, commit_id)?;
+        // The kernel copies the reply out during the submission, and hands
+        // over a request that was waiting, if one was, at once.
+        ring.ring.submit()?;
+        let before = ring.pending.len();
+        ring.pending.extend(ring.ring.completion());
+        let back = ring
+            .pending
+            .iter()
+            .skip(before)
+            .any(|c| c.user_data() == index as u64);
+        if !back {
+            // Idle in the kernel, which writes into it only during our next
+            // wait: wipe what the reply left.
+            let entry = &mut ring.entries[index];
+            let dirty = std::mem::take(&mut entry.dirty);
+            entry.payload.bytes()[..dirty].zeroize();
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::common::{BIN, Daemon, fuse_available, open_dir, wait_until};
+use crate::common::{BIN, Daemon, fuse_available, on_both_transports, open_dir, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pilfered::internal::mounts;
@@ -143,59 +143,60 @@ fn simultaneous_starts_mount_at_most_once() {
     }
 }
 
-/// `umount -l` from outside while a reader holds `bits` open, and another
-/// file system mounted there at once: the daemon notices it lost its mount,
-/// exits 0, and leaves the other mount alone.
-#[test]
-fn an_outside_detach_stops_the_daemon_and_spares_other_mounts() {
-    if !fuse_available() {
-        return;
+on_both_transports! {
+    /// `umount -l` from outside while a reader holds `bits` open, and another
+    /// file system mounted there at once: the daemon notices it lost its mount,
+    /// exits 0, and leaves the other mount alone.
+    fn an_outside_detach_stops_the_daemon_and_spares_other_mounts(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        // A mount point the user made, so that it stays when the daemon goes.
+        let dir = open_dir();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let fifo = dir.path().join("fifo");
+        let mut d = Daemon::start_at(dir, mnt, fifo, &[t.args()[0], t.args()[1], "--no-fifo"]);
+        let mut reader = File::open(d.bits()).unwrap();
+        let mut buf = [0u8; 64];
+        reader.read_exact(&mut buf).unwrap();
+        let lazy = Command::new("umount")
+            .arg("-l")
+            .arg(&d.mount)
+            .status()
+            .unwrap();
+        assert!(lazy.success());
+        let tmpfs = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&d.mount)
+            .status()
+            .unwrap();
+        assert!(tmpfs.success());
+        let child = d.child.as_mut().unwrap();
+        let status = exited(child, Duration::from_secs(5));
+        d.child = None;
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "daemon did not exit cleanly; log: {}",
+            d.log_text()
+        );
+        let there = mounts::mount_at(&d.mount).unwrap();
+        assert_eq!(
+            there.map(|m| m.fs_type),
+            Some("tmpfs".to_string()),
+            "the daemon unmounted a mount that was not its own"
+        );
+        assert!(
+            d.log_text()
+                .contains("unmounted or detached from outside: shutting down"),
+            "{}",
+            d.log_text()
+        );
+        // The reader is released with an error, not a hang.
+        assert!(reader.read(&mut buf).is_err());
+        assert!(mounts::detach(&d.mount).is_ok());
     }
-    // A mount point the user made, so that it stays when the daemon goes.
-    let dir = open_dir();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let fifo = dir.path().join("fifo");
-    let mut d = Daemon::start_at(dir, mnt, fifo, &["--no-fifo"]);
-    let mut reader = File::open(d.bits()).unwrap();
-    let mut buf = [0u8; 64];
-    reader.read_exact(&mut buf).unwrap();
-    let lazy = Command::new("umount")
-        .arg("-l")
-        .arg(&d.mount)
-        .status()
-        .unwrap();
-    assert!(lazy.success());
-    let tmpfs = Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(&d.mount)
-        .status()
-        .unwrap();
-    assert!(tmpfs.success());
-    let child = d.child.as_mut().unwrap();
-    let status = exited(child, Duration::from_secs(5));
-    d.child = None;
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "daemon did not exit cleanly; log: {}",
-        d.log_text()
-    );
-    let there = mounts::mount_at(&d.mount).unwrap();
-    assert_eq!(
-        there.map(|m| m.fs_type),
-        Some("tmpfs".to_string()),
-        "the daemon unmounted a mount that was not its own"
-    );
-    assert!(
-        d.log_text()
-            .contains("unmounted or detached from outside: shutting down"),
-        "{}",
-        d.log_text()
-    );
-    // The reader is released with an error, not a hang.
-    assert!(reader.read(&mut buf).is_err());
-    assert!(mounts::detach(&d.mount).is_ok());
 }
 
 /// A mount point below a directory another user owns is refused before

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{BIN, Daemon, fuse_available, open_dir, wait_until};
+use crate::common::{BIN, Daemon, fuse_available, on_both_transports, open_dir, wait_until};
 
 /// Runs `sh -c script` as user nobody; returns (status, stdout, stderr).
 fn as_nobody(script: &str) -> (i32, String, String) {
@@ -199,90 +199,91 @@ fn fifo_modes() {
     assert!(stderr.contains("Permission denied"), "{stderr}");
 }
 
-/// Writes are refused (read-only mount), seeks fail with ESPIPE, shared
-/// mappings with ENODEV, and a private mapping faults on first touch (the
-/// file's size is 0) instead of reaching the page cache.
-#[test]
-fn bits_refuses_writes_seeks_and_mmap() {
-    use nix::sys::mman::{MapFlags, ProtFlags, mmap};
-    if !fuse_available() {
-        return;
-    }
-    let d = Daemon::start(&["--no-fifo"]);
-    let f = File::open(d.bits()).unwrap();
-    let err = nix::unistd::lseek(f.as_fd(), 10, nix::unistd::Whence::SeekSet).unwrap_err();
-    assert_eq!(err, nix::errno::Errno::ESPIPE);
-    let len = std::num::NonZeroUsize::new(4096).unwrap();
-    // SAFETY: mapping a file read-only; the mapping is never used.
-    let shared = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ,
-            MapFlags::MAP_SHARED,
-            f.as_fd(),
-            0,
-        )
-    };
-    assert_eq!(shared.unwrap_err(), nix::errno::Errno::ENODEV);
-
-    // Touch a private mapping in a child process: it must die of SIGBUS.
-    // SAFETY: a private read-only mapping of an open file; only the child
-    // process below reads it.
-    let private = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ,
-            MapFlags::MAP_PRIVATE,
-            f.as_fd(),
-            0,
-        )
-    }
-    .expect("the kernel allows private mappings of direct-I/O files");
-    // SAFETY: the child only reads one byte of the mapping and exits with
-    // _exit; both are async-signal-safe, so forking a threaded process is
-    // sound.
-    match unsafe { nix::unistd::fork() }.unwrap() {
-        nix::unistd::ForkResult::Child => {
-            // SAFETY: the mapping is 4096 readable bytes, still mapped.
-            let byte = unsafe { std::ptr::read_volatile(private.as_ptr() as *const u8) };
-            // SAFETY: _exit is always safe to call.
-            unsafe { libc::_exit(byte as i32 % 2 + 10) }
+on_both_transports! {
+    /// Writes are refused (read-only mount), seeks fail with ESPIPE, shared
+    /// mappings with ENODEV, and a private mapping faults on first touch (the
+    /// file's size is 0) instead of reaching the page cache.
+    fn bits_refuses_writes_seeks_and_mmap(t: Transport) {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap};
+        if !fuse_available() {
+            return;
         }
-        nix::unistd::ForkResult::Parent { child } => {
-            let status = nix::sys::wait::waitpid(child, None).unwrap();
-            assert_eq!(
-                status,
-                nix::sys::wait::WaitStatus::Signaled(
-                    child,
-                    nix::sys::signal::Signal::SIGBUS,
-                    false
-                )
-            );
-        }
-    }
-    assert_eq!(
-        d.stats()["bytes_served_fuse"],
-        0,
-        "mmap must not serve bytes"
-    );
+        let d = Daemon::start_on(t, &["--no-fifo"]);
+        let f = File::open(d.bits()).unwrap();
+        let err = nix::unistd::lseek(f.as_fd(), 10, nix::unistd::Whence::SeekSet).unwrap_err();
+        assert_eq!(err, nix::errno::Errno::ESPIPE);
+        let len = std::num::NonZeroUsize::new(4096).unwrap();
+        // SAFETY: mapping a file read-only; the mapping is never used.
+        let shared = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                f.as_fd(),
+                0,
+            )
+        };
+        assert_eq!(shared.unwrap_err(), nix::errno::Errno::ENODEV);
 
-    // isatty() and friends probe with ioctls: a plain ENOTTY, and no
-    // "not implemented" warnings in the log.
-    let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
-    // SAFETY: TCGETS writes at most one termios into the buffer.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) };
-    assert_eq!(r, -1);
-    assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::ENOTTY)
-    );
-    assert!(
-        !d.log_text().contains("Not Implemented"),
-        "{}",
-        d.log_text()
-    );
+        // Touch a private mapping in a child process: it must die of SIGBUS.
+        // SAFETY: a private read-only mapping of an open file; only the child
+        // process below reads it.
+        let private = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE,
+                f.as_fd(),
+                0,
+            )
+        }
+        .expect("the kernel allows private mappings of direct-I/O files");
+        // SAFETY: the child only reads one byte of the mapping and exits with
+        // _exit; both are async-signal-safe, so forking a threaded process is
+        // sound.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: the mapping is 4096 readable bytes, still mapped.
+                let byte = unsafe { std::ptr::read_volatile(private.as_ptr() as *const u8) };
+                // SAFETY: _exit is always safe to call.
+                unsafe { libc::_exit(byte as i32 % 2 + 10) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Signaled(
+                        child,
+                        nix::sys::signal::Signal::SIGBUS,
+                        false
+                    )
+                );
+            }
+        }
+        assert_eq!(
+            d.stats()["bytes_served_fuse"],
+            0,
+            "mmap must not serve bytes"
+        );
+
+        // isatty() and friends probe with ioctls: a plain ENOTTY, and no
+        // "not implemented" warnings in the log.
+        let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: TCGETS writes at most one termios into the buffer.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) };
+        assert_eq!(r, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+        assert!(
+            !d.log_text().contains("Not Implemented"),
+            "{}",
+            d.log_text()
+        );
+    }
 }
 
 /// Another pilfered (or anything) mounted there: refuse, do not stack.

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Daemon, Reader, assert_no_repeated_stretch, fuse_available, fuse_total, read_blocks,
-    read_concurrently, wait_until,
+    Daemon, Reader, assert_no_repeated_stretch, fuse_available, fuse_total, on_both_transports,
+    read_blocks, read_concurrently, wait_until,
 };
 
 /// 64 readers at once, half on the file with reads from 1 byte to 1 MiB,
@@ -77,63 +77,64 @@ fn hundreds_of_short_fifo_readers_in_a_row() {
 /// an unaligned read of a whole 1 MiB touches 257 pages and becomes two.
 const ONE_REQUEST: usize = (1 << 20) - 4096;
 
-/// With only the FUSE file, `bytes_served_fuse` and `fuse_reads` match what
-/// readers did exactly, and once the queue is full again every generated
-/// byte is accounted for: served or queued.
-#[test]
-fn fuse_counters_are_exact() {
-    if !fuse_available() {
-        return;
-    }
-    let d = Daemon::start(&["--no-fifo"]);
-    const SIZES: [usize; 8] = [1, 100, 4096, 5000, 65536, 131_072, 1_000_000, ONE_REQUEST];
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let bits = d.bits();
-            thread::spawn(move || {
-                let mut f = File::open(bits).unwrap();
-                let mut buf = vec![0u8; ONE_REQUEST];
-                let (mut bytes, mut reads) = (0u64, 0u64);
-                for _ in 0..3 {
-                    for size in SIZES {
-                        assert_eq!(f.read(&mut buf[..size]).unwrap(), size);
-                        bytes += size as u64;
-                        reads += 1;
+on_both_transports! {
+    /// With only the FUSE file, `bytes_served_fuse` and `fuse_reads` match what
+    /// readers did exactly, and once the queue is full again every generated
+    /// byte is accounted for: served or queued.
+    fn fuse_counters_are_exact(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let d = Daemon::start_on(t, &["--no-fifo"]);
+        const SIZES: [usize; 8] = [1, 100, 4096, 5000, 65536, 131_072, 1_000_000, ONE_REQUEST];
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let bits = d.bits();
+                thread::spawn(move || {
+                    let mut f = File::open(bits).unwrap();
+                    let mut buf = vec![0u8; ONE_REQUEST];
+                    let (mut bytes, mut reads) = (0u64, 0u64);
+                    for _ in 0..3 {
+                        for size in SIZES {
+                            assert_eq!(f.read(&mut buf[..size]).unwrap(), size);
+                            bytes += size as u64;
+                            reads += 1;
+                        }
                     }
-                }
-                (bytes, reads)
+                    (bytes, reads)
+                })
             })
-        })
-        .collect();
-    let (bytes, reads) = readers
-        .into_iter()
-        .map(|r| r.join().unwrap())
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let s = d.stats();
-    assert_eq!(s["bytes_served_fuse"], bytes);
-    assert_eq!(s["fuse_reads"], reads);
+            .collect();
+        let (bytes, reads) = readers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let s = d.stats();
+        assert_eq!(s["bytes_served_fuse"], bytes);
+        assert_eq!(s["fuse_reads"], reads);
 
-    // A page-aligned 8 MiB read: still exact bytes, but several requests.
-    const BIG: usize = 8 << 20;
-    let mut big = vec![0u8; BIG + 4096];
-    let at = big.as_ptr().align_offset(4096);
-    let mut f = File::open(d.bits()).unwrap();
-    assert_eq!(f.read(&mut big[at..at + BIG]).unwrap(), BIG);
-    let s = d.stats();
-    assert_eq!(s["bytes_served_fuse"], bytes + BIG as u64);
-    assert!(s["fuse_reads"] >= reads + 8, "a request above 1 MiB: {s:?}");
+        // A page-aligned 8 MiB read: still exact bytes, but several requests.
+        const BIG: usize = 8 << 20;
+        let mut big = vec![0u8; BIG + 4096];
+        let at = big.as_ptr().align_offset(4096);
+        let mut f = File::open(d.bits()).unwrap();
+        assert_eq!(f.read(&mut big[at..at + BIG]).unwrap(), BIG);
+        let s = d.stats();
+        assert_eq!(s["bytes_served_fuse"], bytes + BIG as u64);
+        assert!(s["fuse_reads"] >= reads + 8, "a request above 1 MiB: {s:?}");
 
-    // Every byte generated has been served or is queued, whenever no batch
-    // is being filled (the generator counts a batch just before it queues
-    // it): wait for such a moment, then the identity must be exact. A byte
-    // lost or counted twice would keep it from ever holding.
-    let mut last = d.stats();
-    let balanced = wait_until(Duration::from_secs(10), || {
-        last = d.stats();
-        last["bytes_generated"] == last["bytes_served_fuse"] + last["queue_bytes"]
-    });
-    assert!(balanced, "generated != served + queued: {last:?}");
-    assert!(last["queue_bytes"] > 0, "{last:?}");
+        // Every byte generated has been served or is queued, whenever no batch
+        // is being filled (the generator counts a batch just before it queues
+        // it): wait for such a moment, then the identity must be exact. A byte
+        // lost or counted twice would keep it from ever holding.
+        let mut last = d.stats();
+        let balanced = wait_until(Duration::from_secs(10), || {
+            last = d.stats();
+            last["bytes_generated"] == last["bytes_served_fuse"] + last["queue_bytes"]
+        });
+        assert!(balanced, "generated != served + queued: {last:?}");
+        assert!(last["queue_bytes"] > 0, "{last:?}");
+    }
 }
 
 /// Bytes currently in the pipe of `f` (a FIFO opened for reading).
@@ -177,75 +178,76 @@ fn fifo_counter_is_exact() {
     assert!(s["fifo_partial_writes"] <= s["fifo_writev_calls"]);
 }
 
-/// The daemon's peak RSS (VmHWM) stays under 64 MiB at default settings
-/// while up to 2 GiB (or 15 s worth) go through both interfaces with reads
-/// from 4 KiB to 8 MiB; benches/soak.sh checks the same over tens of GiB.
-#[test]
-fn peak_rss_stays_bounded() {
-    if !fuse_available() {
-        return;
-    }
-    const LIMIT: u64 = 64 << 20;
-    const BUDGET: u64 = 2 << 30;
-    let d = Daemon::start(&[]);
-    let moved = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let plan = [
-        (d.bits(), 8 << 20),
-        (d.bits(), 1 << 20),
-        (d.bits(), 128 << 10),
-        (d.bits(), 4096),
-        (d.fifo.clone(), 64 << 10),
-        (d.fifo.clone(), 1 << 20),
-    ];
-    let started = Instant::now();
-    let readers: Vec<_> = plan
-        .into_iter()
-        .map(|(path, block)| {
-            let (moved, stop) = (moved.clone(), stop.clone());
-            thread::spawn(move || {
-                let mut f = File::open(path).unwrap();
-                let mut buf = vec![0u8; block];
-                while !stop.load(Ordering::Relaxed) {
-                    let n = f.read(&mut buf).unwrap();
-                    assert!(n > 0);
-                    if moved.fetch_add(n as u64, Ordering::Relaxed) + n as u64 >= BUDGET {
-                        stop.store(true, Ordering::Relaxed);
+on_both_transports! {
+    /// The daemon's peak RSS (VmHWM) stays under 64 MiB at default settings
+    /// while up to 2 GiB (or 15 s worth) go through both interfaces with reads
+    /// from 4 KiB to 8 MiB; benches/soak.sh checks the same over tens of GiB.
+    fn peak_rss_stays_bounded(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        const LIMIT: u64 = 64 << 20;
+        const BUDGET: u64 = 2 << 30;
+        let d = Daemon::start_on(t, &[]);
+        let moved = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let plan = [
+            (d.bits(), 8 << 20),
+            (d.bits(), 1 << 20),
+            (d.bits(), 128 << 10),
+            (d.bits(), 4096),
+            (d.fifo.clone(), 64 << 10),
+            (d.fifo.clone(), 1 << 20),
+        ];
+        let started = Instant::now();
+        let readers: Vec<_> = plan
+            .into_iter()
+            .map(|(path, block)| {
+                let (moved, stop) = (moved.clone(), stop.clone());
+                thread::spawn(move || {
+                    let mut f = File::open(path).unwrap();
+                    let mut buf = vec![0u8; block];
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = f.read(&mut buf).unwrap();
+                        assert!(n > 0);
+                        if moved.fetch_add(n as u64, Ordering::Relaxed) + n as u64 >= BUDGET {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
-                }
+                })
             })
-        })
-        .collect();
-    // Also open and close the file and the stats file over and over.
-    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(15) {
-        let _ = read_blocks(&d.bits(), 1000, 1000, true);
-        let _ = d.stats();
-        thread::sleep(Duration::from_millis(5));
+            .collect();
+        // Also open and close the file and the stats file over and over.
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(15) {
+            let _ = read_blocks(&d.bits(), 1000, 1000, true);
+            let _ = d.stats();
+            thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+        let kib = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {status}"))
+        };
+        let peak = kib("VmHWM:") << 10;
+        let total = moved.load(Ordering::Relaxed);
+        eprintln!(
+            "moved {} MiB in {:.1} s; daemon VmHWM {} KiB, VmRSS {} KiB",
+            total >> 20,
+            started.elapsed().as_secs_f64(),
+            peak >> 10,
+            kib("VmRSS:")
+        );
+        assert!(
+            peak < LIMIT,
+            "peak RSS {} KiB after {total} bytes",
+            peak >> 10
+        );
     }
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.join().unwrap();
-    }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
-    let kib = |key: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {status}"))
-    };
-    let peak = kib("VmHWM:") << 10;
-    let total = moved.load(Ordering::Relaxed);
-    eprintln!(
-        "moved {} MiB in {:.1} s; daemon VmHWM {} KiB, VmRSS {} KiB",
-        total >> 20,
-        started.elapsed().as_secs_f64(),
-        peak >> 10,
-        kib("VmRSS:")
-    );
-    assert!(
-        peak < LIMIT,
-        "peak RSS {} KiB after {total} bytes",
-        peak >> 10
-    );
 }

@@ -9,6 +9,7 @@ mod common;
 mod attacks;
 mod cli;
 mod faults;
+mod fuse;
 mod hardening;
 mod install;
 mod layers;

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use crate::common::{Daemon, fuse_available};
+use crate::common::{Daemon, fuse_available, on_both_transports};
 
 /// `sendfile(out, bits, NULL, n)`: from the file position of `bits`.
 fn sendfile(out: &impl AsRawFd, bits: &File, n: usize) -> io::Result<usize> {
@@ -138,66 +138,67 @@ fn drain(r: &OwnedFd) -> usize {
     }
 }
 
-/// On this kernel (6.18) sendfile, splice and Linux AIO of `bits` get
-/// end-of-file (or, sendfile into a regular file, EINVAL), and the daemon
-/// never sees a request: they go through the page cache, where the file
-/// has size 0. `read()` on the same file still gets fresh bytes.
-#[test]
-fn sendfile_splice_and_aio_get_nothing_and_take_nothing() {
-    if !fuse_available() {
-        return;
+on_both_transports! {
+    /// On this kernel (6.18) sendfile, splice and Linux AIO of `bits` get
+    /// end-of-file (or, sendfile into a regular file, EINVAL), and the daemon
+    /// never sees a request: they go through the page cache, where the file
+    /// has size 0. `read()` on the same file still gets fresh bytes.
+    fn sendfile_splice_and_aio_get_nothing_and_take_nothing(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let d = Daemon::start_on(t, &["--no-fifo"]);
+        let bits = d.bits();
+        let counters = || {
+            let s = d.stats();
+            (s["bytes_served_fuse"], s["fuse_reads"])
+        };
+        let before = counters();
+        let open = || File::open(&bits).unwrap();
+        let out_path = d.dir.path().join("out");
+        let out = File::create(&out_path).unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        let errno = |r: io::Result<usize>| r.map_err(|e| e.raw_os_error());
+
+        let to_file = errno(sendfile(&out, &open(), 4096));
+        assert!(
+            matches!(to_file, Ok(0) | Err(Some(libc::EINVAL))),
+            "sendfile into a regular file: {to_file:?}"
+        );
+        assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 0);
+        assert_eq!(
+            errno(sendfile(&w, &open(), 4096)),
+            Ok(0),
+            "sendfile into a pipe"
+        );
+        assert_eq!(
+            errno(splice(&open(), &w, 4096)),
+            Ok(0),
+            "splice into a pipe"
+        );
+        assert_eq!(drain(&r), 0, "bytes in the pipe");
+        // With an offset, as Python's shutil.copyfile calls it: not seekable.
+        let mut offset: libc::off_t = 0;
+        // SAFETY: both descriptors are open; `offset` outlives the call.
+        let with_offset =
+            unsafe { libc::sendfile(out.as_raw_fd(), open().as_raw_fd(), &mut offset, 4096) };
+        assert_eq!(
+            (with_offset, io::Error::last_os_error().raw_os_error()),
+            (-1, Some(libc::ESPIPE))
+        );
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(
+            errno(aio_pread(&open(), &mut buf)),
+            Ok(0),
+            "AIO IOCB_CMD_PREAD"
+        );
+        assert!(buf.iter().all(|&b| b == 0), "AIO wrote into the buffer");
+        assert_eq!(counters(), before, "the daemon served a request");
+
+        // The control: read() gets fresh bytes and is counted, exactly.
+        let mut f = open();
+        f.read_exact(&mut buf).unwrap();
+        assert!(buf.iter().any(|&b| b != 0));
+        assert_eq!(counters(), (before.0 + 4096, before.1 + 1));
     }
-    let d = Daemon::start(&["--no-fifo"]);
-    let bits = d.bits();
-    let counters = || {
-        let s = d.stats();
-        (s["bytes_served_fuse"], s["fuse_reads"])
-    };
-    let before = counters();
-    let open = || File::open(&bits).unwrap();
-    let out_path = d.dir.path().join("out");
-    let out = File::create(&out_path).unwrap();
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
-    let errno = |r: io::Result<usize>| r.map_err(|e| e.raw_os_error());
-
-    let to_file = errno(sendfile(&out, &open(), 4096));
-    assert!(
-        matches!(to_file, Ok(0) | Err(Some(libc::EINVAL))),
-        "sendfile into a regular file: {to_file:?}"
-    );
-    assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 0);
-    assert_eq!(
-        errno(sendfile(&w, &open(), 4096)),
-        Ok(0),
-        "sendfile into a pipe"
-    );
-    assert_eq!(
-        errno(splice(&open(), &w, 4096)),
-        Ok(0),
-        "splice into a pipe"
-    );
-    assert_eq!(drain(&r), 0, "bytes in the pipe");
-    // With an offset, as Python's shutil.copyfile calls it: not seekable.
-    let mut offset: libc::off_t = 0;
-    // SAFETY: both descriptors are open; `offset` outlives the call.
-    let with_offset =
-        unsafe { libc::sendfile(out.as_raw_fd(), open().as_raw_fd(), &mut offset, 4096) };
-    assert_eq!(
-        (with_offset, io::Error::last_os_error().raw_os_error()),
-        (-1, Some(libc::ESPIPE))
-    );
-    let mut buf = vec![0u8; 4096];
-    assert_eq!(
-        errno(aio_pread(&open(), &mut buf)),
-        Ok(0),
-        "AIO IOCB_CMD_PREAD"
-    );
-    assert!(buf.iter().all(|&b| b == 0), "AIO wrote into the buffer");
-    assert_eq!(counters(), before, "the daemon served a request");
-
-    // The control: read() gets fresh bytes and is counted, exactly.
-    let mut f = open();
-    f.read_exact(&mut buf).unwrap();
-    assert!(buf.iter().any(|&b| b != 0));
-    assert_eq!(counters(), (before.0 + 4096, before.1 + 1));
 }

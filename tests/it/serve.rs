@@ -6,38 +6,39 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    Daemon, Reader, assert_no_repeated_stretch, fuse_available, fuse_total, openssl_keystream,
-    read_blocks, read_concurrently, wait_until, wait_until_reading,
+    Daemon, Reader, assert_no_repeated_stretch, fuse_available, fuse_total, on_both_transports,
+    openssl_keystream, read_blocks, read_concurrently, wait_until, wait_until_reading,
 };
 use nix::sys::signal::Signal;
 
-/// Readers of every size on both interfaces at once each get exactly what
-/// they asked for, and no 32-byte stretch is handed out twice.
-#[test]
-fn concurrent_readers_get_exact_distinct_bytes() {
-    if !fuse_available() {
-        return;
+on_both_transports! {
+    /// Readers of every size on both interfaces at once each get exactly what
+    /// they asked for, and no 32-byte stretch is handed out twice.
+    fn concurrent_readers_get_exact_distinct_bytes(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let d = Daemon::start_on(t, &[]);
+        let reader = |path: &std::path::Path, block, total, fuse| Reader {
+            path: path.to_path_buf(),
+            block,
+            total,
+            fuse,
+        };
+        let plan = [
+            reader(&d.bits(), 1 << 20, 6 << 20, true),
+            reader(&d.bits(), 128 << 10, 4 << 20, true),
+            reader(&d.bits(), 4096, 2 << 20, true),
+            reader(&d.bits(), 17, 40_000, true),
+            reader(&d.fifo, 64 << 10, 4 << 20, false),
+            reader(&d.fifo, 1000, 1 << 20, false),
+        ];
+        read_concurrently(&plan);
+        let stats = d.stats();
+        assert_eq!(stats["bytes_served_fuse"], fuse_total(&plan));
+        assert!(stats["bytes_served_fifo"] >= (5 << 20) as u64);
+        assert!(stats["bytes_generated"] >= stats["bytes_served_fuse"] + stats["bytes_served_fifo"]);
     }
-    let d = Daemon::start(&[]);
-    let reader = |path: &std::path::Path, block, total, fuse| Reader {
-        path: path.to_path_buf(),
-        block,
-        total,
-        fuse,
-    };
-    let plan = [
-        reader(&d.bits(), 1 << 20, 6 << 20, true),
-        reader(&d.bits(), 128 << 10, 4 << 20, true),
-        reader(&d.bits(), 4096, 2 << 20, true),
-        reader(&d.bits(), 17, 40_000, true),
-        reader(&d.fifo, 64 << 10, 4 << 20, false),
-        reader(&d.fifo, 1000, 1 << 20, false),
-    ];
-    read_concurrently(&plan);
-    let stats = d.stats();
-    assert_eq!(stats["bytes_served_fuse"], fuse_total(&plan));
-    assert!(stats["bytes_served_fifo"] >= (5 << 20) as u64);
-    assert!(stats["bytes_generated"] >= stats["bytes_served_fuse"] + stats["bytes_served_fifo"]);
 }
 
 /// `cat` keeps streaming, `head -c` and `dd` get exactly what they ask.
@@ -101,35 +102,36 @@ fn shell_tools_read_exact_amounts_and_cat_never_ends() {
 const ZERO_KEY: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-/// With --seed, one reader of the FUSE file gets exactly the RFC 8439
-/// keystream, as computed independently by openssl, whatever its read sizes.
-#[test]
-fn seeded_fuse_output_is_the_rfc8439_keystream() {
-    if !fuse_available() {
-        return;
-    }
-    let d = Daemon::start(&["--seed", ZERO_KEY, "--no-fifo"]);
-    let first = read_blocks(&d.bits(), 64, 64, true);
-    // RFC 7539 appendix A.1, test vector 1.
-    assert_eq!(first[..8], [0x76, 0xb8, 0xe0, 0xad, 0xa0, 0xf1, 0x3d, 0x90]);
-    drop(d);
+on_both_transports! {
+    /// With --seed, one reader of the FUSE file gets exactly the RFC 8439
+    /// keystream, as computed independently by openssl, whatever its read sizes.
+    fn seeded_fuse_output_is_the_rfc8439_keystream(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let d = Daemon::start_on(t, &["--seed", ZERO_KEY, "--no-fifo"]);
+        let first = read_blocks(&d.bits(), 64, 64, true);
+        // RFC 7539 appendix A.1, test vector 1.
+        assert_eq!(first[..8], [0x76, 0xb8, 0xe0, 0xad, 0xa0, 0xf1, 0x3d, 0x90]);
+        drop(d);
 
-    let d = Daemon::start(&["--seed", KEY, "--no-fifo", "--chunk-size", "64K"]);
-    let mut f = File::open(d.bits()).unwrap();
-    let mut got = Vec::new();
-    // 61436 ends the first chunk and 65536 is the next whole one: reads
-    // answered from the chunk itself, between copied ones.
-    for block in [1usize, 3, 4096, 61436, 65536, 131072, 1 << 20, 5000, 777] {
-        let mut buf = vec![0u8; block];
-        f.read_exact(&mut buf).unwrap();
-        got.extend(buf);
+        let d = Daemon::start_on(t, &["--seed", KEY, "--no-fifo", "--chunk-size", "64K"]);
+        let mut f = File::open(d.bits()).unwrap();
+        let mut got = Vec::new();
+        // 61436 ends the first chunk and 65536 is the next whole one: reads
+        // answered from the chunk itself, between copied ones.
+        for block in [1usize, 3, 4096, 61436, 65536, 131072, 1 << 20, 5000, 777] {
+            let mut buf = vec![0u8; block];
+            f.read_exact(&mut buf).unwrap();
+            got.extend(buf);
+        }
+        assert_eq!(got, openssl_keystream(KEY, got.len()));
+        assert!(
+            d.log_text().contains("predictable"),
+            "no warning: {}",
+            d.log_text()
+        );
     }
-    assert_eq!(got, openssl_keystream(KEY, got.len()));
-    assert!(
-        d.log_text().contains("predictable"),
-        "no warning: {}",
-        d.log_text()
-    );
 }
 
 /// The same through the FIFO.
@@ -140,43 +142,44 @@ fn seeded_fifo_output_is_the_rfc8439_keystream() {
     assert_eq!(got, openssl_keystream(KEY, got.len()));
 }
 
-/// SIGTERM (and SIGINT) while readers are busy on both interfaces: exit 0
-/// within 2 s, no mount, no FIFO, and the readers end instead of hanging.
-#[test]
-fn termination_signals_clean_up_under_load() {
-    if !fuse_available() {
-        return;
-    }
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        let mut d = Daemon::start(&[]);
-        let readers: Vec<_> = [d.bits(), d.fifo.clone(), d.bits()]
-            .iter()
-            .map(|p| {
-                Command::new("dd")
-                    .arg(format!("if={}", p.display()))
-                    .args(["of=/dev/null", "bs=64K"])
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for r in &readers {
-            wait_until_reading(r.id());
+on_both_transports! {
+    /// SIGTERM (and SIGINT) while readers are busy on both interfaces: exit 0
+    /// within 2 s, no mount, no FIFO, and the readers end instead of hanging.
+    fn termination_signals_clean_up_under_load(t: Transport) {
+        if !fuse_available() {
+            return;
         }
-        let status = d.stop_with(sig, Duration::from_secs(2));
-        assert_eq!(status.code(), Some(0), "{sig}: log: {}", d.log_text());
-        assert!(!d.is_mounted(), "{sig}: still mounted");
-        assert!(!d.fifo.exists(), "{sig}: FIFO left behind");
-        assert!(
-            !d.mount.exists(),
-            "{sig}: mount directory we created left behind"
-        );
-        for mut r in readers {
-            let ended = wait_until(Duration::from_secs(5), || r.try_wait().unwrap().is_some());
-            if !ended {
-                let _ = r.kill();
+        for sig in [Signal::SIGTERM, Signal::SIGINT] {
+            let mut d = Daemon::start_on(t, &[]);
+            let readers: Vec<_> = [d.bits(), d.fifo.clone(), d.bits()]
+                .iter()
+                .map(|p| {
+                    Command::new("dd")
+                        .arg(format!("if={}", p.display()))
+                        .args(["of=/dev/null", "bs=64K"])
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            for r in &readers {
+                wait_until_reading(r.id());
             }
-            assert!(ended, "{sig}: a reader hung after shutdown");
+            let status = d.stop_with(sig, Duration::from_secs(2));
+            assert_eq!(status.code(), Some(0), "{sig}: log: {}", d.log_text());
+            assert!(!d.is_mounted(), "{sig}: still mounted");
+            assert!(!d.fifo.exists(), "{sig}: FIFO left behind");
+            assert!(
+                !d.mount.exists(),
+                "{sig}: mount directory we created left behind"
+            );
+            for mut r in readers {
+                let ended = wait_until(Duration::from_secs(5), || r.try_wait().unwrap().is_some());
+                if !ended {
+                    let _ = r.kill();
+                }
+                assert!(ended, "{sig}: a reader hung after shutdown");
+            }
         }
     }
 }
@@ -197,31 +200,32 @@ fn fifo_readers_come_and_go() {
     assert_no_repeated_stretch(&[long]);
 }
 
-/// The file refuses writes; unknown names do not exist; the mode is 0444.
-#[test]
-fn bits_is_read_only() {
-    if !fuse_available() {
-        return;
+on_both_transports! {
+    /// The file refuses writes; unknown names do not exist; the mode is 0444.
+    fn bits_is_read_only(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let d = Daemon::start_on(t, &["--no-fifo"]);
+        let meta = std::fs::metadata(d.bits()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o444);
+        assert_eq!(meta.len(), 0);
+        assert!(meta.is_file());
+        let err = OpenOptions::new().write(true).open(d.bits()).unwrap_err();
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::EROFS | libc::EACCES)),
+            "write open gave {err}"
+        );
+        let err = File::open(d.mount.join("nope")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        let mut names: Vec<_> = std::fs::read_dir(&d.mount)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["bits", "stats"]);
     }
-    use std::os::unix::fs::PermissionsExt;
-    let d = Daemon::start(&["--no-fifo"]);
-    let meta = std::fs::metadata(d.bits()).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o7777, 0o444);
-    assert_eq!(meta.len(), 0);
-    assert!(meta.is_file());
-    let err = OpenOptions::new().write(true).open(d.bits()).unwrap_err();
-    assert!(
-        matches!(err.raw_os_error(), Some(libc::EROFS | libc::EACCES)),
-        "write open gave {err}"
-    );
-    let err = File::open(d.mount.join("nope")).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound);
-    let mut names: Vec<_> = std::fs::read_dir(&d.mount)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["bits", "stats"]);
 }
 
 /// A mode-0600 key file holding KEY and a newline, in its own directory.

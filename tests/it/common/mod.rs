@@ -3,6 +3,12 @@
 //! checks on the bytes readers got.
 
 pub(crate) mod stretch;
+mod transport;
+
+pub(crate) use transport::{
+    ENABLE_URING, Switch, Transport, kernel_queues, on_both_transports, uring_available, uring_off,
+    uring_on,
+};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -42,6 +48,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub log: PathBuf,
     fuse: bool,
+    /// Holds FUSE over io_uring on while the daemon serves over it.
+    uring: Option<Switch>,
 }
 
 impl Daemon {
@@ -71,6 +79,15 @@ impl Daemon {
         Self::start_at_with_stdin(dir, mount, fifo, extra, stdin)
     }
 
+    /// [`Daemon::start`] serving the FUSE file over `transport`; over
+    /// io_uring it holds the kernel's switch on, and checks that every
+    /// kernel queue has its ring.
+    pub fn start_on(transport: Transport, extra: &[&str]) -> Daemon {
+        let mut args = transport.args().to_vec();
+        args.extend_from_slice(extra);
+        Daemon::start(&args)
+    }
+
     fn start_at_with_stdin(
         dir: TempDir,
         mount: PathBuf,
@@ -80,6 +97,11 @@ impl Daemon {
     ) -> Daemon {
         let fuse = !extra.contains(&"--no-fuse");
         let with_fifo = !extra.contains(&"--no-fifo");
+        let over_uring = extra.windows(2).any(|w| w == Transport::IoUring.args());
+        let uring = (fuse && over_uring).then(|| {
+            assert!(uring_available(), "no FUSE over io_uring to test");
+            uring_on()
+        });
         let log = dir.path().join("daemon.log");
         // Its own state directory, so that what a killed daemon recorded
         // does not pile up in /run/pilfered.
@@ -103,6 +125,7 @@ impl Daemon {
             child: Some(child),
             log,
             fuse,
+            uring,
         };
         let ready = wait_until(Duration::from_secs(20), || {
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
@@ -119,6 +142,16 @@ impl Daemon {
             d.log_text(),
             std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
         );
+        // The rings register while /dev/fuse already serves.
+        if d.uring.is_some() {
+            let queues = kernel_queues();
+            assert!(
+                wait_until(Duration::from_secs(10), || d.stats()["fuse_uring_queues"]
+                    == queues),
+                "not every kernel queue has a ring; log: {}",
+                d.log_text()
+            );
+        }
         d
     }
 
@@ -128,6 +161,7 @@ impl Daemon {
     pub fn abandon(mut self) -> (TempDir, PathBuf, PathBuf) {
         self.child = None;
         self.fuse = false;
+        self.uring = None;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (dir, self.mount.clone(), self.fifo.clone())
     }

@@ -1,0 +1,417 @@
+//! The FUSE transports themselves: which one serves and how it is named,
+//! readers interrupted or killed mid-read, a thread per CPU queue that
+//! keeps serving, no CPU spent while idle, and no served byte left in the
+//! daemon's memory. The other FUSE tests run over both transports too
+//! (`on_both_transports!`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    Daemon, ENABLE_URING, assert_no_repeated_stretch, fuse_available, kernel_queues,
+    on_both_transports, refused, run, uring_available, uring_off, uring_on, wait_until,
+    wait_until_reading,
+};
+
+/// The part of the serving line that names the FUSE transport, once the
+/// daemon has logged it.
+fn transport_of(d: &Daemon) -> String {
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log_text()
+            .contains("] serving: ")),
+        "no serving line: {}",
+        d.log_text()
+    );
+    serving_transport(&d.log_text()).to_string()
+}
+
+fn serving_transport(log: &str) -> &str {
+    let line = log
+        .lines()
+        .find(|l| l.contains("] serving: "))
+        .unwrap_or("");
+    let start = line.find("/bits (").map_or(line.len(), |i| i + 7);
+    let end = line[start..].find(')').map_or(line.len(), |i| start + i);
+    &line[start..end]
+}
+
+/// `auto` takes io_uring when the kernel offers it and says so; with the
+/// switch off it serves over /dev/fuse and says why and how to turn it on;
+/// an explicit `io-uring` is then refused before anything is mounted; an
+/// explicit `legacy` never uses the ring.
+#[test]
+fn the_transport_is_chosen_and_named() {
+    if !fuse_available() || !uring_available() {
+        return;
+    }
+    let queues = kernel_queues();
+    {
+        let _on = uring_on();
+        let d = Daemon::start(&["--no-fifo"]);
+        assert_eq!(transport_of(&d), format!("io_uring, {queues} queues"));
+        assert_eq!(d.stats()["fuse_uring_queues"], queues);
+        let mut buf = [0u8; 4096];
+        File::open(d.bits()).unwrap().read_exact(&mut buf).unwrap();
+        assert!(
+            d.stats()["fuse_uring_requests"] > 0,
+            "the read did not go over the ring"
+        );
+        let m = d.mount.display().to_string();
+        let (status, out, _) = run(&["status", "--mount", &m, "--interval", "0"]);
+        assert_eq!(status, 0);
+        assert!(
+            out.contains(&format!("FUSE transport:  io_uring ({queues} queues), ")),
+            "{out}"
+        );
+
+        let d = Daemon::start(&["--no-fifo", "--fuse-transport", "legacy"]);
+        assert_eq!(transport_of(&d), "/dev/fuse, 2 threads");
+        File::open(d.bits()).unwrap().read_exact(&mut buf).unwrap();
+        assert_eq!(d.stats()["fuse_uring_requests"], 0);
+        assert!(!d.log_text().contains("not io_uring"), "{}", d.log_text());
+    }
+    let _off = uring_off();
+    let d = Daemon::start(&["--no-fifo", "--fuse-transport", "auto"]);
+    let why = format!(
+        "serving the FUSE file over /dev/fuse, not io_uring: FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {ENABLE_URING}' (or for every boot, the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf)"
+    );
+    assert_eq!(transport_of(&d), "/dev/fuse, 2 threads");
+    let log = d.log_text();
+    assert_eq!(log.matches(&why).count(), 1, "{log}");
+    assert_eq!(d.stats()["fuse_uring_queues"], 0);
+    drop(d);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, fifo) = (dir.path().join("mnt"), dir.path().join("fifo"));
+    let (m, f) = (mnt.to_str().unwrap(), fifo.to_str().unwrap());
+    refused(
+        &[
+            "serve",
+            "--mount",
+            m,
+            "--fifo",
+            f,
+            "--fuse-transport",
+            "io-uring",
+        ],
+        1,
+        &format!(
+            "--fuse-transport io-uring: FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {ENABLE_URING}' (or for every boot, the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf); or use --fuse-transport auto"
+        ),
+    );
+    assert!(
+        !mnt.exists() && !fifo.exists(),
+        "made something before refusing"
+    );
+}
+
+/// Bytes in `/proc/PID/io`'s `rchar`: what a process has read so far.
+fn rchar(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("rchar: ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Reads 4 KiB of `bits` from a process pinned to `cpu` (the kernel then
+/// queues the request on that CPU's queue), and says whether it got them
+/// within `limit`.
+fn reads_on_cpu(bits: &std::path::Path, cpu: u64, limit: Duration) -> bool {
+    let mut child = Command::new("taskset")
+        .args(["-c", &cpu.to_string(), "head", "-c", "4096"])
+        .arg(bits)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = wait_until(limit, || child.try_wait().unwrap().is_some());
+    if !done {
+        let _ = child.kill();
+    }
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    done && status.success() && out.len() == 4096
+}
+
+extern "C" fn ignore(_: libc::c_int) {}
+
+on_both_transports! {
+    /// Readers interrupted by a signal mid-read (a handler without
+    /// SA_RESTART) get all their bytes or EINTR, never a short read;
+    /// readers killed mid-read take nothing from the others; and after it
+    /// all, a reader on every CPU is still served at once, so no queue lost
+    /// its ring entry (each has one: a lost one would hang its CPU).
+    fn interrupted_and_killed_readers_leave_every_queue_serving(t: Transport) {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+        if !fuse_available() {
+            return;
+        }
+        // A small queue, so that 1 MiB reads wait for the generator.
+        let d = Daemon::start_on(t, &["--no-fifo", "--queue-capacity", "256K"]);
+        let action = SigAction::new(SigHandler::Handler(ignore), SaFlags::empty(), SigSet::empty());
+        // SAFETY: the handler does nothing, which is async-signal-safe.
+        unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tid_tx, tids) = std::sync::mpsc::channel();
+        let readers: Vec<_> = [1usize << 20, (1 << 20) + 1, 4096, 65536]
+            .into_iter()
+            .map(|block| {
+                let (bits, stop, tid_tx) = (d.bits(), stop.clone(), tid_tx.clone());
+                std::thread::spawn(move || {
+                    tid_tx.send(nix::unistd::gettid()).unwrap();
+                    let mut f = File::open(bits).unwrap();
+                    let (mut got, mut interrupted) = (Vec::new(), 0u32);
+                    let mut buf = vec![0u8; block];
+                    while !stop.load(Ordering::Relaxed) {
+                        match f.read(&mut buf) {
+                            Ok(n) => {
+                                assert_eq!(n, block, "a short read of {block} bytes");
+                                got.extend_from_slice(&buf[..16.min(n)]);
+                                got.extend_from_slice(&buf[n - 16.min(n)..n]);
+                            }
+                            Err(e) if e.kind() == ErrorKind::Interrupted => interrupted += 1,
+                            Err(e) => panic!("read of {block} bytes: {e}"),
+                        }
+                    }
+                    (got, interrupted)
+                })
+            })
+            .collect();
+        drop(tid_tx);
+        let tids: Vec<_> = tids.iter().take(readers.len()).collect();
+        // Readers killed mid-read, one per CPU, each really reading.
+        let killed: Vec<_> = (0..kernel_queues())
+            .map(|cpu| {
+                Command::new("taskset")
+                    .args(["-c", &cpu.to_string(), "dd", "bs=1M", "of=/dev/null"])
+                    .arg(format!("if={}", d.bits().display()))
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for k in &killed {
+            wait_until_reading(k.id());
+        }
+        let pid = nix::unistd::getpid();
+        let started = Instant::now();
+        let mut signals = 0;
+        while started.elapsed() < Duration::from_secs(2) {
+            for &tid in &tids {
+                // SAFETY: tgkill sends a signal to a thread of this process.
+                let r = unsafe {
+                    libc::syscall(libc::SYS_tgkill, pid.as_raw(), tid.as_raw(), libc::SIGUSR1)
+                };
+                assert_eq!(r, 0);
+                signals += 1;
+            }
+            std::thread::yield_now();
+        }
+        for mut k in killed {
+            assert!(rchar(k.id()) > 0);
+            k.kill().unwrap();
+            k.wait().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let outputs: Vec<Vec<u8>> = readers
+            .into_iter()
+            .map(|r| r.join().expect("a reader failed").0)
+            .collect();
+        assert!(signals > 100, "only {signals} signals sent");
+        assert!(outputs.iter().all(|o| !o.is_empty()), "a reader got nothing");
+        assert_no_repeated_stretch(&outputs);
+        for cpu in 0..kernel_queues() {
+            assert!(
+                reads_on_cpu(&d.bits(), cpu, Duration::from_secs(10)),
+                "CPU {cpu}'s queue no longer serves; log: {}",
+                d.log_text()
+            );
+        }
+    }
+}
+
+/// Whether the daemon's queue is full: less than a chunk of room left
+/// (a partly read front chunk keeps it from holding the capacity exactly),
+/// so the generators sleep.
+fn full(d: &Daemon) -> bool {
+    let s = d.stats();
+    s["queue_bytes"] + s["chunk_size"] > s["queue_capacity"]
+}
+
+/// Nanoseconds the threads of process `pid` have run, from
+/// `/proc/PID/task/*/schedstat`.
+fn cpu_time_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+on_both_transports! {
+    /// An idle daemon spends (next to) no CPU: no thread polls.
+    fn idle_costs_no_cpu(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let d = Daemon::start_on(t, &[]);
+        let mut buf = vec![0u8; 1 << 20];
+        File::open(d.bits()).unwrap().read_exact(&mut buf).unwrap();
+        // Until the queue is full again and the generators sleep.
+        assert!(wait_until(Duration::from_secs(10), || full(&d)));
+        let pid = d.pid().as_raw().unsigned_abs();
+        let (before, at) = (cpu_time_ns(pid), Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        let used = cpu_time_ns(pid) - before;
+        let window = u64::try_from(at.elapsed().as_nanos()).unwrap();
+        assert!(used * 100 < window, "used {used} ns of CPU in {window} ns idle");
+    }
+}
+
+/// Every readable anonymous mapping of process `pid` (heap, stacks, the
+/// queue's chunks, ring buffers), read through `/proc/PID/mem`.
+fn anonymous_memory(pid: u32) -> Vec<(String, Vec<u8>)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut regions = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let name = fields.get(5).copied().unwrap_or("");
+        let anonymous = name.is_empty()
+            || name == "[heap]"
+            || name.starts_with("[stack")
+            || name.starts_with("[anon");
+        if !fields[1].starts_with('r') || !anonymous {
+            continue;
+        }
+        let (start, end) = fields[0].split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut bytes = vec![0u8; usize::try_from(end - start).unwrap()];
+        if mem.read_exact_at(&mut bytes, start).is_ok() {
+            regions.push((line.to_string(), bytes));
+        }
+    }
+    regions
+}
+
+/// Every place in `memory` that holds a stretch of `served`, as
+/// (offset in `memory`, offset in `served`): every 32-byte-aligned block of
+/// `memory` is indexed by its first 8 bytes, and a window slides over
+/// `served`, so any copy of 63 bytes or more is found (the copies looked
+/// for are 4000 bytes and more).
+fn served_in(memory: &[u8], served: &[u8]) -> Vec<(usize, usize)> {
+    let key = |b: &[u8]| u64::from_ne_bytes(b[..8].try_into().unwrap());
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    for at in (0..memory.len().saturating_sub(31)).step_by(32) {
+        index.entry(key(&memory[at..])).or_insert(at);
+    }
+    (0..served.len().saturating_sub(31))
+        .filter_map(|s| {
+            let at = *index.get(&key(&served[s..]))?;
+            (memory[at..at + 32] == served[s..s + 32]).then_some((at, s))
+        })
+        .collect()
+}
+
+/// Whether the copy of `served[s..]` at `memory[at..]` is a chunk of the
+/// queue: a seeded stream's chunks are its whole 4 KiB blocks, so a chunk
+/// holds `served` from a multiple of 4096 (up to 4096 bytes of it: the
+/// front chunk is read only in part), and the copy sits at its place in
+/// one.
+fn in_a_chunk(memory: &[u8], at: usize, served: &[u8], s: usize) -> bool {
+    let (back, from) = (s % 4096, s - s % 4096);
+    let len = 4096.min(served.len() - from);
+    at >= back && memory.get(at - back..at - back + len) == Some(&served[from..from + len])
+}
+
+on_both_transports! {
+    /// Once a reader is done, no byte it was sent is left in the daemon's
+    /// reply buffers: not in `/dev/fuse`'s thread buffers, not in the ring
+    /// entries' payloads over io_uring. (The queue's emptied chunks keep
+    /// theirs until the generator refills them, as docs/SECURITY.md says;
+    /// the scan tells them apart, with a seeded stream whose chunks are its
+    /// whole 4 KiB blocks, and reads that never start on one.)
+    fn served_bytes_do_not_stay_in_reply_buffers(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let d = Daemon::start_on(t, &["--no-fifo", "--seed", key, "--queue-capacity", "4M"]);
+        let mut f = File::open(d.bits()).unwrap();
+        let mut served = vec![0u8; 1];
+        f.read_exact(&mut served).unwrap();
+        // 1 + 4000k and 1 + 12345k are never multiples of 4096: every read
+        // is copied, and no copy can pass for a chunk.
+        for (block, count) in [(4000usize, 1500), (12345, 200), (4000, 1)] {
+            for _ in 0..count {
+                let mut buf = vec![0u8; block];
+                f.read_exact(&mut buf).unwrap();
+                served.extend_from_slice(&buf);
+            }
+        }
+        drop(f);
+        // Until the generator has stopped refilling.
+        let mut last = u64::MAX;
+        assert!(wait_until(Duration::from_secs(10), || {
+            let now = d.stats()["bytes_generated"];
+            std::mem::replace(&mut last, now) == now
+        }));
+        let pid = d.pid().as_raw().unsigned_abs();
+        let regions = anonymous_memory(pid);
+        let capacity = usize::try_from(d.stats()["queue_capacity"]).unwrap();
+        assert!(regions.iter().map(|r| r.1.len()).sum::<usize>() > capacity);
+        let mut chunks = 0;
+        for (mapping, bytes) in &regions {
+            for (at, s) in served_in(bytes, &served) {
+                if in_a_chunk(bytes, at, &served, s) {
+                    chunks += 1;
+                    continue;
+                }
+                panic!("served bytes {s}.. left at offset {at} of {mapping}, not in a chunk");
+            }
+        }
+        eprintln!("{chunks} stretches found in chunks not yet refilled");
+    }
+}
+
+/// The scanner finds what it is meant to find, and tells a chunk from
+/// another copy.
+#[test]
+fn the_memory_scan_finds_a_planted_copy() {
+    // xorshift: no stretch repeats.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let served: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32).to_le_bytes()[0]
+        })
+        .collect();
+    let mut memory = vec![0u8; 1 << 20];
+    assert!(served_in(&memory, &served).is_empty());
+    // A reply's copy: served[50_001..54_001] at a page start.
+    memory[300 << 10..(300 << 10) + 4000].copy_from_slice(&served[50_001..54_001]);
+    // A chunk: the whole block served[8192..12288] at a page start.
+    memory[500 << 10..(500 << 10) + 4096].copy_from_slice(&served[8192..12288]);
+    let hits = served_in(&memory, &served);
+    assert!(hits.iter().any(|&(at, s)| at == 300 << 10 && s == 50_001));
+    for (at, s) in hits {
+        let chunk = in_a_chunk(&memory, at, &served, s);
+        assert_eq!(chunk, at >= 500 << 10, "at {at}, served {s}");
+    }
+    // And a live process's memory can be read.
+    assert!(!anonymous_memory(std::process::id()).is_empty());
+}
