@@ -5,12 +5,14 @@
 # start_daemon SERVE-OPTIONS...: builds nothing; starts $PILFERED (default
 # target/release/pilfered) on a fresh temporary directory, logging to
 # $tmp/daemon.log, and waits until its interfaces are ready. Sets tmp, mnt,
-# fifo and daemon, and stops everything on exit.
+# fifo and daemon, and stops everything on exit (then runs $on_exit, if the
+# script set one).
 start_daemon() {
     tmp=$(mktemp -d /tmp/pilfered-bench.XXXXXX)
     mnt="$tmp/mnt"
     fifo="$tmp/fifo"
-    trap stop_daemon EXIT
+    # shellcheck disable=SC2154 # on_exit is the sourcing script's
+    trap 'stop_daemon; eval "${on_exit:-}"' EXIT
     "${PILFERED:-target/release/pilfered}" serve --mount "$mnt" --fifo "$fifo" "$@" 2>"$tmp/daemon.log" &
     daemon=$!
     local want_fuse=1 want_fifo=1 arg
