@@ -186,8 +186,13 @@ fn uring_unavailable(why: &uring::Unavailable) -> String {
     match why {
         uring::Unavailable::NotInKernel => "this kernel has no FUSE over io_uring (it came with Linux 6.14, built with CONFIG_FUSE_IO_URING)".to_string(),
         uring::Unavailable::Off => format!(
-            "FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {}' (or for every boot, the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf)",
-            uring::ENABLE_URING
+            "FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {}' (or for every boot, {})",
+            uring::ENABLE_URING,
+            if uring::fuse_is_a_module() {
+                "the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf"
+            } else {
+                "the kernel command line option fuse.enable_uring=1"
+            }
         ),
         uring::Unavailable::NoIoUring(e) => format!(
             "io_uring cannot be set up here ({}; see the sysctl kernel.io_uring_disabled, and any seccomp filter)",

@@ -485,6 +485,13 @@ pub(crate) enum Unavailable {
 /// The module parameter that turns FUSE over io_uring on.
 pub(crate) const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 
+/// Whether fuse is a loadable module (which `modprobe.d` configures) rather
+/// than built into the kernel (configured on its command line): only a
+/// module has an `initstate`.
+pub(crate) fn fuse_is_a_module() -> bool {
+    std::path::Path::new("/sys/module/fuse/initstate").exists()
+}
+
 /// Whether this kernel would serve FUSE over io_uring to this process:
 /// the module parameter is on and a ring of 128-byte entries can be made.
 /// (The fuse module must be loaded: opening `/dev/fuse` loads it.)

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,9 +80,15 @@ fn the_transport_is_chosen_and_named() {
     }
     let _off = uring_off();
     let d = Daemon::start(&["--no-fifo", "--fuse-transport", "auto"]);
-    let why = format!(
-        "serving the FUSE file over /dev/fuse, not io_uring: FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {ENABLE_URING}' (or for every boot, the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf)"
+    let for_every_boot = if Path::new("/sys/module/fuse/initstate").exists() {
+        "the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf"
+    } else {
+        "the kernel command line option fuse.enable_uring=1"
+    };
+    let off = format!(
+        "FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {ENABLE_URING}' (or for every boot, {for_every_boot})"
     );
+    let why = format!("serving the FUSE file over /dev/fuse, not io_uring: {off}");
     assert_eq!(transport_of(&d), "/dev/fuse, 2 threads");
     let log = d.log_text();
     assert_eq!(log.matches(&why).count(), 1, "{log}");
@@ -102,9 +109,7 @@ fn the_transport_is_chosen_and_named() {
             "io-uring",
         ],
         1,
-        &format!(
-            "--fuse-transport io-uring: FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {ENABLE_URING}' (or for every boot, the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf); or use --fuse-transport auto"
-        ),
+        &format!("--fuse-transport io-uring: {off}; or use --fuse-transport auto"),
     );
     assert!(
         !mnt.exists() && !fifo.exists(),
