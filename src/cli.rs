@@ -34,10 +34,11 @@ pub struct Cli {
 pub(crate) enum Command {
     /// Run the device in the foreground until SIGINT, SIGTERM or SIGHUP.
     Serve(ServeArgs),
-    /// Roll dice like 3d6, d20 or 100d100 with random bytes from the device.
+    /// Roll dice like 3d6, d20 or 2d20-1 with random bytes from the device.
     ///
     /// Prints one line per expression: the rolls, then " = " and their sum,
-    /// like "4 1 6 = 11" for 3d6. Every die is fair: rejection sampling, no
+    /// like "4 1 6 = 11" for 3d6; a modifier is shown before the sum, like
+    /// "4 1 6 +2 = 13" for 3d6+2. Every die is fair: rejection sampling, no
     /// modulo bias.
     Roll(RollArgs),
     /// Print random 64-bit nonces from the device, one per line in decimal.
@@ -174,7 +175,8 @@ pub(crate) struct SourceArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RollArgs {
     /// Dice in NdS notation: N dice (default 1, at most 10000000) of S sides
-    /// (at most 4294967296), like 3d6, d20 or 100d100.
+    /// (at most 4294967296), like 3d6, d20 or 100d100, with an optional +M or
+    /// -M added to the sum (M at most 1000000000), like 3d6+2 or 2d20-1.
     #[arg(value_name = "EXPR", required = true)]
     pub exprs: Vec<String>,
 
