@@ -99,6 +99,14 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub allow_other: bool,
 
+    /// Let the members of group NAME read the device, and nobody else: the
+    /// FIFO becomes owner:NAME 0640 (unless --fifo-mode says otherwise) and
+    /// the FUSE files owner:NAME 0440, which the kernel enforces (the mount
+    /// gets allow_other, so a normal user needs 'user_allow_other' in
+    /// /etc/fuse.conf, and must be a member of NAME).
+    #[arg(long, value_name = "NAME", conflicts_with = "allow_other")]
+    pub group: Option<String>,
+
     /// Reseed each generator from the OS (and any --source) this often:
     /// seconds, or with an s, m or h suffix.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
@@ -217,9 +225,15 @@ pub(crate) struct ServeConfig {
     pub generators: usize,
     pub fuse_threads: usize,
     pub rounds: Rounds,
-    /// `None`: 0600 for a FIFO we create, and leave a reused one alone.
+    /// `None`: 0600 for a FIFO we create (0640 with `group`), and leave a
+    /// reused one alone (unless `group` is given).
     pub fifo_mode: Option<u32>,
+    /// Mount with allow_other: `--allow-other`, or `--group`, whose files'
+    /// modes then keep out everyone else (default_permissions).
     pub allow_other: bool,
+    /// `--group`: the group to share the device with, looked up by the
+    /// preflight.
+    pub group: Option<String>,
     pub reseed_interval: Duration,
     pub reseed_bytes: u64,
     pub sources: Vec<SourceSpec>,
@@ -282,7 +296,8 @@ impl ServeArgs {
             fuse_threads: self.fuse_threads as usize,
             rounds: self.rounds,
             fifo_mode: self.fifo_mode,
-            allow_other: self.allow_other,
+            allow_other: self.allow_other || self.group.is_some(),
+            group: self.group,
             reseed_interval: self.reseed_interval,
             reseed_bytes: self.reseed_bytes,
             sources: self.source,
@@ -446,6 +461,7 @@ mod tests {
         assert_eq!(c.rounds, Rounds::R20);
         assert_eq!(c.fifo_mode, None);
         assert!(!c.allow_other && !c.mlock);
+        assert_eq!(c.group, None);
         assert_eq!(c.reseed_interval, Duration::from_secs(60));
         assert_eq!(c.reseed_bytes, 1 << 30);
         assert!(c.sources.is_empty());
@@ -478,6 +494,13 @@ mod tests {
             Error::Usage(m) if m == "--generators 2: --seed needs a single generator to keep its keystream in order"
         ));
         assert_eq!(serve(&["--generators", "3"]).unwrap().generators, 3);
+        // --group mounts with allow_other; the files' modes keep others out.
+        let shared = serve(&["--group", "users"]).unwrap();
+        assert!(shared.allow_other);
+        assert_eq!(shared.group.as_deref(), Some("users"));
+        assert!(
+            Cli::try_parse_from(["pilfered", "serve", "--group", "x", "--allow-other"]).is_err()
+        );
         assert!(matches!(
             serve(&["--seed", &seed, "--no-fifo"]).unwrap().seed,
             Some(Seed::Argv(k)) if k == Key::zeroed()

@@ -116,7 +116,7 @@ impl Daemon {
         let seeder = Arc::new(plan.seeder);
         self.start_generators(cfg, plan.seed.as_ref(), &seeder)?;
         if let Some(p) = plan.fifo {
-            let fifo = Fifo::open(p.spot, cfg.fifo_mode, p.pipe_size)?;
+            let fifo = Fifo::open(p.spot, cfg.fifo_mode, plan.group.as_ref(), p.pipe_size)?;
             let tx = tx.clone();
             let on_end = move |result| drop(tx.send(Event::FifoEnded(result)));
             let (queue, stats) = (self.queue.clone(), self.stats.clone());
@@ -127,7 +127,8 @@ impl Daemon {
         let (watcher, vmfork) = vmfork::watch(queue, stats, fifo, cfg.seed.is_some())?;
         self.vmfork = watcher;
         if let Some(mount) = plan.mount {
-            self.fuse = Some(self.mount(mount, cfg, tx)?);
+            let gid = plan.group.as_ref().map(|g| g.gid);
+            self.fuse = Some(self.mount(mount, gid, cfg, tx)?);
         }
         self.log_serving(cfg, &seeder, &vmfork);
         Ok(())
@@ -185,10 +186,12 @@ impl Daemon {
     }
 
     /// Claims the mount point, mounts, and starts the session and the
-    /// thread that notices an outside detach.
+    /// thread that notices an outside detach. With `group`, the files are
+    /// that group's and readable by it alone.
     fn mount(
         &self,
         plan: MountPlan,
+        group: Option<u32>,
         cfg: &ServeConfig,
         tx: &Sender<Event>,
     ) -> Result<FusePart, Error> {
@@ -203,11 +206,16 @@ impl Daemon {
         };
         let (fd, mount) =
             mounts::mount_fuse(&dir.dir, &dir.path, cfg.allow_other).map_err(failed)?;
+        let (gid, mode) = match group {
+            Some(gid) => (gid, fs::GROUP_MODE),
+            None => (nix::unistd::getegid().as_raw(), fs::MODE),
+        };
         let device = Device::new(
             self.queue.clone(),
             self.stats.clone(),
             nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
+            gid,
+            mode,
         );
         let started = fs::session(Fs(device), fd, cfg.fuse_threads, cfg.allow_other)
             .map_err(|e| e.to_string())

@@ -34,6 +34,12 @@ pub(crate) const BITS: INodeNo = INodeNo(2);
 /// Inode of `stats`.
 pub(crate) const STATS: INodeNo = INodeNo(3);
 
+/// Mode of `bits` and `stats`: readable by all whom the mount lets in.
+pub(crate) const MODE: u16 = 0o444;
+/// Their mode with `--group`: the mount lets everyone in (allow_other), and
+/// the kernel (default_permissions) lets the owner and the group read.
+pub(crate) const GROUP_MODE: u16 = 0o440;
+
 /// The attributes never change while mounted, so the kernel may cache them.
 const TTL: Duration = Duration::from_secs(1);
 
@@ -149,6 +155,8 @@ pub(crate) struct Device {
     stats: Arc<Stats>,
     uid: u32,
     gid: u32,
+    /// Of the files; the root adds search (x) where it may be read.
+    mode: u16,
     mounted_at: SystemTime,
     /// Text of `stats` frozen at open, so that reads at growing offsets see
     /// one consistent snapshot.
@@ -165,13 +173,21 @@ thread_local! {
 }
 
 impl Device {
-    /// A device serving `queue`, owned by `uid`/`gid`.
-    pub(crate) fn new(queue: Arc<ChunkQueue>, stats: Arc<Stats>, uid: u32, gid: u32) -> Self {
+    /// A device serving `queue`, owned by `uid`/`gid`, its files of `mode`
+    /// ([`MODE`] or [`GROUP_MODE`]).
+    pub(crate) fn new(
+        queue: Arc<ChunkQueue>,
+        stats: Arc<Stats>,
+        uid: u32,
+        gid: u32,
+        mode: u16,
+    ) -> Self {
         Device {
             queue,
             stats,
             uid,
             gid,
+            mode,
             mounted_at: SystemTime::now(),
             snapshots: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -181,8 +197,8 @@ impl Device {
     /// Attributes of inode `ino`.
     pub(crate) fn attr(&self, ino: INodeNo) -> Result<FileAttr, FsError> {
         let (kind, perm, nlink) = match ino {
-            INodeNo::ROOT => (FileType::Directory, 0o555, 2),
-            BITS | STATS => (FileType::RegularFile, 0o444, 1),
+            INodeNo::ROOT => (FileType::Directory, self.mode | (self.mode & 0o444) >> 2, 2),
+            BITS | STATS => (FileType::RegularFile, self.mode, 1),
             _ => return Err(FsError::NotFound),
         };
         Ok(FileAttr {
@@ -492,10 +508,23 @@ mod tests {
             c.refill(|b| b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8));
         }
         queue.push(&mut chunks);
-        Device::new(queue, Arc::new(Stats::default()), 1000, 1000)
+        Device::new(queue, Arc::new(Stats::default()), 1000, 1000, MODE)
     }
 
     const RDONLY: OpenFlags = OpenFlags(libc::O_RDONLY);
+
+    /// `--group`: the files and the root are the group's, and nobody
+    /// else's to read or search.
+    #[test]
+    fn a_group_device_is_the_groups_alone() {
+        let queue = Arc::new(ChunkQueue::new(64, 4096));
+        let d = Device::new(queue, Arc::new(Stats::default()), 0, 100, GROUP_MODE);
+        for ino in [BITS, STATS] {
+            let a = d.attr(ino).unwrap();
+            assert_eq!((a.uid, a.gid, a.perm), (0, 100, 0o440));
+        }
+        assert_eq!(d.attr(INodeNo::ROOT).unwrap().perm, 0o550);
+    }
 
     #[test]
     fn lookup_and_attributes() {
@@ -508,6 +537,7 @@ mod tests {
             d.lookup(INodeNo::ROOT, OsStr::new("stats")).unwrap().ino,
             STATS
         );
+        assert_eq!(d.attr(INodeNo::ROOT).unwrap().perm, 0o555);
         assert_eq!(
             d.lookup(INodeNo::ROOT, OsStr::new("nope")),
             Err(FsError::NotFound)

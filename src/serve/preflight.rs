@@ -22,7 +22,7 @@ use crate::error::{Error, describe};
 use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
 use crate::sys::mountdir;
 use crate::sys::mounts::{self, FS_TYPE, MountEntry};
-use crate::sys::trust::{self, WalkError};
+use crate::sys::trust::{self, Group, WalkError};
 use crate::units::format_size;
 
 /// What `serve` will serve and where, already checked.
@@ -36,6 +36,8 @@ pub(super) struct Plan {
     pub seeder: Seeder,
     /// The fixed key of seeded mode (`--seed` or `--seed-file`).
     pub seed: Option<Key>,
+    /// `--group`: who besides us may read the FIFO and the FUSE files.
+    pub group: Option<Group>,
 }
 
 /// The FIFO to serve.
@@ -65,9 +67,20 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
         }),
         None => None,
     };
+    let group = cfg
+        .group
+        .as_deref()
+        .map(|name| {
+            trust::group(name).map_err(|why| Error::usage(format!("--group {name}: {why}")))
+        })
+        .transpose()?;
     let mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
     if cfg.allow_other && mount.is_some() {
-        check_allow_other()?;
+        check_allow_other(if group.is_some() {
+            "--group"
+        } else {
+            "--allow-other"
+        })?;
     }
     let seeder = Seeder::new(&cfg.sources)?;
     // Last of the checks, as a key file that is a FIFO may make it wait for
@@ -81,6 +94,7 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
         mount,
         seeder,
         seed,
+        group,
     })
 }
 
@@ -252,8 +266,9 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Refuses --allow-other early when fusermount3 would refuse it.
-fn check_allow_other() -> Result<(), Error> {
+/// Refuses `option` (--allow-other, or --group, which mounts with
+/// allow_other) early when fusermount3 would refuse it.
+fn check_allow_other(option: &str) -> Result<(), Error> {
     if nix::unistd::geteuid().is_root() {
         return Ok(());
     }
@@ -261,9 +276,9 @@ fn check_allow_other() -> Result<(), Error> {
     if fuse_conf_allows_other(&text) {
         Ok(())
     } else {
-        Err(Error::usage(
-            "--allow-other: a normal user may use it only if /etc/fuse.conf contains the line 'user_allow_other'; add it (as root) or run as root",
-        ))
+        Err(Error::usage(format!(
+            "{option}: a normal user may use it only if /etc/fuse.conf contains the line 'user_allow_other'; add it (as root) or run as root"
+        )))
     }
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod attacks;
 mod cli;
 mod faults;
+mod group;
 mod hardening;
 mod install;
 mod layers;

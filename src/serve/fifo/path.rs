@@ -22,10 +22,12 @@ use nix::unistd::{UnlinkatFlags, mkfifoat, unlinkat};
 
 use crate::error::{Error, describe};
 use crate::sys::records::{self, Identity};
-use crate::sys::trust::{self, Untrusted, WalkError};
+use crate::sys::trust::{self, Group, Untrusted, WalkError};
 
 /// Mode of a FIFO we create, unless `--fifo-mode` says otherwise.
 pub(crate) const DEFAULT_MODE: u32 = 0o600;
+/// Mode of the FIFO with `--group`, unless `--fifo-mode` says otherwise.
+pub(crate) const DEFAULT_GROUP_MODE: u32 = 0o640;
 
 /// Largest pipe the kernel will make (`round_pipe_size` refuses more).
 pub(crate) const KERNEL_MAX_PIPE_SIZE: usize = 1 << 31;
@@ -144,8 +146,14 @@ impl Fifo {
     /// Creates or reuses the FIFO [`inspect`] found, opens it read-write and
     /// non-blocking, and grows its buffer towards `pipe_size`. A FIFO we
     /// create gets `mode` (default [`DEFAULT_MODE`]); a reused one gets it
-    /// only if `mode` is given.
-    pub(crate) fn open(spot: Spot, mode: Option<u32>, pipe_size: usize) -> Result<Fifo, Error> {
+    /// only if `mode` is given. With `group`, either becomes that group's,
+    /// with `mode` (default [`DEFAULT_GROUP_MODE`]).
+    pub(crate) fn open(
+        spot: Spot,
+        mode: Option<u32>,
+        group: Option<&Group>,
+        pipe_size: usize,
+    ) -> Result<Fifo, Error> {
         let path = spot.path();
         let shown = path.display().to_string();
         let (file, made) = make_and_open(&spot, &shown)?;
@@ -184,9 +192,23 @@ impl Fifo {
             spot,
             path,
         };
-        // mkfifo's mode is filtered by the umask; set exactly what was asked,
-        // through the open descriptor so that no other path can be affected.
-        let mode = mode.or(made.then_some(DEFAULT_MODE));
+        // The group first, so that the group may read only once it is the
+        // group's; all through the open descriptor, so that no other path can
+        // be affected.
+        if let Some(g) = group {
+            nix::unistd::fchown(fifo.file.as_fd(), None, Some(g.gid.into())).map_err(|e| {
+                Error::runtime(format!(
+                    "--group {}: cannot give the FIFO {shown} to it: {}",
+                    g.name,
+                    e.desc()
+                ))
+            })?;
+        }
+        // mkfifo's mode is filtered by the umask; set exactly what was asked.
+        let mode = match group {
+            Some(_) => mode.or(Some(DEFAULT_GROUP_MODE)),
+            None => mode.or(made.then_some(DEFAULT_MODE)),
+        };
         if let Some(mode) = mode {
             fifo.file
                 .set_permissions(std::fs::Permissions::from_mode(mode))
