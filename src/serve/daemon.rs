@@ -131,6 +131,13 @@ impl Daemon {
             self.fuse = Some(self.mount(mount, gid, cfg, tx)?);
         }
         self.log_serving(cfg, &seeder, &vmfork);
+        // Type=notify: the unit is started once both interfaces serve.
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            warn!(
+                "NOTIFY_SOCKET: cannot tell systemd the device is ready: {}",
+                describe(&e)
+            );
+        }
         Ok(())
     }
 
@@ -169,9 +176,14 @@ impl Daemon {
         let fifo = self.fifo.as_ref().map_or("off".into(), |f| {
             let size = f.fifo().pipe_size().map(|n| format_size(n as u64));
             format!(
-                "{} (pipe {})",
+                "{} (pipe {}{})",
                 f.fifo().path().display(),
-                size.unwrap_or_default()
+                size.unwrap_or_default(),
+                if f.fifo().from_systemd() {
+                    ", from systemd"
+                } else {
+                    ""
+                }
             )
         });
         let sources = seeder.describe();

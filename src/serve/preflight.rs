@@ -22,6 +22,7 @@ use crate::error::{Error, describe};
 use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
 use crate::sys::mountdir;
 use crate::sys::mounts::{self, FS_TYPE, MountEntry};
+use crate::sys::raw;
 use crate::sys::trust::{self, Group, WalkError};
 use crate::units::format_size;
 
@@ -60,11 +61,17 @@ pub(super) struct MountPlan {
 
 /// Runs every check for `cfg`; see the module docs.
 pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
+    let given = given_fifo()?;
     let fifo = match &cfg.fifo {
         Some(path) => Some(FifoPlan {
-            spot: fifo::inspect(path)?,
+            spot: fifo::inspect(path, given)?,
             pipe_size: resolve_pipe_size(cfg.pipe_size)?,
         }),
+        None if given.is_some() => {
+            return Err(Error::usage(
+                "--no-fifo: systemd passed a FIFO to serve (LISTEN_FDS); drop --no-fifo or the socket unit",
+            ));
+        }
         None => None,
     };
     let group = cfg
@@ -96,6 +103,33 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
         seed,
         group,
     })
+}
+
+/// The FIFO systemd passed for socket activation (`ListenFIFO=`), if any:
+/// exactly one descriptor, a FIFO.
+fn given_fifo() -> Result<Option<std::fs::File>, Error> {
+    let mut fds =
+        raw::listen_fds().map_err(|e| Error::usage(format!("LISTEN_FDS: {}", describe(&e))))?;
+    let Some((fd, name)) = fds.pop() else {
+        return Ok(None);
+    };
+    if !fds.is_empty() {
+        return Err(Error::usage(format!(
+            "LISTEN_FDS: systemd passed {} descriptors; pilfered serves one FIFO, so give the socket unit one ListenFIFO= and nothing else",
+            fds.len() + 1
+        )));
+    }
+    let file = std::fs::File::from(fd);
+    let is_fifo = file
+        .metadata()
+        .map_err(|e| Error::runtime(format!("LISTEN_FDS: {}", describe(&e))))?
+        .file_type();
+    if !std::os::unix::fs::FileTypeExt::is_fifo(&is_fifo) {
+        return Err(Error::usage(format!(
+            "LISTEN_FDS: the descriptor systemd passed ({name}) is not a FIFO; give the socket unit a ListenFIFO= line"
+        )));
+    }
+    Ok(Some(file))
 }
 
 /// The pipe size to ask for: `--pipe-size`, else the system's maximum.

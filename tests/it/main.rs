@@ -6,6 +6,7 @@
 
 mod common;
 
+mod activation;
 mod attacks;
 mod cli;
 mod faults;
