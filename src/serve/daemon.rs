@@ -179,7 +179,7 @@ impl Daemon {
                 "{} (pipe {}{})",
                 f.fifo().path().display(),
                 size.unwrap_or_default(),
-                if f.fifo().from_systemd() {
+                if f.fifo().held_by_systemd() {
                     ", from systemd"
                 } else {
                     ""

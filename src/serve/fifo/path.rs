@@ -168,7 +168,7 @@ pub(crate) struct Fifo {
     /// `(dev, ino)` of the FIFO we created, to remove on drop.
     created: Option<(u64, u64)>,
     /// Passed by systemd (socket activation), which keeps it.
-    from_systemd: bool,
+    held_by_systemd: bool,
 }
 
 impl Fifo {
@@ -228,7 +228,7 @@ impl Fifo {
             file,
             spot,
             path,
-            from_systemd: handed_over,
+            held_by_systemd: handed_over,
         };
         // The group first, so that the group may read only once it is the
         // group's; all through the open descriptor, so that no other path can
@@ -270,8 +270,8 @@ impl Fifo {
     }
 
     /// Whether systemd passed it (and keeps it).
-    pub(crate) fn from_systemd(&self) -> bool {
-        self.from_systemd
+    pub(crate) fn held_by_systemd(&self) -> bool {
+        self.held_by_systemd
     }
 
     /// The pipe's current buffer size.
