@@ -16,7 +16,12 @@ use crate::units::{format_size, parse_duration, parse_interval, parse_size};
 /// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
 /// and a named pipe.
 #[derive(Debug, Parser)]
-#[command(name = "pilfered", version, propagate_version = true)]
+#[command(
+    name = "pilfered",
+    version,
+    propagate_version = true,
+    max_term_width = 80
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -158,8 +163,8 @@ pub(crate) struct ServeArgs {
 /// Options of `pilfered status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Mount point of the daemon to report on (the directory holding `bits`
-    /// and `stats`).
+    /// Mount point of the daemon to report on (the directory holding bits
+    /// and stats).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNT)]
     pub mount: PathBuf,
 
