@@ -38,6 +38,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the device in the foreground until SIGINT, SIGTERM or SIGHUP.
+    ///
+    /// Started by systemd with a socket unit (ListenFIFO=, as
+    /// pilfered.socket has it), it serves the FIFO systemd passes
+    /// (LISTEN_FDS), which must be the one at --fifo, and never removes it,
+    /// so that readers holding it survive restarts; it tells systemd it is
+    /// ready (READY=1, for Type=notify) once the file and the FIFO serve.
     Serve(ServeArgs),
     /// Roll dice like 3d6, d20 or 2d20-1 with random bytes from the device.
     ///
