@@ -239,9 +239,11 @@ fn see_also(w: &mut Vec<u8>, pages: &[&str]) -> std::io::Result<()> {
     roff.text(items);
     roff.control("PP", []);
     roff.text([roman(
-        "The README and the guides in docs/ (installed in /usr/share/doc/pilfered or \
-         /usr/local/share/doc/pilfered) cover the mount helpers pilfered-mount, \
-         pilfered-umount and mount.fuse.pilfered, /etc/fstab and systemd.",
+        "pilfered-mount(8), pilfered-umount(8) and mount.fuse.pilfered(8) start and \
+         stop the daemon for scripts and /etc/fstab. The README and the guides in docs/ \
+         (installed in /usr/share/doc/pilfered or /usr/local/share/doc/pilfered) cover \
+         them, the systemd unit and its socket, and what FIFO readers see across a \
+         restart.",
     )]);
     append(w, &roff)
 }
