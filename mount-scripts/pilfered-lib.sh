@@ -168,8 +168,9 @@ is_stale() {
     if err=$(stat -f -- "$1" 2>&1 >/dev/null); then
         return 1
     fi
-    # ECONNABORTED: a request caught in flight as the connection died.
-    case $err in *"Transport endpoint is not connected"* | *"Software caused connection abort"*) return 0 ;; esac
+    # ECONNABORTED, ECANCELED: a request caught in flight as the connection
+    # died (over io_uring, a request queued on a ring).
+    case $err in *"Transport endpoint is not connected"* | *"Software caused connection abort"* | *"Operation canceled"*) return 0 ;; esac
     return 1
 }
 

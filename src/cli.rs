@@ -16,7 +16,12 @@ use crate::units::{format_size, parse_duration, parse_interval, parse_size};
 /// A virtual entropy device: fresh ChaCha20 random bytes through a FUSE file
 /// and a named pipe.
 #[derive(Debug, Parser)]
-#[command(name = "pilfered", version, propagate_version = true)]
+#[command(
+    name = "pilfered",
+    version,
+    propagate_version = true,
+    max_term_width = 80
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -33,11 +38,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the device in the foreground until SIGINT, SIGTERM or SIGHUP.
+    ///
+    /// Started by systemd with a socket unit (ListenFIFO=, as
+    /// pilfered.socket has it), it serves the FIFO systemd passes
+    /// (LISTEN_FDS), which must be the one at --fifo, and never removes it,
+    /// so that readers holding it survive restarts; it tells systemd it is
+    /// ready (READY=1, for Type=notify) once the file and the FIFO serve.
     Serve(ServeArgs),
-    /// Roll dice like 3d6, d20 or 100d100 with random bytes from the device.
+    /// Roll dice like 3d6, d20 or 2d20-1 with random bytes from the device.
     ///
     /// Prints one line per expression: the rolls, then " = " and their sum,
-    /// like "4 1 6 = 11" for 3d6. Every die is fair: rejection sampling, no
+    /// like "4 1 6 = 11" for 3d6; a modifier is shown before the sum, like
+    /// "4 1 6 +2 = 13" for 3d6+2. Every die is fair: rejection sampling, no
     /// modulo bias.
     Roll(RollArgs),
     /// Print random 64-bit nonces from the device, one per line in decimal.
@@ -49,11 +61,11 @@ pub(crate) enum Command {
 /// How the FUSE file is served (`--fuse-transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum FuseTransport {
-    /// io_uring if the kernel offers it, else `/dev/fuse`.
+    /// io_uring if the kernel offers it, else /dev/fuse.
     Auto,
     /// FUSE over io_uring, or refuse to start.
     IoUring,
-    /// `/dev/fuse`.
+    /// /dev/fuse.
     Legacy,
 }
 
@@ -108,6 +120,14 @@ pub(crate) struct ServeArgs {
     /// user needs 'user_allow_other' in /etc/fuse.conf for this.
     #[arg(long)]
     pub allow_other: bool,
+
+    /// Let the members of group NAME read the device, and nobody else: the
+    /// FIFO becomes owner:NAME 0640 (unless --fifo-mode says otherwise) and
+    /// the FUSE files owner:NAME 0440, which the kernel enforces (the mount
+    /// gets allow_other, so a normal user needs 'user_allow_other' in
+    /// /etc/fuse.conf, and must be a member of NAME).
+    #[arg(long, value_name = "NAME", conflicts_with = "allow_other")]
+    pub group: Option<String>,
 
     /// Reseed each generator from the OS (and any --source) this often:
     /// seconds, or with an s, m or h suffix.
@@ -170,8 +190,8 @@ pub(crate) struct ServeArgs {
 /// Options of `pilfered status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Mount point of the daemon to report on (the directory holding `bits`
-    /// and `stats`).
+    /// Mount point of the daemon to report on (the directory holding bits
+    /// and stats).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNT)]
     pub mount: PathBuf,
 
@@ -195,7 +215,8 @@ pub(crate) struct SourceArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RollArgs {
     /// Dice in NdS notation: N dice (default 1, at most 10000000) of S sides
-    /// (at most 4294967296), like 3d6, d20 or 100d100.
+    /// (at most 4294967296), like 3d6, d20 or 100d100, with an optional +M or
+    /// -M added to the sum (M at most 1000000000), like 3d6+2 or 2d20-1.
     #[arg(value_name = "EXPR", required = true)]
     pub exprs: Vec<String>,
 
@@ -237,9 +258,15 @@ pub(crate) struct ServeConfig {
     pub fuse_transport: FuseTransport,
     pub fuse_threads: usize,
     pub rounds: Rounds,
-    /// `None`: 0600 for a FIFO we create, and leave a reused one alone.
+    /// `None`: 0600 for a FIFO we create (0640 with `group`), and leave a
+    /// reused one alone (unless `group` is given).
     pub fifo_mode: Option<u32>,
+    /// Mount with allow_other: `--allow-other`, or `--group`, whose files'
+    /// modes then keep out everyone else (default_permissions).
     pub allow_other: bool,
+    /// `--group`: the group to share the device with, looked up by the
+    /// preflight.
+    pub group: Option<String>,
     pub reseed_interval: Duration,
     pub reseed_bytes: u64,
     pub sources: Vec<SourceSpec>,
@@ -303,7 +330,8 @@ impl ServeArgs {
             fuse_threads: self.fuse_threads as usize,
             rounds: self.rounds,
             fifo_mode: self.fifo_mode,
-            allow_other: self.allow_other,
+            allow_other: self.allow_other || self.group.is_some(),
+            group: self.group,
             reseed_interval: self.reseed_interval,
             reseed_bytes: self.reseed_bytes,
             sources: self.source,
@@ -468,6 +496,7 @@ mod tests {
         assert_eq!(c.rounds, Rounds::R20);
         assert_eq!(c.fifo_mode, None);
         assert!(!c.allow_other && !c.mlock);
+        assert_eq!(c.group, None);
         assert_eq!(c.reseed_interval, Duration::from_secs(60));
         assert_eq!(c.reseed_bytes, 1 << 30);
         assert!(c.sources.is_empty());
@@ -500,6 +529,13 @@ mod tests {
             Error::Usage(m) if m == "--generators 2: --seed needs a single generator to keep its keystream in order"
         ));
         assert_eq!(serve(&["--generators", "3"]).unwrap().generators, 3);
+        // --group mounts with allow_other; the files' modes keep others out.
+        let shared = serve(&["--group", "users"]).unwrap();
+        assert!(shared.allow_other);
+        assert_eq!(shared.group.as_deref(), Some("users"));
+        assert!(
+            Cli::try_parse_from(["pilfered", "serve", "--group", "x", "--allow-other"]).is_err()
+        );
         assert!(matches!(
             serve(&["--seed", &seed, "--no-fifo"]).unwrap().seed,
             Some(Seed::Argv(k)) if k == Key::zeroed()

@@ -104,6 +104,7 @@ pub mod internal {
             Arc::default(),
             uid,
             nix::unistd::getegid().as_raw(),
+            fuse::MODE,
         );
         let options = fuse::Options {
             want,

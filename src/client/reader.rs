@@ -115,7 +115,9 @@ fn trusted_fifo(file: &File) -> Result<(), String> {
 fn read_error(path: &Path, e: &io::Error) -> Error {
     let hint = match e.raw_os_error() {
         // What a FUSE reader gets once the daemon has stopped.
-        Some(libc::EIO | libc::ENOTCONN | libc::ECONNABORTED) => ": the daemon went away",
+        Some(libc::EIO | libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) => {
+            ": the daemon went away"
+        }
         _ => "",
     };
     Error::runtime(format!("{}: {}{hint}", path.display(), describe(e)))

@@ -118,7 +118,7 @@ impl Daemon {
         let seeder = Arc::new(plan.seeder);
         self.start_generators(cfg, plan.seed.as_ref(), &seeder)?;
         if let Some(p) = plan.fifo {
-            let fifo = Fifo::open(p.spot, cfg.fifo_mode, p.pipe_size)?;
+            let fifo = Fifo::open(p.spot, cfg.fifo_mode, plan.group.as_ref(), p.pipe_size)?;
             let tx = tx.clone();
             let on_end = move |result| drop(tx.send(Event::FifoEnded(result)));
             let (queue, stats) = (self.queue.clone(), self.stats.clone());
@@ -129,9 +129,17 @@ impl Daemon {
         let (watcher, vmfork) = vmfork::watch(queue, stats, fifo, cfg.seed.is_some())?;
         self.vmfork = watcher;
         if let Some(mount) = plan.mount {
-            self.fuse = Some(self.mount(mount, cfg, tx)?);
+            let gid = plan.group.as_ref().map(|g| g.gid);
+            self.fuse = Some(self.mount(mount, gid, cfg, tx)?);
         }
         self.log_serving(cfg, &seeder, &vmfork);
+        // Type=notify: the unit is started once both interfaces serve.
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            warn!(
+                "NOTIFY_SOCKET: cannot tell systemd the device is ready: {}",
+                describe(&e)
+            );
+        }
         Ok(())
     }
 
@@ -170,9 +178,14 @@ impl Daemon {
         let fifo = self.fifo.as_ref().map_or("off".into(), |f| {
             let size = f.fifo().pipe_size().map(|n| format_size(n as u64));
             format!(
-                "{} (pipe {})",
+                "{} (pipe {}{})",
                 f.fifo().path().display(),
-                size.unwrap_or_default()
+                size.unwrap_or_default(),
+                if f.fifo().held_by_systemd() {
+                    ", from systemd"
+                } else {
+                    ""
+                }
             )
         });
         let sources = seeder.describe();
@@ -187,10 +200,12 @@ impl Daemon {
     }
 
     /// Claims the mount point, mounts, and starts the session and the
-    /// thread that notices an outside detach.
+    /// thread that notices an outside detach. With `group`, the files are
+    /// that group's and readable by it alone.
     fn mount(
         &self,
         plan: MountPlan,
+        group: Option<u32>,
         cfg: &ServeConfig,
         tx: &Sender<Event>,
     ) -> Result<FusePart, Error> {
@@ -206,11 +221,16 @@ impl Daemon {
         let (fd, mount) =
             mounts::mount_fuse(&dir.dir, &dir.path, cfg.allow_other).map_err(failed)?;
         let uid = nix::unistd::geteuid().as_raw();
+        let (gid, mode) = match group {
+            Some(gid) => (gid, fuse::GROUP_MODE),
+            None => (nix::unistd::getegid().as_raw(), fuse::MODE),
+        };
         let device = Device::new(
             Bits::Queue(self.queue.clone()),
             self.stats.clone(),
             uid,
-            nix::unistd::getegid().as_raw(),
+            gid,
+            mode,
         );
         let options = fuse::Options {
             want: plan.transport,

@@ -42,7 +42,7 @@ use nix::errno::Errno;
 
 pub(crate) use adapter::Acl;
 pub use adapter::REQUEST_LOG;
-pub(crate) use device::{Bits, Device};
+pub(crate) use device::{Bits, Device, GROUP_MODE, MODE};
 use proto::{InitReply, Op, init};
 
 /// Which transport to serve over, as the preflight decided it.

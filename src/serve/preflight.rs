@@ -23,7 +23,8 @@ use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
 use crate::serve::fuse::Want;
 use crate::sys::mountdir;
 use crate::sys::mounts::{self, FS_TYPE, MountEntry};
-use crate::sys::trust::{self, WalkError};
+use crate::sys::raw;
+use crate::sys::trust::{self, Group, WalkError};
 use crate::sys::uring;
 use crate::units::format_size;
 
@@ -38,6 +39,8 @@ pub(super) struct Plan {
     pub seeder: Seeder,
     /// The fixed key of seeded mode (`--seed` or `--seed-file`).
     pub seed: Option<Key>,
+    /// `--group`: who besides us may read the FIFO and the FUSE files.
+    pub group: Option<Group>,
 }
 
 /// The FIFO to serve.
@@ -61,19 +64,36 @@ pub(super) struct MountPlan {
 
 /// Runs every check for `cfg`; see the module docs.
 pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
+    let given = given_fifo()?;
     let fifo = match &cfg.fifo {
         Some(path) => Some(FifoPlan {
-            spot: fifo::inspect(path)?,
+            spot: fifo::inspect(path, given)?,
             pipe_size: resolve_pipe_size(cfg.pipe_size)?,
         }),
+        None if given.is_some() => {
+            return Err(Error::usage(
+                "--no-fifo: systemd passed a FIFO to serve (LISTEN_FDS); drop --no-fifo or the socket unit",
+            ));
+        }
         None => None,
     };
+    let group = cfg
+        .group
+        .as_deref()
+        .map(|name| {
+            trust::group(name).map_err(|why| Error::usage(format!("--group {name}: {why}")))
+        })
+        .transpose()?;
     let mut mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
     if let Some(m) = &mut mount {
         m.transport = plan_transport(cfg.fuse_transport)?;
     }
     if cfg.allow_other && mount.is_some() {
-        check_allow_other()?;
+        check_allow_other(if group.is_some() {
+            "--group"
+        } else {
+            "--allow-other"
+        })?;
     }
     let seeder = Seeder::new(&cfg.sources)?;
     // Last of the checks, as a key file that is a FIFO may make it wait for
@@ -87,7 +107,35 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
         mount,
         seeder,
         seed,
+        group,
     })
+}
+
+/// The FIFO systemd passed for socket activation (`ListenFIFO=`), if any:
+/// exactly one descriptor, a FIFO.
+fn given_fifo() -> Result<Option<std::fs::File>, Error> {
+    let mut fds =
+        raw::listen_fds().map_err(|e| Error::usage(format!("LISTEN_FDS: {}", describe(&e))))?;
+    let Some((fd, name)) = fds.pop() else {
+        return Ok(None);
+    };
+    if !fds.is_empty() {
+        return Err(Error::usage(format!(
+            "LISTEN_FDS: systemd passed {} descriptors; pilfered serves one FIFO, so give the socket unit one ListenFIFO= and nothing else",
+            fds.len() + 1
+        )));
+    }
+    let file = std::fs::File::from(fd);
+    let is_fifo = file
+        .metadata()
+        .map_err(|e| Error::runtime(format!("LISTEN_FDS: {}", describe(&e))))?
+        .file_type();
+    if !std::os::unix::fs::FileTypeExt::is_fifo(&is_fifo) {
+        return Err(Error::usage(format!(
+            "LISTEN_FDS: the descriptor systemd passed ({name}) is not a FIFO; give the socket unit a ListenFIFO= line"
+        )));
+    }
+    Ok(Some(file))
 }
 
 /// The pipe size to ask for: `--pipe-size`, else the system's maximum.
@@ -305,8 +353,9 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Refuses --allow-other early when fusermount3 would refuse it.
-fn check_allow_other() -> Result<(), Error> {
+/// Refuses `option` (--allow-other, or --group, which mounts with
+/// allow_other) early when fusermount3 would refuse it.
+fn check_allow_other(option: &str) -> Result<(), Error> {
     if nix::unistd::geteuid().is_root() {
         return Ok(());
     }
@@ -314,9 +363,9 @@ fn check_allow_other() -> Result<(), Error> {
     if fuse_conf_allows_other(&text) {
         Ok(())
     } else {
-        Err(Error::usage(
-            "--allow-other: a normal user may use it only if /etc/fuse.conf contains the line 'user_allow_other'; add it (as root) or run as root",
-        ))
+        Err(Error::usage(format!(
+            "{option}: a normal user may use it only if /etc/fuse.conf contains the line 'user_allow_other'; add it (as root) or run as root"
+        )))
     }
 }
 

@@ -41,11 +41,12 @@ pub struct MountEntry {
 }
 
 /// Whether `errno`, from a request to a FUSE mount, says that its daemon is
-/// gone: `ENOTCONN` once the connection has ended, `ECONNABORTED` for a
-/// request caught while it was being torn down (over io_uring, requests
-/// queued on a ring end so).
+/// gone: `ENOTCONN` once the connection has ended; `ECONNABORTED` or
+/// `ECANCELED` for a request caught while it was being torn down (over
+/// io_uring, requests queued on a ring end so). A daemon never answers
+/// either.
 pub(crate) fn daemon_gone(errno: i32) -> bool {
-    errno == libc::ENOTCONN || errno == libc::ECONNABORTED
+    matches!(errno, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
@@ -416,6 +417,7 @@ mod tests {
     #[test]
     fn a_gone_daemon_is_told_by_either_errno() {
         assert!(daemon_gone(libc::ENOTCONN) && daemon_gone(libc::ECONNABORTED));
+        assert!(daemon_gone(libc::ECANCELED));
         assert!(!daemon_gone(libc::EIO) && !daemon_gone(libc::ENOENT));
     }
 

@@ -2,7 +2,8 @@
 //! wraps, each behind a safe function: `statx`, the kernel's new mount API
 //! (`fsopen`, `fsconfig`, `fsmount`, `move_mount`), `FIONREAD`,
 //! `FUSE_DEV_IOC_CLONE`, taking a descriptor out of an `SCM_RIGHTS`
-//! message, and `RDSEED`.
+//! message, taking the descriptors of systemd's socket activation, and
+//! `RDSEED`.
 //!
 //! This is where the `unsafe` of the system layer lives, so that it can be
 //! read in one place. Each function's only obligations are the ones its
@@ -223,6 +224,25 @@ fn check(ret: libc::c_long) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// The descriptors systemd passed to this very process for socket
+/// activation (`LISTEN_FDS`, checked against `LISTEN_PID`), each with its
+/// name from `LISTEN_FDNAMES` (`unknown` without one), now close-on-exec.
+/// Only the first call takes them; any later call gets none.
+pub(crate) fn listen_fds() -> io::Result<Vec<(OwnedFd, String)>> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(Vec::new());
+    }
+    Ok(sd_notify::listen_fds_with_names()?
+        .map(|(fd, name)| {
+            // SAFETY: systemd opened these descriptors for this process
+            // (LISTEN_PID names it), so nothing in it owns them yet, and
+            // TAKEN makes this the only place that ever wraps them.
+            (unsafe { OwnedFd::from_raw_fd(fd) }, name)
+        })
+        .collect())
 }
 
 #[cfg(test)]

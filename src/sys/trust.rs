@@ -47,6 +47,35 @@ pub(crate) fn me() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// A group to share the device with (`--group`), by name and ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// Looks up the group `name` and checks that we may give files to it: root
+/// may give them to any group, anyone else only to a group of their own.
+/// The error says why, for a message about the option.
+pub(crate) fn group(name: &str) -> Result<Group, String> {
+    use nix::unistd::{getegid, getgroups};
+    let found = nix::unistd::Group::from_name(name)
+        .map_err(|e| format!("cannot look the group up: {}", e.desc()))?
+        .ok_or("no such group; give the name of an existing group (see 'getent group')")?;
+    let gid = found.gid;
+    let mine = || gid == getegid() || getgroups().is_ok_and(|g| g.contains(&gid));
+    if me() != 0 && !mine() {
+        return Err(format!(
+            "you (uid {}) are not a member of group {name} (gid {gid}), so you cannot give it the device; join the group (and log in again) or run as root",
+            me()
+        ));
+    }
+    Ok(Group {
+        name: name.to_string(),
+        gid: gid.as_raw(),
+    })
+}
+
 /// Whether a directory with this owner and mode is safe to work in for
 /// `me`: owned by us or root, and writable by nobody else unless sticky
 /// (then others may add entries, but not rename or remove ours).

@@ -461,3 +461,27 @@ fn seed_file_conflicts_and_standard_input() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Every `--help` wraps at 80 columns, even when stdout is no terminal
+/// (here a pipe) and COLUMNS asks for more.
+#[test]
+fn help_wraps_at_80_columns() {
+    for cmd in [&[][..], &["serve"], &["roll"], &["nonce"], &["status"]] {
+        for help in ["--help", "-h"] {
+            let mut args = cmd.to_vec();
+            args.push(help);
+            let out = std::process::Command::new(crate::common::BIN)
+                .args(&args)
+                .env("COLUMNS", "200")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}");
+            let text = String::from_utf8(out.stdout).unwrap();
+            let long: Vec<&str> = text.lines().filter(|l| l.chars().count() > 80).collect();
+            assert!(
+                long.is_empty(),
+                "{args:?}: lines over 80 columns: {long:#?}"
+            );
+        }
+    }
+}

@@ -24,31 +24,10 @@ enum Entry {
     Link(PathBuf),
 }
 
-/// The generator of man pages and completions, an example `cargo test`
-/// builds next to the binary (built here when only this test was asked
-/// for, as with `cargo test --test install`).
+/// The generator of man pages and completions, which `cargo test` builds
+/// (the crate's dev-dependency on itself turns on the feature `assets`).
 fn assets_gen() -> PathBuf {
-    let dir = Path::new(BIN).parent().unwrap();
-    let gen_path = dir.join("examples/pilfered-assets");
-    if !gen_path.exists() {
-        let profile = match dir.file_name().unwrap().to_str().unwrap() {
-            "debug" => "dev",
-            other => other,
-        };
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--example",
-                "pilfered-assets",
-                "--profile",
-                profile,
-            ])
-            .current_dir(ROOT)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    gen_path
+    PathBuf::from(env!("CARGO_BIN_EXE_pilfered-assets"))
 }
 
 /// `make -C ROOT TARGET DESTDIR=... PREFIX=...` with this build's binaries.
@@ -132,6 +111,7 @@ fn expected(prefix: &str, zsh: &str, sbin_link: bool) -> BTreeMap<String, Entry>
         ("sbin/mount.fuse.pilfered", 0o755),
         ("lib/pilfered/pilfered-lib.sh", 0o644),
         ("lib/systemd/system/pilfered.service", 0o644),
+        ("lib/systemd/system/pilfered.socket", 0o644),
         ("share/bash-completion/completions/pilfered", 0o644),
         ("share/fish/vendor_completions.d/pilfered.fish", 0o644),
         ("share/doc/pilfered/README.md", 0o644),
@@ -147,6 +127,9 @@ fn expected(prefix: &str, zsh: &str, sbin_link: bool) -> BTreeMap<String, Entry>
         "pilfered-status",
     ] {
         file(format!("{prefix}/share/man/man1/{page}.1"), 0o644);
+    }
+    for page in ["pilfered-mount", "pilfered-umount", "mount.fuse.pilfered"] {
+        file(format!("{prefix}/share/man/man8/{page}.8"), 0o644);
     }
     for doc in std::fs::read_dir(Path::new(ROOT).join("docs")).unwrap() {
         let name = doc.unwrap().file_name().into_string().unwrap();
@@ -203,32 +186,40 @@ fn install_and_uninstall(prefix: &str, zsh: &str, sbin_link: bool) {
             "ExecStart={prefix}/bin/pilfered serve --mount /mnt/pilfered --fifo /run/pilferedbits"
         )]
     );
-    // What Documentation= names is installed.
-    let docs = unit_lines(&unit, "Documentation");
-    assert_eq!(docs.len(), 1, "{docs:?}");
-    for url in docs[0].trim_start_matches("Documentation=").split(' ') {
-        let path = if let Some(page) = url.strip_prefix("man:") {
-            let (name, section) = page.trim_end_matches(')').split_once('(').unwrap();
-            format!("{prefix}/share/man/man{section}/{name}.{section}")
-        } else {
-            let path = url.strip_prefix("file://").expect("man: or file:// URL");
+    // The socket holds the FIFO the service serves.
+    let socket = dest.join(rel).join("lib/systemd/system/pilfered.socket");
+    assert_eq!(
+        unit_lines(&socket, "ListenFIFO"),
+        ["ListenFIFO=/run/pilferedbits"]
+    );
+    for unit in [&unit, &socket] {
+        // What Documentation= names is installed.
+        let docs = unit_lines(unit, "Documentation");
+        assert_eq!(docs.len(), 1, "{docs:?}");
+        for url in docs[0].trim_start_matches("Documentation=").split(' ') {
+            let path = if let Some(page) = url.strip_prefix("man:") {
+                let (name, section) = page.trim_end_matches(')').split_once('(').unwrap();
+                format!("{prefix}/share/man/man{section}/{name}.{section}")
+            } else {
+                let path = url.strip_prefix("file://").expect("man: or file:// URL");
+                assert!(
+                    path.starts_with(&format!("{prefix}/share/doc/pilfered/")),
+                    "{url}"
+                );
+                path.to_string()
+            };
+            let installed = dest.join(path.trim_start_matches('/'));
             assert!(
-                path.starts_with(&format!("{prefix}/share/doc/pilfered/")),
-                "{url}"
+                installed.is_file(),
+                "Documentation= {url}: {installed:?} not installed"
             );
-            path.to_string()
-        };
-        let installed = dest.join(path.trim_start_matches('/'));
+        }
+        let text = std::fs::read_to_string(unit).unwrap();
         assert!(
-            installed.is_file(),
-            "Documentation= {url}: {installed:?} not installed"
+            !text.contains("@BINDIR@") && !text.contains("@DOCDIR@"),
+            "placeholder left in {unit:?}"
         );
     }
-    let text = std::fs::read_to_string(&unit).unwrap();
-    assert!(
-        !text.contains("@BINDIR@") && !text.contains("@DOCDIR@"),
-        "placeholder left in the unit"
-    );
 
     make("uninstall", &dest, prefix, &gendir);
     assert_eq!(tree(&dest), BTreeMap::new(), "uninstall left files behind");
@@ -253,16 +244,22 @@ fn install_and_uninstall_under_usr() {
     install_and_uninstall("/usr", "usr/share/zsh/vendor-completions", false);
 }
 
-/// The generated man pages render with man(1) and without a groff warning;
-/// pilfered(1) covers every subcommand with its options.
+/// The generated man pages and the scripts' own render with man(1) and
+/// without a groff warning, and hold no literal backtick; pilfered(1)
+/// covers every subcommand with its options, and each SYNOPSIS shows the
+/// options' values and what repeats.
 #[test]
 fn man_pages_render() {
     let tmp = TempDir::new().unwrap();
     let status = Command::new(assets_gen()).arg(tmp.path()).status().unwrap();
     assert!(status.success());
     let man = tmp.path().join("man");
-    for page in std::fs::read_dir(&man).unwrap() {
-        let page = page.unwrap().path();
+    let generated = std::fs::read_dir(&man).unwrap().map(|p| p.unwrap().path());
+    let scripts = ["pilfered-mount", "pilfered-umount", "mount.fuse.pilfered"]
+        .map(|name| Path::new(ROOT).join(format!("mount-scripts/{name}.8")));
+    for page in generated.chain(scripts) {
+        let roff = std::fs::read_to_string(&page).unwrap();
+        assert!(!roff.contains('`'), "a backtick in {page:?}");
         let out = Command::new("groff")
             .args(["-man", "-Tutf8", "-ww", "-z"])
             .arg(&page)
@@ -281,19 +278,21 @@ fn man_pages_render() {
         .unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // Words as they read, whatever the lines they were filled into.
     let text = String::from_utf8(out.stdout).unwrap();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for needle in [
         "NAME",
         "COMMANDS",
-        "pilfered serve",
+        "pilfered serve [--mount <DIR>] [--fifo <PATH>]",
+        "[--source <NAME>]...",
+        "[--group <NAME>]",
         "--mount <DIR> [default: /mnt/pilfered]",
         "--allow-other",
-        "pilfered roll",
-        "<EXPR>",
+        "pilfered roll [--from <PATH>] <EXPR>...",
         "pilfered nonce",
         "-n, --count <COUNT> [default: 1]",
-        "pilfered status",
-        "--interval <SECS>",
+        "pilfered status [--mount <DIR>] [--interval <SECS>]",
         "FILES",
         "/mnt/pilfered/bits",
         "EXIT STATUS",

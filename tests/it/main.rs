@@ -6,10 +6,12 @@
 
 mod common;
 
+mod activation;
 mod attacks;
 mod cli;
 mod faults;
 mod fuse;
+mod group;
 mod hardening;
 mod install;
 mod layers;

@@ -50,14 +50,23 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// The faces of one line of `roll` output (`4 1 6 = 11`), checked: `count`
-/// of them, each from 1 to `sides`, adding up to the sum shown.
-fn faces(line: &str, count: usize, sides: u64) -> Vec<u64> {
-    let (rolls, sum) = line.split_once(" = ").expect("' = ' in a roll line");
+/// The faces of one line of `roll` output (`4 1 6 = 11`, or `4 1 6 +2 =
+/// 13` with a `modifier`), checked: `count` of them, each from 1 to
+/// `sides`, the modifier shown as given, and the total shown their sum plus
+/// the modifier.
+fn faces(line: &str, count: usize, sides: u64, modifier: i64) -> Vec<u64> {
+    let (rolls, total) = line.split_once(" = ").expect("' = ' in a roll line");
+    let rolls = match modifier {
+        0 => rolls,
+        m => rolls
+            .strip_suffix(&format!(" {m:+}"))
+            .unwrap_or_else(|| panic!("no modifier {m:+} in {line:.80}")),
+    };
     let faces: Vec<u64> = rolls.split(' ').map(|f| f.parse().unwrap()).collect();
     assert_eq!(faces.len(), count, "{line:.80}");
     assert!(faces.iter().all(|f| (1..=sides).contains(f)), "{line:.80}");
-    assert_eq!(faces.iter().sum::<u64>(), sum.parse::<u64>().unwrap());
+    let sum = i64::try_from(faces.iter().sum::<u64>()).unwrap();
+    assert_eq!(sum + modifier, total.parse::<i64>().unwrap(), "{line:.80}");
     faces
 }
 
@@ -74,9 +83,10 @@ fn chi_square(faces: &[u64], sides: u64) -> f64 {
         .sum()
 }
 
-/// Rolls 120,000 each of d3, d6, d20 and d100 from `from` in one command and
-/// checks each die's faces with a chi-square test.
-fn assert_fair_dice(from: &Path) {
+/// Rolls 120,000 each of d3, d6, d20 and d100 from `from` in one command,
+/// each with `modifiers[i]` added (none if 0), and checks each die's faces
+/// with a chi-square test and each total against the faces.
+fn assert_fair_dice(from: &Path, modifiers: [i64; 4]) {
     const ROLLS: usize = 120_000;
     // Under fairness the statistic of an S-sided die follows chi-square with
     // S - 1 degrees of freedom. Each threshold is that distribution's
@@ -95,15 +105,22 @@ fn assert_fair_dice(from: &Path) {
     // d100 statistic about 4,600 and the d20 one about 136 on average, far
     // beyond their thresholds. Smaller biases (a d6 from a byte modulo 6 is
     // off by 1 in 128) are ruled out by counting in the unit tests instead.
-    let exprs: Vec<String> = CHECKS.iter().map(|c| format!("{ROLLS}d{}", c.0)).collect();
+    let exprs: Vec<String> = CHECKS
+        .iter()
+        .zip(modifiers)
+        .map(|(c, m)| match m {
+            0 => format!("{ROLLS}d{}", c.0),
+            m => format!("{ROLLS}d{}{m:+}", c.0),
+        })
+        .collect();
     let mut args: Vec<&str> = vec!["roll"];
     args.extend(exprs.iter().map(String::as_str));
     args.extend(["--from", path_str(from)]);
     let out = ok(&args);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), CHECKS.len());
-    for (line, (sides, df, threshold, p)) in lines.iter().zip(CHECKS) {
-        let stat = chi_square(&faces(line, ROLLS, sides), sides);
+    for ((line, (sides, df, threshold, p)), m) in lines.iter().zip(CHECKS).zip(modifiers) {
+        let stat = chi_square(&faces(line, ROLLS, sides, m), sides);
         assert!(
             stat < threshold,
             "d{sides} from {}: chi-square {stat:.1} with {df} degrees of freedom exceeds {threshold} (a fair die does this with probability {p:e})",
@@ -112,19 +129,24 @@ fn assert_fair_dice(from: &Path) {
     }
 }
 
+/// Plain dice, and the same dice with modifiers (`3d6+2`, `2d20-1`), which
+/// must leave the faces as fair: the same chi-square tests, and every total
+/// the faces' sum plus the modifier.
 #[test]
 fn dice_are_fair_through_the_fuse_file() {
     if !fuse_available() {
         return;
     }
     let d = Daemon::start(&["--no-fifo"]);
-    assert_fair_dice(&d.bits());
+    assert_fair_dice(&d.bits(), [0; 4]);
+    assert_fair_dice(&d.bits(), [2, -1, 1_000_000_000, -1_000_000_000]);
 }
 
 #[test]
 fn dice_are_fair_through_the_fifo() {
     let d = Daemon::start(&["--no-fuse"]);
-    assert_fair_dice(&d.fifo);
+    assert_fair_dice(&d.fifo, [0; 4]);
+    assert_fair_dice(&d.fifo, [-1, 2, -1_000_000_000, 7]);
 }
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -132,12 +154,13 @@ const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1
 /// The output a correct roller makes from `stream`, written independently
 /// of the library as the textbook loop: a die of S sides reads the fewest
 /// little-endian bytes k with 256^k >= S, throws away values at or above
-/// the largest multiple of S that is at most 256^k, and shows value % S + 1.
-/// Returns the text and how many bytes it used.
-fn reference_rolls(stream: &[u8], dice: &[(usize, u64)]) -> (String, usize) {
+/// the largest multiple of S that is at most 256^k, and shows value % S + 1;
+/// a modifier M is shown as `+M` or `-M` and added to the sum. Returns the
+/// text and how many bytes it used.
+fn reference_rolls(stream: &[u8], dice: &[(usize, u64, i64)]) -> (String, usize) {
     let mut pos = 0;
     let mut text = String::new();
-    for &(count, sides) in dice {
+    for &(count, sides, modifier) in dice {
         let sides = u128::from(sides);
         let mut k = 0;
         while 1u128 << (8 * k) < sides {
@@ -157,8 +180,14 @@ fn reference_rolls(stream: &[u8], dice: &[(usize, u64)]) -> (String, usize) {
                 faces.push((v % sides + 1).to_string());
             }
         }
-        let sum: u128 = faces.iter().map(|f| f.parse::<u128>().unwrap()).sum();
-        text += &format!("{} = {sum}\n", faces.join(" "));
+        let sum: i128 = faces.iter().map(|f| f.parse::<i128>().unwrap()).sum();
+        let shown = match modifier {
+            0 => String::new(),
+            m if m > 0 => format!(" +{m}"),
+            m => format!(" -{}", m.unsigned_abs()),
+        };
+        let total = sum + i128::from(modifier);
+        text += &format!("{}{shown} = {total}\n", faces.join(" "));
     }
     (text, pos)
 }
@@ -170,18 +199,28 @@ fn assert_tools_use_the_keystream_exactly(from: &Path) -> usize {
     let from = path_str(from);
     let stream = openssl_keystream(KEY, 200_000);
     // 70,000 d6 take more than one 64 KiB batch; d129 rejects almost half of
-    // its draws; d4294967296 takes 4 bytes a die, d1 none.
+    // its draws; d4294967296 takes 4 bytes a die, d1 none. Modifiers read
+    // nothing, and may take the total below zero.
     let dice = [
-        (70_000, 6),
-        (3_000, 100),
-        (1_000, 1_000),
-        (1, 20),
-        (2, 1),
-        (300, 129),
-        (50, 1 << 32),
+        (70_000, 6, 0),
+        (3_000, 100, 0),
+        (1_000, 1_000, -5),
+        (1, 20, 0),
+        (2, 1, 0),
+        (1, 4, -10),
+        (300, 129, 1_000_000_000),
+        (50, 1 << 32, 0),
+        (3, 6, 2),
     ];
     let (expected, used) = reference_rolls(&stream, &dice);
-    let exprs: Vec<String> = dice.iter().map(|(n, s)| format!("{n}d{s}")).collect();
+    let exprs: Vec<String> = dice
+        .iter()
+        .map(|&(n, s, m)| match m {
+            0 => format!("{n}d{s}"),
+            m if m > 0 => format!("{n}d{s}+{m}"),
+            m => format!("{n}d{s}-{}", m.unsigned_abs()),
+        })
+        .collect();
     let mut args = vec!["roll", "--from", from];
     args.extend(exprs.iter().map(String::as_str));
     assert!(
@@ -222,8 +261,8 @@ fn output_formats() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(out.ends_with('\n'));
-    faces(lines[0], 3, 6);
-    let d20 = faces(lines[1], 1, 20)[0];
+    faces(lines[0], 3, 6, 0);
+    let d20 = faces(lines[1], 1, 20, 0)[0];
     assert_eq!(lines[1], format!("{d20} = {d20}"));
     assert_eq!(lines[2], "1 1 = 2");
 
@@ -246,20 +285,24 @@ fn bad_expressions_are_refused_by_name() {
     // Expressions are checked before the source is opened and before
     // anything is printed, so neither a missing source nor good expressions
     // before the bad one matter.
-    let notation = "not dice notation; expected NdS like 3d6, d20 or 100d100";
+    let expected = "expected NdS, NdS+M or NdS-M like 3d6, d20 or 2d20-1";
+    let notation = format!("not dice notation; {expected}");
+    let no_sides = format!("no number of sides; {expected}");
+    let plus = format!("the modifier after '+' must be a number; {expected}");
     let dice_range = "the number of dice must be from 1 to 10000000";
     let sides_range = "the number of sides must be from 1 to 4294967296";
+    let modifier_range = "the modifier must be at most 1000000000";
     for (expr, why) in [
         ("0d6", dice_range),
         ("10000001d6", dice_range),
         ("3d0", sides_range),
         ("3d4294967297", sides_range),
-        ("3x6", notation),
-        ("3d6+1", notation),
-        (
-            "6d",
-            "no number of sides; expected NdS like 3d6, d20 or 100d100",
-        ),
+        ("3x6", &notation),
+        ("3d6*2", &notation),
+        ("6d", &no_sides),
+        ("3d6+", &plus),
+        ("3d6+1d4", &plus),
+        ("d20-1000000001", modifier_range),
     ] {
         let line = format!("roll {expr}: {why}");
         refused(&["roll", expr], 2, &line);

@@ -3,6 +3,11 @@
 //! second daemon and its pipe grown ([`Fifo::open`]); removed again when
 //! dropped, if we made it (in this run, or a pilfered that crashed did).
 //!
+//! Under systemd's socket activation (`ListenFIFO=`) the FIFO is given
+//! instead, already open: it must be the FIFO at the `--fifo` path and pass
+//! the same checks, and it is never removed, so that systemd keeps it (and
+//! its readers) across restarts.
+//!
 //! Every directory on the way must be ours or root's and not writable by
 //! others unless sticky, and everything happens relative to the directory
 //! that was checked, so that nobody can swap the path in between.
@@ -22,10 +27,12 @@ use nix::unistd::{UnlinkatFlags, mkfifoat, unlinkat};
 
 use crate::error::{Error, describe};
 use crate::sys::records::{self, Identity};
-use crate::sys::trust::{self, Untrusted, WalkError};
+use crate::sys::trust::{self, Group, Untrusted, WalkError};
 
 /// Mode of a FIFO we create, unless `--fifo-mode` says otherwise.
 pub(crate) const DEFAULT_MODE: u32 = 0o600;
+/// Mode of the FIFO with `--group`, unless `--fifo-mode` says otherwise.
+pub(crate) const DEFAULT_GROUP_MODE: u32 = 0o640;
 
 /// Largest pipe the kernel will make (`round_pipe_size` refuses more).
 pub(crate) const KERNEL_MAX_PIPE_SIZE: usize = 1 << 31;
@@ -46,6 +53,9 @@ pub(crate) struct Spot {
     dir: trust::Dir,
     name: OsString,
     pub existing: Existing,
+    /// The FIFO systemd passed (socket activation), already open: the one
+    /// at this path.
+    given: Option<File>,
 }
 
 impl Spot {
@@ -55,13 +65,14 @@ impl Spot {
     }
 }
 
-/// Checks the `--fifo` path without changing anything.
+/// Checks the `--fifo` path without changing anything; `given` is the FIFO
+/// systemd passed, which must be the one at `path`.
 ///
 /// Every directory on the way must be ours or root's and not writable by
 /// others unless sticky, and a FIFO is reused only if it belongs to us and
 /// nobody else can write to it: otherwise another user could redirect the
 /// FIFO or feed chosen bytes to our readers.
-pub(crate) fn inspect(path: &Path) -> Result<Spot, Error> {
+pub(crate) fn inspect(path: &Path, given: Option<File>) -> Result<Spot, Error> {
     let shown = path.display();
     let name = match path.file_name() {
         Some(name) => name.to_os_string(),
@@ -80,13 +91,15 @@ pub(crate) fn inspect(path: &Path) -> Result<Spot, Error> {
     })?;
     let st = match fstatat(&dir.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
-        Err(Errno::ENOENT) => {
+        Err(Errno::ENOENT) if given.is_none() => {
             return Ok(Spot {
                 dir,
                 name,
                 existing: Existing::Missing,
+                given,
             });
         }
+        Err(Errno::ENOENT) => return Err(not_given(&shown)),
         Err(e) => return Err(Error::usage(format!("--fifo {shown}: {}", e.desc()))),
     };
     let what = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
@@ -118,6 +131,14 @@ pub(crate) fn inspect(path: &Path) -> Result<Spot, Error> {
             )));
         }
     }
+    if let Some(file) = &given {
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::runtime(format!("LISTEN_FDS: {}", describe(&e))))?;
+        if (meta.dev(), meta.ino()) != (st.st_dev, st.st_ino) {
+            return Err(not_given(&shown));
+        }
+    }
     Ok(Spot {
         dir,
         name,
@@ -125,7 +146,15 @@ pub(crate) fn inspect(path: &Path) -> Result<Spot, Error> {
             dev: st.st_dev,
             ino: st.st_ino,
         },
+        given,
     })
+}
+
+/// The FIFO at `--fifo` is not the one systemd passed.
+fn not_given(shown: &impl std::fmt::Display) -> Error {
+    Error::usage(format!(
+        "--fifo {shown}: not the FIFO systemd passed (LISTEN_FDS); give --fifo the path of the socket unit's ListenFIFO="
+    ))
 }
 
 /// The open FIFO, locked (flock) against a second daemon. Dropping it
@@ -138,17 +167,31 @@ pub(crate) struct Fifo {
     path: PathBuf,
     /// `(dev, ino)` of the FIFO we created, to remove on drop.
     created: Option<(u64, u64)>,
+    /// Passed by systemd (socket activation), which keeps it.
+    held_by_systemd: bool,
 }
 
 impl Fifo {
-    /// Creates or reuses the FIFO [`inspect`] found, opens it read-write and
-    /// non-blocking, and grows its buffer towards `pipe_size`. A FIFO we
-    /// create gets `mode` (default [`DEFAULT_MODE`]); a reused one gets it
-    /// only if `mode` is given.
-    pub(crate) fn open(spot: Spot, mode: Option<u32>, pipe_size: usize) -> Result<Fifo, Error> {
+    /// Creates or reuses the FIFO [`inspect`] found (or takes the one
+    /// systemd passed), opens it read-write and non-blocking, and grows its
+    /// buffer towards `pipe_size`. A FIFO we create gets `mode` (default
+    /// [`DEFAULT_MODE`]); a reused or given one gets it only if `mode` is
+    /// given. With `group`, any of them becomes that group's, with `mode`
+    /// (default [`DEFAULT_GROUP_MODE`]).
+    pub(crate) fn open(
+        mut spot: Spot,
+        mode: Option<u32>,
+        group: Option<&Group>,
+        pipe_size: usize,
+    ) -> Result<Fifo, Error> {
         let path = spot.path();
         let shown = path.display().to_string();
-        let (file, made) = make_and_open(&spot, &shown)?;
+        let given = spot.given.take();
+        let handed_over = given.is_some();
+        let (file, made) = match given {
+            Some(file) => (nonblocking(file, &shown)?, false),
+            None => make_and_open(&spot, &shown)?,
+        };
         let undo = |msg: String| {
             if made {
                 let _ = unlinkat(
@@ -174,19 +217,36 @@ impl Fifo {
             }
             Err((_, e)) => return Err(undo(format!("--fifo {shown}: flock: {}", e.desc()))),
         };
-        // Ours if we made it now, or a pilfered that crashed made it.
+        // Ours if we made it now, or a pilfered that crashed made it; never
+        // one systemd passed, which systemd keeps.
         let id = Identity::of(file.as_fd());
-        let ours =
-            made || id.is_some_and(|id| records::was_created(records::Kind::Fifo, &path, id));
+        let ours = made
+            || !handed_over
+                && id.is_some_and(|id| records::was_created(records::Kind::Fifo, &path, id));
         let fifo = Fifo {
             created: ours.then_some((dev, ino)),
             file,
             spot,
             path,
+            held_by_systemd: handed_over,
         };
-        // mkfifo's mode is filtered by the umask; set exactly what was asked,
-        // through the open descriptor so that no other path can be affected.
-        let mode = mode.or(made.then_some(DEFAULT_MODE));
+        // The group first, so that the group may read only once it is the
+        // group's; all through the open descriptor, so that no other path can
+        // be affected.
+        if let Some(g) = group {
+            nix::unistd::fchown(fifo.file.as_fd(), None, Some(g.gid.into())).map_err(|e| {
+                Error::runtime(format!(
+                    "--group {}: cannot give the FIFO {shown} to it: {}",
+                    g.name,
+                    e.desc()
+                ))
+            })?;
+        }
+        // mkfifo's mode is filtered by the umask; set exactly what was asked.
+        let mode = match group {
+            Some(_) => mode.or(Some(DEFAULT_GROUP_MODE)),
+            None => mode.or(made.then_some(DEFAULT_MODE)),
+        };
         if let Some(mode) = mode {
             fifo.file
                 .set_permissions(std::fs::Permissions::from_mode(mode))
@@ -207,6 +267,11 @@ impl Fifo {
     /// The FIFO's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether systemd passed it (and keeps it).
+    pub(crate) fn held_by_systemd(&self) -> bool {
+        self.held_by_systemd
     }
 
     /// The pipe's current buffer size.
@@ -251,6 +316,21 @@ impl Fifo {
             }
         }
     }
+}
+
+/// The FIFO systemd passed, made non-blocking (the writer must never block);
+/// it must be open for reading and writing, as systemd opens it, so that
+/// readers never see end-of-file and a VM fork's wipe can read the pipe.
+fn nonblocking(file: File, shown: &str) -> Result<File, Error> {
+    let failed = |e: Errno| Error::runtime(format!("--fifo {shown}: LISTEN_FDS: {}", e.desc()));
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL).map_err(failed)?);
+    if flags & OFlag::O_ACCMODE != OFlag::O_RDWR {
+        return Err(Error::usage(format!(
+            "--fifo {shown}: the FIFO systemd passed (LISTEN_FDS) is not open for reading and writing"
+        )));
+    }
+    fcntl(&file, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map_err(failed)?;
+    Ok(file)
 }
 
 /// Makes the FIFO if [`inspect`] found nothing, and opens it read-write and

@@ -31,6 +31,12 @@ pub(crate) const ROOT: u64 = 1;
 pub(crate) const BITS: u64 = 2;
 pub(crate) const STATS: u64 = 3;
 
+/// Mode of `bits` and `stats`: readable by all whom the mount lets in.
+pub(crate) const MODE: u32 = 0o444;
+/// Their mode with `--group`: the mount lets everyone in (allow_other), and
+/// the kernel (default_permissions) lets the owner and the group read.
+pub(crate) const GROUP_MODE: u32 = 0o440;
+
 /// How long the kernel may cache names and attributes, in seconds: they
 /// never change while mounted.
 pub(crate) const TTL: u64 = 1;
@@ -147,6 +153,8 @@ pub(crate) struct Device {
     stats: Arc<Stats>,
     uid: u32,
     gid: u32,
+    /// Of the files; the root adds search (x) where it may be read.
+    mode: u32,
     mounted_at: (u64, u32),
     /// Text of `stats` frozen at open, so that reads at growing offsets see
     /// one consistent snapshot.
@@ -155,8 +163,9 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    /// A device serving `bits`, owned by `uid`/`gid`.
-    pub(crate) fn new(bits: Bits, stats: Arc<Stats>, uid: u32, gid: u32) -> Self {
+    /// A device serving `bits`, owned by `uid`/`gid`, its files of `mode`
+    /// ([`MODE`] or [`GROUP_MODE`]).
+    pub(crate) fn new(bits: Bits, stats: Arc<Stats>, uid: u32, gid: u32, mode: u32) -> Self {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -165,6 +174,7 @@ impl Device {
             stats,
             uid,
             gid,
+            mode,
             mounted_at: (now.as_secs(), now.subsec_nanos()),
             snapshots: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -179,8 +189,8 @@ impl Device {
     /// Attributes of inode `ino`.
     pub(crate) fn attr(&self, ino: u64) -> Result<Attr, FsError> {
         let (mode, nlink) = match ino {
-            ROOT => (libc::S_IFDIR | 0o555, 2),
-            BITS | STATS => (libc::S_IFREG | 0o444, 1),
+            ROOT => (libc::S_IFDIR | self.mode | (self.mode & 0o444) >> 2, 2),
+            BITS | STATS => (libc::S_IFREG | self.mode, 1),
             _ => return Err(FsError::NotFound),
         };
         Ok(Attr {
@@ -383,11 +393,31 @@ pub(super) mod tests {
             Arc::new(Stats::default()),
             1000,
             1000,
+            MODE,
         );
         (d, queue)
     }
 
     const RDONLY: u32 = 0;
+
+    /// `--group`: the files and the root are the group's, and nobody
+    /// else's to read or search.
+    #[test]
+    fn a_group_device_is_the_groups_alone() {
+        let queue = Arc::new(ChunkQueue::new(64, 4096));
+        let d = Device::new(
+            Bits::Queue(queue),
+            Arc::new(Stats::default()),
+            0,
+            100,
+            GROUP_MODE,
+        );
+        for ino in [BITS, STATS] {
+            let a = d.attr(ino).unwrap();
+            assert_eq!((a.uid, a.gid, a.mode), (0, 100, libc::S_IFREG | 0o440));
+        }
+        assert_eq!(d.attr(ROOT).unwrap().mode, libc::S_IFDIR | 0o550);
+    }
 
     #[test]
     fn lookup_and_attributes() {
@@ -530,7 +560,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_null_device_serves_zeros_and_counts_them() {
-        let d = Device::new(Bits::Zeros, Arc::new(Stats::default()), 0, 0);
+        let d = Device::new(Bits::Zeros, Arc::new(Stats::default()), 0, 0, MODE);
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
         let got = read(&d, BITS, fh, 0, 4096).unwrap();
         assert_eq!(got.bytes, vec![0u8; 4096]);

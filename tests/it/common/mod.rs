@@ -388,3 +388,29 @@ pub fn refused(args: &[&str], code: i32, line: &str) {
     assert_eq!(status, code, "args {args:?}");
     assert_eq!(stdout, "", "args {args:?}");
 }
+
+/// The user nobody and the group `users` (gid 100), with which the tests
+/// share the device by `--group users`: as a member of it, or as nobody
+/// else's member.
+pub const SHARED_GROUP: &str = "users";
+pub const MEMBER: [&str; 3] = ["--reuid=65534", "--regid=65534", "--groups=100"];
+pub const NON_MEMBER: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
+/// Reads `n` bytes of `path` with `head -c` as the user `setpriv` makes of
+/// `who`: the bytes, or the error head printed.
+pub fn read_as(who: &[&str], path: &Path, n: usize) -> Result<Vec<u8>, String> {
+    let out = Command::new("setpriv")
+        .args(who)
+        .arg("head")
+        .arg("-c")
+        .arg(n.to_string())
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
+    if out.status.success() && out.stdout.len() == n {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

@@ -7,16 +7,19 @@
 //!   OUTDIR/completions/pilfered.bash, _pilfered (zsh), pilfered.fish
 //! ```
 //!
-//! An example rather than a hidden subcommand, so that `clap_mangen` and
-//! `clap_complete` stay out of the shipped binary; `cargo test` builds it,
-//! so the install test needs no second build.
+//! A binary of its own behind the feature `assets` (`cargo build --release
+//! --features assets --bin pilfered-assets`, as `make` does), rather than a
+//! hidden subcommand, so that `clap_mangen` and `clap_complete` stay out of
+//! the shipped binary and out of a plain `cargo build --release`. It is
+//! never installed. `cargo test` builds it (the crate's dev-dependency on
+//! itself turns the feature on), so the install test needs no second build.
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::CommandFactory;
+use clap::{ArgAction, CommandFactory};
 use clap_complete::Shell;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
@@ -56,7 +59,7 @@ fn generate(out: &Path) -> std::io::Result<()> {
 
     // pilfered(1): the usual page, then every subcommand's synopsis,
     // description and options, the files and the exit statuses.
-    let page = Man::new(cmd.clone()).source(&source);
+    let page = Man::new(with_synopsis(cmd.clone())).source(&source);
     let mut text = Vec::new();
     page.render(&mut text)?;
     commands_section(&mut text, &subs)?;
@@ -68,7 +71,7 @@ fn generate(out: &Path) -> std::io::Result<()> {
 
     // pilfered-serve(1) and the like.
     for sub in &subs {
-        let page = Man::new(sub.clone()).source(&source);
+        let page = Man::new(with_synopsis(sub.clone())).source(&source);
         let mut text = Vec::new();
         page.render(&mut text)?;
         see_also(&mut text, &["pilfered"])?;
@@ -85,6 +88,49 @@ fn generate(out: &Path) -> std::io::Result<()> {
         write(&comp_dir.join(name), &text)?;
     }
     Ok(())
+}
+
+/// `cmd` with its SYNOPSIS written out: each option with its value
+/// placeholder (`[--mount <DIR>]`, which clap_mangen's own synopsis leaves
+/// out), `...` after what may be given again, then the positionals
+/// (`<EXPR>...`) or `<COMMAND>`.
+fn with_synopsis(cmd: clap::Command) -> clap::Command {
+    let repeats = |a: &clap::Arg| matches!(a.get_action(), ArgAction::Count | ArgAction::Append);
+    let value = |a: &clap::Arg| match a.get_value_names() {
+        Some(names) if a.get_action().takes_values() => format!("<{}>", names.join("> <")),
+        _ => String::new(),
+    };
+    let shown = |a: &clap::Arg, word: String| {
+        let more = if repeats(a) { "..." } else { "" };
+        if a.is_required_set() {
+            format!("{word}{more}")
+        } else {
+            format!("[{word}]{more}")
+        }
+    };
+    let mut words = vec![cmd.get_bin_name().unwrap_or(cmd.get_name()).to_string()];
+    for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        let flag = match (a.get_short(), a.get_long()) {
+            _ if a.is_positional() => continue,
+            (Some(s), Some(l)) => format!("-{s}|--{l}"),
+            (Some(s), None) => format!("-{s}"),
+            (None, Some(l)) => format!("--{l}"),
+            (None, None) => continue,
+        };
+        let word = match value(a) {
+            v if v.is_empty() => flag,
+            v => format!("{flag} {v}"),
+        };
+        words.push(shown(a, word));
+    }
+    for a in cmd.get_positionals().filter(|a| !a.is_hide_set()) {
+        words.push(shown(a, value(a)));
+    }
+    if cmd.has_subcommands() {
+        words.push("<COMMAND>".to_string());
+    }
+    let usage = words.join(" ");
+    cmd.override_usage(usage)
 }
 
 /// `pilfered-serve` for the subcommand `serve` (set by `Command::build`).
@@ -106,7 +152,7 @@ fn commands_section(w: &mut Vec<u8>, subs: &[clap::Command]) -> std::io::Result<
             .mut_arg("quiet", |a| a.hide(true))
             .mut_arg("help", |a| a.hide(true))
             .mut_arg("version", |a| a.hide(true));
-        let page = Man::new(own);
+        let page = Man::new(with_synopsis(own));
         let mut part = Vec::new();
         page.render_synopsis_section(&mut part)?;
         page.render_description_section(&mut part)?;
@@ -193,9 +239,11 @@ fn see_also(w: &mut Vec<u8>, pages: &[&str]) -> std::io::Result<()> {
     roff.text(items);
     roff.control("PP", []);
     roff.text([roman(
-        "The README and the guides in docs/ (installed in /usr/share/doc/pilfered or \
-         /usr/local/share/doc/pilfered) cover the mount helpers pilfered-mount, \
-         pilfered-umount and mount.fuse.pilfered, /etc/fstab and systemd.",
+        "pilfered-mount(8), pilfered-umount(8) and mount.fuse.pilfered(8) start and \
+         stop the daemon for scripts and /etc/fstab. The README and the guides in docs/ \
+         (installed in /usr/share/doc/pilfered or /usr/local/share/doc/pilfered) cover \
+         them, the systemd unit and its socket, and what FIFO readers see across a \
+         restart.",
     )]);
     append(w, &roff)
 }
