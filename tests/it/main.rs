@@ -22,3 +22,4 @@ mod serve;
 mod soak;
 mod status;
 mod tools;
+mod unit;
