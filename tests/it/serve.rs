@@ -130,6 +130,13 @@ fn seeded_fuse_output_is_the_rfc8439_keystream() {
         "no warning: {}",
         d.log_text()
     );
+    // Issue 20: the serving line named the OS as the key's source.
+    let log = d.log_text();
+    assert!(
+        log.contains("generator(s) keyed from the --seed key (predictable)")
+            && !log.contains("keyed from the OS"),
+        "{log}"
+    );
 }
 
 /// The same through the FIFO.
