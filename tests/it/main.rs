@@ -8,6 +8,7 @@ mod common;
 
 mod attacks;
 mod cli;
+mod docs;
 mod faults;
 mod hardening;
 mod install;
