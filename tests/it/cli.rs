@@ -461,3 +461,87 @@ fn seed_file_conflicts_and_standard_input() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Issue 20: only the state directory's last component was checked, so a
+/// PILFERED_RUNDIR below another user's directory (who could swap it for
+/// theirs) was used. Now the start is refused; and a default
+/// /tmp/pilfered-UID that another user made first is said in one line,
+/// the daemon serving on without records.
+#[test]
+fn a_state_directory_others_control_is_not_used() {
+    use std::process::{Command, Stdio};
+    let dir = crate::common::open_dir();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let run_dir = theirs.join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::os::unix::fs::chown(&run_dir, Some(0), Some(0)).unwrap();
+    let fifo = dir.path().join("fifo");
+    let mut child = Command::new(crate::common::BIN)
+        .env("PILFERED_RUNDIR", &run_dir)
+        .args(["serve", "--no-fuse", "--fifo"])
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The old daemon served on: stop it rather than hang.
+    if !crate::common::wait_until(std::time::Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    }) {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "pilfered: PILFERED_RUNDIR={}: {} is owned by uid 65534, who could swap what the daemon makes there; use a directory owned by you or root; choose a directory of your own\n",
+            run_dir.display(),
+            theirs.display()
+        )
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!fifo.exists());
+
+    // A uid no other test uses, whose default state directory root made.
+    let uid = 64999;
+    let default = std::path::PathBuf::from(format!("/tmp/pilfered-{uid}"));
+    let _ = std::fs::create_dir(&default);
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _remove = Remove(default.clone());
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(crate::common::BIN)
+        .args(["serve", "--no-fuse", "--fifo"])
+        .arg(&fifo)
+        .env_remove("PILFERED_RUNDIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let serving = crate::common::wait_until(std::time::Duration::from_secs(20), || fifo.exists());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(serving, "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let warning = format!(
+        "state directory /tmp/pilfered-{uid} is owned by uid 0, not by us (uid {uid}); set PILFERED_RUNDIR to a directory of your own: until then what this daemon creates is not recorded, so after a crash it stays behind"
+    );
+    assert_eq!(err.matches(&warning).count(), 1, "{err}");
+}
