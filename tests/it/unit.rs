@@ -2,9 +2,9 @@
 //! daemon started, read and stopped under it.
 //!
 //! systemd is installed here but is not PID 1, so it cannot start the unit
-//! itself. `systemd-analyze verify` (tests/it/install.rs) proves only that
-//! the unit parses: every directive is known and `ExecStart=` names an
-//! executable. It applies none of the sandbox, so it cannot see that the
+//! itself. `systemd-analyze verify`, run on the installed unit, proves only
+//! that the unit parses: every directive is known, `ExecStart=` names an
+//! executable and `Documentation=`'s man pages exist. It applies none of the sandbox, so it cannot see that the
 //! daemon needs a system call, a socket family or a device the unit denies
 //! (as it did: `RestrictAddressFamilies=AF_UNIX` made the daemon refuse to
 //! start on every VM with a vmgenid device). This test reads the settings
