@@ -516,7 +516,7 @@ fn a_state_directory_others_control_is_not_used() {
     }
     let _remove = Remove(default.clone());
     std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
-    let mut child = Command::new("setpriv")
+    let child = Command::new("setpriv")
         .args([
             &format!("--reuid={uid}"),
             &format!("--regid={uid}"),
