@@ -6,9 +6,10 @@
 # State kept per mount point, in STATE_DIR (see state_dir below), under the
 # mount point's name escaped as `systemd-escape --path` does
 # (/mnt/pilfered -> mnt-pilfered):
-#   NAME.pid   the daemon's PID, written once it is ready
-#   NAME.fifo  its FIFO's path (absent with --no-fifo)
-#   NAME.log   its log (stderr), appended to by each start
+#   NAME.pid   written by the daemon itself once it serves the mount: its
+#              PID and start time (src/sys/records.rs); removed when it exits
+#   NAME.log   its log (stderr) when pilfered-mount started it, appended to
+#              by each start; the daemon removes it after a clean stop
 
 # Messages, sizes and escapes byte by byte, whatever the user's locale.
 export LC_ALL=C
@@ -89,12 +90,11 @@ escape_path() {
     done
 }
 
-# state_files MOUNTPOINT: sets PIDFILE, FIFOFILE and LOGFILE for the
-# (absolute) mount point, in STATE_DIR.
+# state_files MOUNTPOINT: sets PIDFILE and LOGFILE for the (absolute)
+# mount point, in STATE_DIR.
 state_files() {
     escape_path "$1"
     PIDFILE=$STATE_DIR/$ESCAPED.pid
-    FIFOFILE=$STATE_DIR/$ESCAPED.fifo
     LOGFILE=$STATE_DIR/$ESCAPED.log
 }
 
@@ -103,6 +103,30 @@ is_alive() {
     local state
     state=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || return 1
     [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# start_time PID: the process's start time in clock ticks since boot (field
+# 22 of /proc/PID/stat, after the parenthesised command name).
+start_time() {
+    awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null
+}
+
+# recorded_daemon: sets RECORDED_PID to the daemon PIDFILE names, if that
+# very process (PID and start time, as the daemon wrote them) still runs;
+# fails otherwise.
+recorded_daemon() {
+    local pid='' start=''
+    RECORDED_PID=
+    { [ -f "$PIDFILE" ] && [ ! -L "$PIDFILE" ] && read -r pid start <"$PIDFILE"; } 2>/dev/null || return 1
+    case $pid in '' | *[!0-9]*) return 1 ;; esac
+    case $start in '' | *[!0-9]*) return 1 ;; esac
+    [ "$(start_time "$pid")" = "$start" ] && is_alive "$pid" || return 1
+    RECORDED_PID=$pid
+}
+
+# process_uid PID: the process's effective uid.
+process_uid() {
+    awk '$1 == "Uid:" { print $3 }' "/proc/$1/status" 2>/dev/null
 }
 
 # serves_mount PID MOUNTPOINT: whether PID is a live `pilfered serve`
@@ -127,36 +151,54 @@ serves_mount() {
 }
 
 # find_daemon MOUNTPOINT: sets DAEMON_PID to the live daemon serving the
-# mount point, from its pidfile or else by looking at every process's
-# command line (for daemons started by hand or by systemd); empty if none.
+# mount point, from the record it wrote itself (PIDFILE), or else (a daemon
+# that keeps its records elsewhere) the `pilfered serve` of that mount
+# point run by the user who mounted it (the mount's user_id=), never
+# another user's process; empty if none.
 find_daemon() {
-    local p
+    local p owner
     DAEMON_PID=
-    if [ -r "$PIDFILE" ] && read -r p <"$PIDFILE" && serves_mount "$p" "$1"; then
-        DAEMON_PID=$p
+    if recorded_daemon; then
+        DAEMON_PID=$RECORDED_PID
         return
     fi
+    owner=$(mount_owner "$1")
+    [ -n "$owner" ] || return 0
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
-        if [ "$p" != $$ ] && serves_mount "$p" "$1"; then
+        if [ "$p" != $$ ] && [ "$(process_uid "$p")" = "$owner" ] && serves_mount "$p" "$1"; then
             DAEMON_PID=$p
             return
         fi
     done
 }
 
-# mount_type MOUNTPOINT: prints the file system type of the topmost mount
-# at exactly MOUNTPOINT (like fuse.pilfered), or nothing.
-mount_type() {
-    MP=$1 awk '
+# mount_field MOUNTPOINT N: prints field N after the separator of the
+# topmost mount at exactly MOUNTPOINT in /proc/self/mountinfo (1: the file
+# system type, like fuse.pilfered; 3: its super options), or nothing.
+mount_field() {
+    MP=$1 N=$2 awk '
         {
             p = $5
             gsub(/\\040/, " ", p); gsub(/\\011/, "\t", p); gsub(/\\012/, "\n", p); gsub(/\\134/, "\\", p)
             if (p == ENVIRON["MP"]) {
-                for (i = 6; i < NF; i++) if ($i == "-") { t = $(i + 1); break }
+                for (i = 6; i < NF; i++) if ($i == "-") { t = $(i + ENVIRON["N"]); break }
             }
         }
         END { if (t != "") print t }' /proc/self/mountinfo
+}
+
+# mount_type MOUNTPOINT: the file system type mounted there, or nothing.
+mount_type() {
+    mount_field "$1" 1
+}
+
+# mount_owner MOUNTPOINT: the uid of whoever made the FUSE mount there (its
+# user_id= option), or nothing.
+mount_owner() {
+    local opts
+    opts=,$(mount_field "$1" 3),
+    case $opts in *,user_id=*) opts=${opts#*,user_id=} && printf '%s\n' "${opts%%,*}" ;; esac
 }
 
 # is_stale MOUNTPOINT: whether the FUSE connection behind it is gone, so

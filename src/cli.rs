@@ -148,9 +148,9 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub mlock: bool,
 
-    /// Generator threads, each an independent ChaCha instance keyed from the
-    /// OS [default: half the CPUs, at least 1; 1 with --seed].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Generator threads (1 to 64), each an independent ChaCha instance keyed
+    /// from the OS [default: half the CPUs, at least 1; 1 with --seed].
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub generators: Option<u16>,
 
     /// How the kernel hands FUSE requests over: io-uring (FUSE over
@@ -162,9 +162,9 @@ pub(crate) struct ServeArgs {
     pub fuse_transport: FuseTransport,
 
     /// Threads reading /dev/fuse when the FUSE file is served over it
-    /// (over io_uring there is one thread per CPU instead, and one for the
-    /// few requests that still come through /dev/fuse).
-    #[arg(long, value_name = "N", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// (1 to 64; over io_uring there is one thread per CPU instead, and one
+    /// for the few requests that still come through /dev/fuse).
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_threads)]
     pub fuse_threads: u16,
 
     /// ChaCha rounds. 20 is the default and the conservative choice; 12 (what
@@ -229,7 +229,7 @@ pub(crate) struct RollArgs {
 pub(crate) struct NonceArgs {
     /// How many nonces to print (at least 1).
     #[arg(short = 'n', long = "count", value_name = "COUNT", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = parse_count)]
     pub count: u64,
 
     #[command(flatten)]
@@ -353,7 +353,7 @@ impl ServeArgs {
         if self.queue_capacity > MAX_QUEUE_CAPACITY {
             return Err(Error::usage(format!(
                 "--queue-capacity {}: must be at most {}",
-                self.queue_capacity,
+                format_size(self.queue_capacity),
                 format_size(MAX_QUEUE_CAPACITY)
             )));
         }
@@ -396,6 +396,25 @@ fn rounds_parser() -> impl clap::builder::TypedValueParser<Value = Rounds> {
             .find(|r| r.count().to_string() == s)
             .expect("one of the possible values")
     })
+}
+
+/// Most threads of one kind (`--generators`, `--fuse-threads`).
+pub(crate) const MAX_THREADS: u16 = 64;
+
+/// Parses a thread count, from 1 to [`MAX_THREADS`].
+fn parse_threads(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {MAX_THREADS}")),
+    }
+}
+
+/// Parses `nonce --count`: a whole number, at least 1.
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number of at least 1".into()),
+    }
 }
 
 /// Parses a FIFO mode in octal (`0644`, `600`). The owner must be able to
@@ -517,6 +536,19 @@ mod tests {
             )
         );
         assert!(serve(&["--chunk-size", "32M"]).is_err());
+        // The value as typed, not in bytes.
+        assert_eq!(
+            serve(&["--queue-capacity", "5G"]).unwrap_err(),
+            Error::usage("--queue-capacity 5G: must be at most 4G")
+        );
+        assert_eq!(parse_threads("64"), Ok(64));
+        for bad in ["0", "65", "-1", "two"] {
+            assert_eq!(
+                parse_threads(bad),
+                Err("expected a whole number from 1 to 64".into()),
+                "{bad}"
+            );
+        }
         let seed = "00".repeat(32);
         assert!(matches!(
             serve(&["--seed", &seed]).unwrap_err(),

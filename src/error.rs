@@ -52,9 +52,35 @@ pub(crate) fn describe(e: &io::Error) -> String {
     }
 }
 
+/// `text` safe to print on a terminal: every control character (C0, DEL
+/// and C1, escape sequences included) as `\xNN` or `\u{NNNN}`, so that
+/// nothing read from a file or the command line can move the cursor,
+/// recolour or retitle the user's terminal.
+pub(crate) fn printable(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match u32::from(c) {
+            n @ (0..=0x1f | 0x7f) => write!(out, "\\x{n:02x}").expect("writing to a String"),
+            n @ 0x80..=0x9f => write!(out, "\\u{{{n:04x}}}").expect("writing to a String"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_every_control_character() {
+        assert_eq!(printable("plain /mnt/p, \u{e9}"), "plain /mnt/p, \u{e9}");
+        assert_eq!(
+            printable("\u{1b}[31mred\u{7}\n\u{7f}\u{9b}"),
+            "\\x1b[31mred\\x07\\x0a\\x7f\\u{009b}"
+        );
+    }
 
     #[test]
     fn describe_drops_os_error_suffix() {

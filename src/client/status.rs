@@ -7,13 +7,14 @@
 //! between the two reads. The formatting is pure functions, tested below.
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cli::StatusArgs;
 use crate::engine::stats::Snapshot;
-use crate::error::{Error, describe};
+use crate::error::{Error, describe, printable};
 use crate::sys::mounts;
 use crate::units::{format_bytes, format_duration, format_percent, format_rate};
 
@@ -26,19 +27,20 @@ pub(crate) struct Later {
 
 /// Runs `pilfered status`.
 pub(crate) fn run(args: &StatusArgs) -> Result<(), Error> {
-    let first = read_snapshot(&args.mount)?;
+    let (first, mut missing) = read_snapshot(&args.mount)?;
     let later = if args.interval.is_zero() {
         None
     } else {
         let started = Instant::now();
         std::thread::sleep(args.interval);
-        let snapshot = read_snapshot(&args.mount)?;
+        let (snapshot, now_missing) = read_snapshot(&args.mount)?;
+        missing = now_missing;
         Some(Later {
             snapshot,
             elapsed: started.elapsed(),
         })
     };
-    let text = render(&args.mount, &first, later.as_ref());
+    let text = render(&args.mount, &first, later.as_ref(), &missing);
     match io::stdout().lock().write_all(text.as_bytes()) {
         // A closed pipe (`pilfered status | head -1`) is not an error.
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
@@ -48,61 +50,96 @@ pub(crate) fn run(args: &StatusArgs) -> Result<(), Error> {
     }
 }
 
+/// Most of a `stats` file read: a real one is well under 1 KiB.
+const STATS_MAX: u64 = 64 << 10;
+
 /// Reads and parses `DIR/stats`, explaining why no daemon answers if none
-/// does.
-fn read_snapshot(dir: &Path) -> Result<Snapshot, Error> {
+/// does. Only a regular file on a `fuse.pilfered` mount at `DIR` counts: it
+/// is opened without blocking (a FIFO there cannot hang us) or following a
+/// symlink, and read to at most [`STATS_MAX`] bytes.
+fn read_snapshot(dir: &Path) -> Result<(Snapshot, Vec<&'static str>), Error> {
     let path = dir.join("stats");
-    let none = |why: String| {
-        Error::runtime(format!(
-            "no pilfered daemon serves {}: {why}",
-            dir.display()
-        ))
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| none(why_unreadable(dir, &e)))?;
-    Snapshot::parse(&text).map_err(|why| {
+    let shown = |p: &Path| printable(&p.display().to_string());
+    let none =
+        |why: String| Error::runtime(format!("no pilfered daemon serves {}: {why}", shown(dir)));
+    let mount_dev = pilfered_mount(dir).map_err(none)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|e| none(why_unreadable(dir, &e)))?;
+    let meta = file.metadata().map_err(|e| none(why_unreadable(dir, &e)))?;
+    if !meta.is_file() || meta.dev() != mount_dev {
+        return Err(none(format!(
+            "{} is not the daemon's stats file (not a regular file of the mount)",
+            shown(&path)
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(STATS_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| none(why_unreadable(dir, &e)))?;
+    if bytes.len() as u64 > STATS_MAX {
+        return Err(none(format!(
+            "{} is larger than {STATS_MAX} bytes, not a pilfered stats file",
+            shown(&path)
+        )));
+    }
+    Snapshot::parse_lenient(&String::from_utf8_lossy(&bytes)).map_err(|why| {
         none(format!(
             "{} is not a pilfered stats file ({why})",
-            path.display()
+            shown(&path)
         ))
     })
 }
 
+/// The device number of the `fuse.pilfered` mount at `dir`, or why there
+/// is none, in the user's terms.
+fn pilfered_mount(dir: &Path) -> Result<u64, String> {
+    let shown = printable(&dir.display().to_string());
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => m,
+        Ok(_) => return Err(format!("{shown} is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!("nothing is mounted there ({shown} does not exist)"));
+        }
+        Err(e) => return Err(why_unreadable(dir, &e)),
+    };
+    let mounted = dir
+        .canonicalize()
+        .ok()
+        .and_then(|c| mounts::mount_at(&c).ok().flatten());
+    match mounted {
+        None => Err("nothing is mounted there".to_string()),
+        Some(m) if m.fs_type == mounts::FS_TYPE => Ok(meta.dev()),
+        Some(m) => Err(printable(&format!(
+            "{} ({}) is mounted there, not pilfered",
+            m.source, m.fs_type
+        ))),
+    }
+}
+
 /// Why `DIR/stats` could not be read, in the user's terms.
 fn why_unreadable(dir: &Path, e: &io::Error) -> String {
-    let path = dir.join("stats");
+    let d = printable(&dir.display().to_string());
     if e.raw_os_error().is_some_and(mounts::daemon_gone) {
         return format!(
-            "{}: {} (the daemon died and left its mount behind; 'pilfered-umount {}' or 'umount -l {}' clears it)",
-            path.display(),
+            "{d}/stats: {} (the daemon died and left its mount behind; 'pilfered-umount {d}' or 'umount -l {d}' clears it)",
             describe(e),
-            dir.display(),
-            dir.display()
         );
     }
-    if e.kind() == io::ErrorKind::NotFound {
-        match std::fs::metadata(dir) {
-            Err(e) => return format!("{}: {}", dir.display(), describe(&e)),
-            Ok(m) if !m.is_dir() => return format!("{} is not a directory", dir.display()),
-            Ok(_) => {}
-        }
-        let mounted = dir
-            .canonicalize()
-            .ok()
-            .and_then(|c| mounts::mount_at(&c).ok().flatten());
-        return match mounted {
-            None => "nothing is mounted there".to_string(),
-            Some(m) => format!(
-                "{} ({}) is mounted there, not pilfered",
-                m.source, m.fs_type
-            ),
-        };
-    }
-    format!("{}: {}", path.display(), describe(e))
+    format!("{d}/stats: {}", describe(e))
 }
 
 /// The report for people: totals with units, rates now (when a second
-/// sample exists) and on average since start, queue fill and uptime.
-pub(crate) fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> String {
+/// sample exists) and on average since start, queue fill, VM forks and
+/// uptime; `missing` names the counters the daemon does not report.
+pub(crate) fn render(
+    dir: &Path,
+    first: &Snapshot,
+    later: Option<&Later>,
+    missing: &[&str],
+) -> String {
     // A daemon restarted between the samples: its counters started again.
     let restarted = later.is_some_and(|l| first.restarted_before(&l.snapshot));
     let flows = Flows {
@@ -112,7 +149,7 @@ pub(crate) fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> Str
     };
     let last = flows.last;
     let mut rows: Vec<(&str, String)> = vec![
-        ("mount", dir.display().to_string()),
+        ("mount", printable(&dir.display().to_string())),
         ("uptime", format_duration(last.uptime_seconds)),
         (
             "generated",
@@ -162,6 +199,23 @@ pub(crate) fn render(dir: &Path, first: &Snapshot, later: Option<&Later>) -> Str
         .expect("writing to a String");
     }
     rows.push(("consumer waits", waits));
+    rows.push((
+        "VM forks",
+        format!(
+            "{} ({} discarded)",
+            last.vm_forks,
+            format_bytes(last.bytes_discarded)
+        ),
+    ));
+    if !missing.is_empty() {
+        rows.push((
+            "note",
+            format!(
+                "this daemon does not report {} (it is older than this pilfered); shown as 0",
+                missing.join(", ")
+            ),
+        ));
+    }
     if restarted {
         rows.push((
             "note",
@@ -285,7 +339,7 @@ some_future_counter 7
             snapshot: second,
             elapsed: Duration::from_secs(1),
         };
-        let text = render(Path::new("/mnt/pilfered"), &first, Some(&later));
+        let text = render(Path::new("/mnt/pilfered"), &first, Some(&later), &[]);
         assert_eq!(
             text,
             "\
@@ -297,6 +351,7 @@ FUSE transport:  /dev/fuse
 served via FIFO: 1.11 GiB (0.0 MB/s now, 0.3 MB/s average) in 4567 writev calls, 12 partial
 queue:           15.9 MiB of 16 MiB (99%) in chunks of 4 KiB
 consumer waits:  5 (readers found the queue empty), 2 in the last 1.0 s
+VM forks:        0 (0 B discarded)
 "
         );
     }
@@ -306,7 +361,7 @@ consumer waits:  5 (readers found the queue empty), 2 in the last 1.0 s
         let mut s = Snapshot::parse(STATS).unwrap();
         s.uptime_seconds = 0;
         s.chunk_size = 64 << 10;
-        let text = render(Path::new("/m"), &s, None);
+        let text = render(Path::new("/m"), &s, None, &["vm_forks"]);
         assert!(
             text.contains("served via FUSE: 11.2 GiB in 11444 reads\n"),
             "{text}"
@@ -320,10 +375,16 @@ consumer waits:  5 (readers found the queue empty), 2 in the last 1.0 s
             "{text}"
         );
         assert!(text.contains("uptime:          0s\n"), "{text}");
+        assert!(
+            text.contains(
+                "note:            this daemon does not report vm_forks (it is older than this pilfered); shown as 0\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("FUSE transport:  /dev/fuse\n"), "{text}");
         s.fuse_uring_queues = 2;
         s.fuse_uring_requests = 11500;
-        let text = render(Path::new("/m"), &s, None);
+        let text = render(Path::new("/m"), &s, None, &[]);
         assert!(
             text.contains("FUSE transport:  io_uring (2 queues), 11500 requests over it\n"),
             "{text}"
@@ -342,7 +403,7 @@ consumer waits:  5 (readers found the queue empty), 2 in the last 1.0 s
             snapshot: second,
             elapsed: Duration::from_secs(1),
         };
-        let text = render(Path::new("/m"), &first, Some(&later));
+        let text = render(Path::new("/m"), &first, Some(&later), &[]);
         assert!(!text.contains(" now"), "{text}");
         assert!(text.contains("note:"), "{text}");
     }

@@ -117,8 +117,10 @@ pub(crate) const SEED_FILE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEY_FILE_MAX: usize = 65;
 
 /// Reads `--seed-file PATH` (standard input for `-`), refusing a file that
-/// others may read. No message repeats any of its content, and the buffer
-/// that held it is wiped.
+/// others may read, or that another user owns (they could change the key).
+/// No message repeats any of its content, and the buffer that held it is
+/// wiped. A key is complete once 64 hex digits and a newline are in: a FIFO
+/// whose writer stays open after sending them is not waited on for more.
 ///
 /// A path is opened non-blocking and read with a deadline of `timeout`, so
 /// a FIFO nobody writes to is refused instead of hanging the start. Standard
@@ -144,27 +146,48 @@ fn read_key_file(path: &Path, timeout: Duration) -> Result<Key, Error> {
         Some(f) => f.as_fd(),
         None => stdin_handle.as_fd(),
     };
-    let mode = nix::sys::stat::fstat(fd)
-        .map_err(|e| fail(e.desc().to_string()))?
-        .st_mode;
-    // A file's or FIFO's mode says who else may read the key; a terminal's
-    // or /dev/null's says nothing about it.
+    let st = nix::sys::stat::fstat(fd).map_err(|e| fail(e.desc().to_string()))?;
+    let mode = st.st_mode;
+    // A file's or FIFO's owner and mode say who else may read or write the
+    // key; a terminal's or /dev/null's say nothing about it.
     let kind = mode & libc::S_IFMT;
-    if (kind == libc::S_IFREG || kind == libc::S_IFIFO) && mode & 0o044 != 0 {
+    if kind == libc::S_IFREG || kind == libc::S_IFIFO {
         let (what, fix) = if stdin {
-            ("standard input", "on the file it comes from".to_string())
+            (
+                "standard input",
+                "run 'chmod 600' on the file it comes from".to_string(),
+            )
         } else {
-            ("the key file", format!("{shown} first"))
+            ("the key file", format!("run 'chmod 600 {shown}'"))
         };
-        return Err(fail(format!(
-            "{what} is readable by other users (mode {:04o}), who could predict every byte; run 'chmod 600' {fix}",
-            mode & 0o7777
-        )));
+        if mode & 0o044 != 0 {
+            return Err(fail(format!(
+                "{what} is readable by other users (mode {:04o}), who could predict every byte; {fix}",
+                mode & 0o7777
+            )));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if st.st_uid != me && st.st_uid != 0 {
+            return Err(fail(format!(
+                "{what} is owned by uid {}, who could change the key; use a key file owned by you (uid {me}) or root",
+                st.st_uid
+            )));
+        }
     }
     // One byte more than a key file may hold, to tell a longer one.
     let mut text = Zeroizing::new([0u8; KEY_FILE_MAX + 1]);
     let deadline = (!stdin).then(|| Instant::now() + timeout);
-    let len = read_within(fd, &mut text[..], deadline).map_err(|e| match e {
+    let read = read_within(fd, &mut text[..KEY_FILE_MAX], deadline).map(|n| {
+        // A whole key file's worth came: one more byte waiting means a
+        // longer file; none waiting (a FIFO's writer still open, or the
+        // end) means the key is complete.
+        let more = n == KEY_FILE_MAX
+            && poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], PollTimeout::ZERO)
+                .is_ok_and(|ready| ready > 0)
+            && matches!(nix::unistd::read(fd, &mut text[n..]), Ok(1..));
+        n + usize::from(more)
+    });
+    let len = read.map_err(|e| match e {
         ReadFail::TimedOut(_) => fail(format!(
             "no key arrived within {} s; a FIFO needs a writer that sends the key and closes it",
             timeout.as_secs_f64()
@@ -536,6 +559,63 @@ mod tests {
             ))
         );
         assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    /// Issue 20: a FIFO whose writer sent a whole key and its newline, and
+    /// keeps the FIFO open, has delivered the key: no waiting for the end.
+    #[test]
+    fn seed_file_fifo_complete_before_its_writer_closes() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (sent, hold) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut w = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+                w.write_all(("ab".repeat(32) + "\n").as_bytes()).unwrap();
+                // Held open until the key has been read.
+                let _ = hold.recv();
+            })
+        };
+        let started = Instant::now();
+        let got = read_key_file(&fifo, SEED_FILE_TIMEOUT);
+        drop(sent);
+        writer.join().unwrap();
+        assert_eq!(got.unwrap().as_bytes(), &[0xab; 32]);
+        assert!(
+            started.elapsed() < SEED_FILE_TIMEOUT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// The key file's owner must be us or root: another user could change
+    /// the key under us, whatever its mode.
+    #[test]
+    fn seed_file_of_another_user_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = key_file(("00".repeat(32) + "\n").as_bytes());
+        let me = nix::unistd::geteuid().as_raw();
+        if me == 0 {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            assert_eq!(
+                read_key_file(&path, SEED_FILE_TIMEOUT).unwrap_err(),
+                Error::usage(format!(
+                    "--seed-file {}: the key file is owned by uid 65534, who could change the key; use a key file owned by you (uid 0) or root",
+                    path.display()
+                ))
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            read_key_file(&path, SEED_FILE_TIMEOUT).unwrap_err(),
+            Error::usage(format!(
+                "--seed-file {p}: the key file is readable by other users (mode 0640), who could predict every byte; run 'chmod 600 {p}'",
+                p = path.display()
+            ))
+        );
     }
 
     #[test]

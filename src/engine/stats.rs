@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use log::info;
 
 use crate::engine::queue::ChunkQueue;
+use crate::error::printable;
 use crate::units::{format_bytes, format_rate};
 
 macro_rules! counters {
@@ -153,9 +154,12 @@ impl Snapshot {
         out
     }
 
-    /// Parses a `stats` file. Unknown names are ignored (a newer daemon may
-    /// add counters); a missing one is an error naming it.
-    pub fn parse(text: &str) -> Result<Snapshot, String> {
+    /// Parses a `stats` file as a newer `pilfered status` may meet an older
+    /// daemon's: unknown names are ignored (a newer daemon may add
+    /// counters), and a missing counter reads as 0 and is named in the
+    /// list returned with it. A file with none of them is no stats file.
+    /// Messages show the file's control characters escaped.
+    pub fn parse_lenient(text: &str) -> Result<(Snapshot, Vec<&'static str>), String> {
         let mut s = Snapshot::default();
         let mut seen = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -163,19 +167,32 @@ impl Snapshot {
                 .split_once(' ')
                 .and_then(|(name, value)| Some((name, value.trim().parse::<u64>().ok()?)));
             let Some((name, value)) = parsed else {
-                return Err(format!("unexpected line '{line}'"));
+                return Err(format!("unexpected line '{}'", printable(line)));
             };
             if let Some(field) = s.field_mut(name) {
                 *field = value;
                 seen.push(name.to_string());
             }
         }
-        match s
-            .fields()
-            .into_iter()
-            .find(|(name, _)| !seen.iter().any(|n| n == name))
-        {
-            Some((missing, _)) => Err(format!("no '{missing}' line")),
+        let fields = s.fields();
+        let missing: Vec<&'static str> = fields
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| !seen.iter().any(|n| n == name))
+            .collect();
+        if missing.len() == fields.len() {
+            return Err("no counter in it".into());
+        }
+        Ok((s, missing))
+    }
+
+    /// Parses a `stats` file of this very version: like
+    /// [`Snapshot::parse_lenient`], but a missing counter is an error naming
+    /// it.
+    pub fn parse(text: &str) -> Result<Snapshot, String> {
+        let (s, missing) = Snapshot::parse_lenient(text)?;
+        match missing.first() {
+            Some(name) => Err(format!("no '{name}' line")),
             None => Ok(s),
         }
     }
@@ -264,6 +281,35 @@ mod tests {
         // Newer daemons may add counters: ignored.
         let more = s.render() + "some_future_counter 7\n";
         assert_eq!(Snapshot::parse(&more), Ok(s));
+    }
+
+    /// An older daemon's file lacks the newer counters: read as 0 and
+    /// named, not refused. Nothing of the file is echoed raw.
+    #[test]
+    fn parse_lenient_accepts_an_older_daemons_file() {
+        let s = Snapshot {
+            vm_forks: 3,
+            ..Snapshot::default()
+        };
+        let old: String = s
+            .render()
+            .lines()
+            .filter(|l| !l.starts_with("vm_forks") && !l.starts_with("bytes_discarded"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            Snapshot::parse_lenient(&old),
+            Ok((Snapshot::default(), vec!["vm_forks", "bytes_discarded"]))
+        );
+        assert_eq!(Snapshot::parse(&old), Err("no 'vm_forks' line".into()));
+        assert_eq!(
+            Snapshot::parse_lenient("x 1\n"),
+            Err("no counter in it".into())
+        );
+        assert_eq!(
+            Snapshot::parse_lenient("\u{1b}]0;owned\u{7}\n"),
+            Err("unexpected line '\\x1b]0;owned\\x07'".into())
+        );
     }
 
     #[test]

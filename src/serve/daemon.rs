@@ -30,6 +30,7 @@ use crate::serve::preflight::{self, MountPlan, Plan};
 use crate::serve::vmfork;
 use crate::sys::mountdir::MountDir;
 use crate::sys::mounts::{self, FuseMount, Unmounted};
+use crate::sys::records;
 use crate::units::format_size;
 
 /// How long shutdown waits for the FUSE threads to finish after an unmount
@@ -76,7 +77,11 @@ pub(crate) fn serve(cfg: &ServeConfig) -> Result<(), Error> {
         Ok(()) => daemon.wait(cfg.report_every),
         Err(e) => Err(e),
     };
+    let mount = daemon.fuse.as_ref().map(|f| f.dir.path.clone());
     daemon.shutdown();
+    if let Some(mount) = mount {
+        records::stopped(&mount, outcome.is_ok());
+    }
     outcome
 }
 
@@ -130,7 +135,9 @@ impl Daemon {
         self.vmfork = watcher;
         if let Some(mount) = plan.mount {
             let gid = plan.group.as_ref().map(|g| g.gid);
-            self.fuse = Some(self.mount(mount, gid, cfg, tx)?);
+            let fuse = self.mount(mount, gid, cfg, tx)?;
+            records::serving(&fuse.dir.path);
+            self.fuse = Some(fuse);
         }
         self.log_serving(cfg, &seeder, &vmfork);
         // Type=notify: the unit is started once both interfaces serve.
@@ -188,7 +195,12 @@ impl Daemon {
                 }
             )
         });
-        let sources = seeder.describe();
+        // Seeded mode's generator never takes a key from the OS.
+        let sources = match cfg.seed {
+            Some(Seed::Argv(_)) => "the --seed key (predictable)".into(),
+            Some(Seed::File(_)) => "the --seed-file key (predictable)".into(),
+            None => seeder.describe(),
+        };
         info!(
             "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} ({}) generator(s) keyed from {sources}; VM-fork detection {vmfork}",
             format_size(cfg.chunk_size as u64),

@@ -1,8 +1,9 @@
 //! Every check that can refuse `pilfered serve`, run before anything is
 //! created or mounted, producing one checked [`Plan`].
 //!
-//! The only change a preflight makes is clearing the dead mount of a
-//! pilfered daemon that is gone (and, with `--mlock`, locking memory). A
+//! The only changes a preflight makes are clearing the dead mount of a
+//! pilfered daemon that is gone, making the state directory if missing
+//! (and, with `--mlock`, locking memory). A
 //! refused start therefore leaves no FIFO, directory or mount behind. The
 //! decisions themselves are pure functions, unit-tested below without root.
 
@@ -21,11 +22,10 @@ use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::error::{Error, describe};
 use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
 use crate::serve::fuse::Want;
-use crate::sys::mountdir;
 use crate::sys::mounts::{self, FS_TYPE, MountEntry};
-use crate::sys::raw;
 use crate::sys::trust::{self, Group, WalkError};
 use crate::sys::uring;
+use crate::sys::{mountdir, raw, records};
 use crate::units::format_size;
 
 /// What `serve` will serve and where, already checked.
@@ -64,6 +64,7 @@ pub(super) struct MountPlan {
 
 /// Runs every check for `cfg`; see the module docs.
 pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
+    records::open()?;
     let given = given_fifo()?;
     let fifo = match &cfg.fifo {
         Some(path) => Some(FifoPlan {
@@ -277,7 +278,7 @@ fn occupant(
     match entry {
         None => Ok(Occupant::Nothing),
         Some(m) if m.fs_type == FS_TYPE && dead() => Ok(Occupant::DeadPilfered),
-        Some(m) => Err(Error::usage(format!(
+        Some(m) => Err(Error::runtime(format!(
             "--mount {shown}: {} ({}) is already mounted there; unmount it first or choose another directory",
             m.source, m.fs_type
         ))),
@@ -470,14 +471,14 @@ mod tests {
         );
         assert_eq!(
             occupant_of("/mnt/pilfered", false),
-            Err(Error::usage(
+            Err(Error::runtime(
                 "--mount /mnt/pilfered: pilfered (fuse.pilfered) is already mounted there; unmount it first or choose another directory"
             ))
         );
         // A dead mount of another file system is not ours to clear.
         assert_eq!(
             occupant_of("/mnt/other", true),
-            Err(Error::usage(
+            Err(Error::runtime(
                 "--mount /mnt/other: tmpfs (tmpfs) is already mounted there; unmount it first or choose another directory"
             ))
         );

@@ -82,7 +82,7 @@ pub(super) fn watch(
         warn!("VM fork: discarded {queued} queued bytes{fifo}; {keys}");
     };
     Ok((
-        Some(Watcher::start(on_fork)?),
+        Some(Watcher::start(&device, on_fork)?),
         format!("on (vmgenid {device})"),
     ))
 }
@@ -198,11 +198,16 @@ impl fmt::Debug for Watcher {
 
 impl Watcher {
     /// Opens the kernel's uevent socket and starts a thread that calls
-    /// `on_fork` for every VM fork, until stopped.
-    pub(super) fn start(on_fork: impl FnMut() + Send + 'static) -> Result<Watcher, Error> {
+    /// `on_fork` for every VM fork of the vmgenid `device`, until stopped.
+    /// Without the socket the start is refused: a clone of this VM would
+    /// serve the very bytes the others serve.
+    pub(super) fn start(
+        device: &str,
+        on_fork: impl FnMut() + Send + 'static,
+    ) -> Result<Watcher, Error> {
         let sock = open_socket().map_err(|e| {
             Error::runtime(format!(
-                "cannot listen for VM forks on a netlink uevent socket: {}",
+                "this machine has a vmgenid device ({device}) but no netlink uevent socket to hear its VM forks on: {}; allow AF_NETLINK sockets (in a systemd unit: RestrictAddressFamilies=AF_UNIX AF_NETLINK), or clones of this VM would serve the same bytes",
                 e.desc()
             ))
         })?;

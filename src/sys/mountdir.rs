@@ -56,7 +56,7 @@ impl MountDir {
         let dir = match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
             Ok(dir) => dir,
             Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(undo(Error::usage(format!(
+                return Err(undo(Error::runtime(format!(
                     "--mount {shown}: another pilfered is starting or serving there; stop it or choose another directory"
                 ))));
             }
@@ -70,7 +70,7 @@ impl MountDir {
         // Under the lock: nothing may be mounted there, and the directory
         // must still be one we may work in.
         if let Some(m) = mounts::mount_at(&path).ok().flatten() {
-            return Err(undo(Error::usage(format!(
+            return Err(undo(Error::runtime(format!(
                 "--mount {shown}: {} ({}) is already mounted there; unmount it first or choose another directory",
                 m.source, m.fs_type
             ))));

@@ -60,7 +60,7 @@ fn bad_option_values() {
     refused(
         &["serve", "--generators", "0"],
         2,
-        "invalid value '0' for '--generators <N>': 0 is not in 1..=64",
+        "invalid value '0' for '--generators <N>': expected a whole number from 1 to 64",
     );
     refused(
         &["serve", "--rounds", "7"],
@@ -199,12 +199,12 @@ fn nonce_count_zero_is_a_usage_error() {
     refused(
         &["nonce", "-n", "0", "--from", "/nonexistent"],
         2,
-        "invalid value '0' for '--count <COUNT>': 0 is not in 1..18446744073709551615",
+        "invalid value '0' for '--count <COUNT>': expected a whole number of at least 1",
     );
     refused(
         &["nonce", "--count=0"],
         2,
-        "invalid value '0' for '--count <COUNT>': 0 is not in 1..18446744073709551615",
+        "invalid value '0' for '--count <COUNT>': expected a whole number of at least 1",
     );
 }
 
@@ -349,7 +349,7 @@ fn bad_mount_points() {
     // Something is mounted there already: refuse rather than stack.
     refused(
         &["serve", "--mount", "/proc", "--fifo", f],
-        2,
+        1,
         "--mount /proc: proc (proc) is already mounted there; unmount it first or choose another directory",
     );
     assert!(!Path::new(&fifo).exists());
@@ -379,7 +379,7 @@ fn bad_seed_files() {
             &["serve", "--no-fifo", "--mount", m, "--seed-file", p],
             2,
             &format!(
-                "--seed-file {p}: the key file is readable by other users (mode {mode:04o}), who could predict every byte; run 'chmod 600' {p} first"
+                "--seed-file {p}: the key file is readable by other users (mode {mode:04o}), who could predict every byte; run 'chmod 600 {p}'"
             ),
         );
         assert_eq!(
@@ -484,4 +484,88 @@ fn help_wraps_at_80_columns() {
             );
         }
     }
+}
+
+/// Issue 20: only the state directory's last component was checked, so a
+/// PILFERED_RUNDIR below another user's directory (who could swap it for
+/// theirs) was used. Now the start is refused; and a default
+/// /tmp/pilfered-UID that another user made first is said in one line,
+/// the daemon serving on without records.
+#[test]
+fn a_state_directory_others_control_is_not_used() {
+    use std::process::{Command, Stdio};
+    let dir = crate::common::open_dir();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let run_dir = theirs.join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::os::unix::fs::chown(&run_dir, Some(0), Some(0)).unwrap();
+    let fifo = dir.path().join("fifo");
+    let mut child = Command::new(crate::common::BIN)
+        .env("PILFERED_RUNDIR", &run_dir)
+        .args(["serve", "--no-fuse", "--fifo"])
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The old daemon served on: stop it rather than hang.
+    if !crate::common::wait_until(std::time::Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    }) {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "pilfered: PILFERED_RUNDIR={}: {} is owned by uid 65534, who could swap what the daemon makes there; use a directory owned by you or root; choose a directory of your own\n",
+            run_dir.display(),
+            theirs.display()
+        )
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!fifo.exists());
+
+    // A uid no other test uses, whose default state directory root made.
+    let uid = 64999;
+    let default = std::path::PathBuf::from(format!("/tmp/pilfered-{uid}"));
+    let _ = std::fs::create_dir(&default);
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _remove = Remove(default.clone());
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+    let child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(crate::common::BIN)
+        .args(["serve", "--no-fuse", "--fifo"])
+        .arg(&fifo)
+        .env_remove("PILFERED_RUNDIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let serving = crate::common::wait_until(std::time::Duration::from_secs(20), || fifo.exists());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(serving, "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let warning = format!(
+        "state directory /tmp/pilfered-{uid} is owned by uid 0, not by us (uid {uid}); set PILFERED_RUNDIR to a directory of your own: until then what this daemon creates is not recorded, so after a crash it stays behind"
+    );
+    assert_eq!(err.matches(&warning).count(), 1, "{err}");
 }

@@ -419,9 +419,11 @@ fn installed_scripts_find_each_other() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "pid"))
-        .expect("pilfered-mount wrote a pidfile");
-    let pid = std::fs::read_to_string(pidfile).unwrap();
-    let exe = std::fs::read_link(format!("/proc/{}/exe", pid.trim())).unwrap();
+        .expect("the daemon wrote a pidfile");
+    // The daemon's own record: its PID and start time.
+    let record = std::fs::read_to_string(pidfile).unwrap();
+    let pid = record.split_whitespace().next().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(exe, prefix.join("bin/pilfered"));
     let mut buf = vec![0; 4096];
     use std::io::Read;

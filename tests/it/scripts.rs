@@ -105,7 +105,21 @@ impl Env {
     fn recorded_pid(&self, mount_point: &Path) -> Option<Pid> {
         let name = escape(mount_point);
         let text = std::fs::read_to_string(self.rundir().join(format!("{name}.pid"))).ok()?;
-        Some(Pid::from_raw(text.trim().parse().unwrap()))
+        let pid = text.split_whitespace().next().unwrap();
+        Some(Pid::from_raw(pid.parse().unwrap()))
+    }
+
+    /// The state files (NAME.pid, NAME.log, ...) left in the state
+    /// directory, besides the daemon's records of what it created.
+    fn state_files(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.rundir()) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Live `pilfered serve` processes whose command line names a path in
@@ -272,8 +286,8 @@ fn mount_read_and_umount() {
     assert!(!fifo.exists(), "FIFO left behind");
     assert!(!mnt.exists(), "the mount directory the daemon made is left");
     assert!(env.recorded_pid(&mnt).is_none(), "pidfile left behind");
-    let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("SIGTERM: shutting down"), "{log_text}");
+    assert!(!log.exists(), "the log of a clean stop is left behind");
+    assert_eq!(env.state_files(), Vec::<String>::new());
 
     let ran = env.run("pilfered-umount", &[&mnt]);
     assert_eq!(ran.code, 1);
@@ -416,6 +430,11 @@ fn mount_helper_maps_options_and_outside_umount_stops_the_daemon() {
     );
     assert!(!fifo.exists(), "FIFO left behind after umount");
     assert!(mnt.is_dir(), "a mount point made by the user must stay");
+    assert_eq!(
+        env.state_files(),
+        Vec::<String>::new(),
+        "state after umount"
+    );
 }
 
 /// `group=` in an fstab line reaches the daemon through the helper and
@@ -572,7 +591,8 @@ fn mount_helper_option_mapping() {
 }
 
 /// A daemon killed with SIGKILL leaves a stale mount and its FIFO;
-/// pilfered-umount clears both.
+/// pilfered-umount detaches the mount, and the next daemon on the same
+/// paths takes over the FIFO and removes it when it stops.
 #[test]
 fn umount_clears_a_stale_mount_after_kill_9() {
     if !fuse_available() {
@@ -588,19 +608,149 @@ fn umount_clears_a_stale_mount_after_kill_9() {
     assert_eq!(
         ran.stdout,
         format!(
-            "pilfered-umount: cleared the stale mount at {} and the FIFO {} left by a pilfered daemon that died\n",
+            "pilfered-umount: cleared the stale mount at {} left by a pilfered daemon that died\n",
             mnt.display(),
-            fifo.display()
         )
     );
     assert!(!pilfered_mounted(&mnt));
-    assert!(!fifo.exists());
     assert!(env.recorded_pid(&mnt).is_none());
+    assert!(
+        fifo.exists(),
+        "the dead daemon's FIFO waits for the next one"
+    );
+    env.start("mnt");
+    assert_eq!(env.run("pilfered-umount", &[&mnt]).code, 0);
+    assert!(!fifo.exists(), "the FIFO the dead daemon made is left");
+}
+
+/// Issue 20: after a stop that did not go through pilfered-umount (an
+/// outside umount, a SIGTERM) another user makes their own FIFO at the path
+/// in a sticky directory. The next pilfered-mount must not remove it: the
+/// daemon refuses it, and nothing of the stopped daemon's state is left.
+#[test]
+fn another_users_fifo_at_the_path_is_left_alone() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new();
+    let sticky = env.path("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mnt, fifo) = (env.path("mnt"), sticky.join("fifo"));
+    assert_eq!(env.mount_with_fifo(&mnt, &fifo).code, 0);
+    let pid = env.recorded_pid(&mnt).unwrap();
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert_eq!(env.state_files(), Vec::<String>::new(), "after umount");
+
+    let made = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "mkfifo",
+            "-m",
+            "0600",
+        ])
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let ran = env.mount_with_fifo(&mnt, &fifo);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr.starts_with(&format!(
+            "pilfered: --fifo {}: FIFO is owned by uid 65534, not by us (uid 0); remove it or choose another path\n",
+            fifo.display()
+        )),
+        "{ran:?}"
+    );
+    let meta = std::fs::symlink_metadata(&fifo).expect("the other user's FIFO is gone");
+    assert_eq!(meta.uid(), 65534);
+
+    // The same after a SIGTERM.
+    std::fs::remove_file(&fifo).unwrap();
+    assert_eq!(env.mount_with_fifo(&mnt, &fifo).code, 0);
+    let pid = env.recorded_pid(&mnt).unwrap();
+    kill(pid, Signal::SIGTERM).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert!(!fifo.exists());
+    assert_eq!(env.state_files(), Vec::<String>::new(), "after SIGTERM");
+}
+
+/// Issue 20: a process of another user posing as the daemon (argv[0]
+/// `pilfered`, `serve --mount MOUNTPOINT` among its arguments, SIGTERM
+/// ignored) is never taken for it: pilfered-umount stops the real daemon
+/// (here one it cannot see by its command line) and leaves the impostor be.
+#[test]
+fn umount_is_not_misdirected_by_another_users_process() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new();
+    let mnt = env.path("mnt");
+    let mut real = KillOnDrop(
+        Command::new(BIN)
+            .current_dir(env.dir.path())
+            .env("PILFERED_RUNDIR", env.path("own-run"))
+            .args(["serve", "--mount", "mnt", "--fifo", "fifo"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(20), || pilfered_mounted(
+        &mnt
+    ) && mnt
+        .join("stats")
+        .exists()));
+    let fake = KillOnDrop(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c"])
+            .arg(r#"trap "" TERM; exec -a pilfered bash -c 'while sleep 1; do :; done' pilfered serve --mount "$0""#)
+            .arg(&mnt)
+            .spawn()
+            .unwrap(),
+    );
+    let fake_pid = Pid::from_raw(fake.0.id() as i32);
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read(format!("/proc/{fake_pid}/cmdline"))
+            .is_ok_and(|c| c.starts_with(b"pilfered\0"))
+    }));
+
+    let ran = env.run("pilfered-umount", &[&mnt]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        ran.stdout,
+        format!(
+            "pilfered-umount: unmounted {}; its pilfered daemon (not found among this system's processes) stops by itself\n",
+            mnt.display()
+        )
+    );
+    let mut status = None;
+    assert!(wait_until(Duration::from_secs(5), || {
+        status = real.0.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(0));
+    assert!(alive(fake_pid), "the impostor was killed");
+}
+
+/// A process the test started, killed when the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// After kill -9, pilfered-mount on the same paths just works: the daemon
-/// detaches the stale mount, pilfered-mount removes the FIFO the dead daemon
-/// left, and the new daemon's own FIFO is gone again after pilfered-umount.
+/// detaches the stale mount and takes over the FIFO the dead daemon made
+/// (its record says so), which is gone again after pilfered-umount.
 #[test]
 fn restart_on_the_same_paths_after_kill_9() {
     if !fuse_available() {

@@ -321,7 +321,7 @@ fn bad_expressions_are_refused_by_name() {
     refused(
         &["nonce", "-n", "many"],
         2,
-        "invalid value 'many' for '--count <COUNT>': invalid digit found in string",
+        "invalid value 'many' for '--count <COUNT>': expected a whole number of at least 1",
     );
 }
 

@@ -211,7 +211,7 @@ impl Fifo {
         let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(locked) => locked,
             Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(Error::usage(format!(
+                return Err(Error::runtime(format!(
                     "--fifo {shown}: another pilfered is already serving this FIFO; stop it or choose another path"
                 )));
             }

@@ -12,6 +12,12 @@
 //!
 //! Before writing anything after a VM fork, it drops what it holds from
 //! before, and the pipe's contents with it (see [`super::wipe`]).
+//!
+//! Readers drive this loop (and may grow the pipe), so it allocates nothing:
+//! the lists of chunks it holds are allocated once, at start and fallibly,
+//! for as many chunks as the pipe held then, and each round takes at most
+//! what they have room for. A pipe grown larger since is filled over more
+//! rounds.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -57,11 +63,18 @@ impl Writer {
         let stop =
             Arc::new(EventFd::new().map_err(|e| Error::runtime(format!("eventfd: {}", e.desc())))?);
         let wipe = WipeHandle::new()?;
+        let most = fifo.pipe_size()? / queue.chunk_size() + 2;
+        let pending = Pending::new(queue.epoch(), most).ok_or_else(|| {
+            Error::runtime(format!(
+                "--fifo {}: not enough memory for the FIFO writer's {most} chunk slots",
+                fifo.path().display()
+            ))
+        })?;
         let (f, s, w) = (fifo.clone(), stop.clone(), wipe.clone());
         let thread = std::thread::Builder::new()
             .name("fifo-writer".into())
             .spawn(move || {
-                let result = serve(&f, &queue, &stats, &s, &w);
+                let result = serve(&f, &queue, &stats, &s, &w, pending);
                 w.ended();
                 on_end(result);
             })
@@ -162,6 +175,7 @@ fn serve(
     stats: &Stats,
     stop: &EventFd,
     wipe: &WipeHandle,
+    mut pending: Pending,
 ) -> Result<(), Error> {
     let fd = fifo.fd();
     let fail = |what: &str, e: Errno| {
@@ -171,7 +185,6 @@ fn serve(
             e.desc()
         ))
     };
-    let mut pending = Pending::new(queue.epoch());
     loop {
         let mut fds = [
             PollFd::new(fd, PollFlags::POLLOUT),
@@ -202,8 +215,9 @@ fn serve(
         if free == 0 {
             continue;
         }
-        if pending.bytes < free {
-            match queue.take_chunks(free - pending.bytes, &mut pending.chunks) {
+        let want = pending.room(free.saturating_sub(pending.bytes), queue.chunk_size());
+        if want > 0 {
+            match queue.take_chunks(want, &mut pending.chunks) {
                 Ok(n) => pending.bytes += n,
                 Err(Closed) => return Ok(()),
             }
@@ -230,13 +244,28 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(epoch: u64) -> Pending {
-        Pending {
-            chunks: VecDeque::new(),
+    /// Room for `most` chunks (at least 2), allocated now; `None` if memory
+    /// is short.
+    fn new(epoch: u64, most: usize) -> Option<Pending> {
+        let most = most.max(2);
+        let mut chunks = VecDeque::new();
+        chunks.try_reserve_exact(most).ok()?;
+        let mut done = Vec::new();
+        done.try_reserve_exact(most).ok()?;
+        Some(Pending {
+            chunks,
             bytes: 0,
-            done: Vec::new(),
+            done,
             epoch,
-        }
+        })
+    }
+
+    /// How many of `want` bytes may be taken now without growing `chunks`:
+    /// a take of `n` bytes moves at most `n / chunk_size + 1` chunks (the
+    /// front one may be partly read), so one slot is kept for that.
+    fn room(&self, want: usize, chunk_size: usize) -> usize {
+        let free_slots = self.chunks.capacity() - self.chunks.len();
+        want.min(free_slots.saturating_sub(1) * chunk_size)
     }
 
     /// Before anything is written: drops (wipes) what predates a VM fork,
@@ -253,15 +282,15 @@ impl Pending {
             return Ok(());
         }
         let mut wiped = Wiped::default();
-        // Pending chunks are in epoch order: the old ones come first.
-        let mut old = Vec::new();
+        // Pending chunks are in epoch order: the old ones come first. (`done`
+        // is empty between rounds, and has room for all of them.)
         while let Some(mut chunk) = self.chunks.pop_front_if(|c| c.epoch() != now) {
             wiped.pending += chunk.len();
             chunk.wipe();
-            old.push(chunk);
+            self.done.push(chunk);
         }
         self.bytes -= wiped.pending;
-        queue.recycle(old);
+        queue.recycle(self.done.drain(..));
         wiped.pipe = drain_pipe(fd)?;
         stats::add(&stats.bytes_discarded, (wiped.pending + wiped.pipe) as u64);
         self.epoch = now;
@@ -345,6 +374,41 @@ mod tests {
         assert_eq!(planned_bytes(&p, 0, 8), (0, vec![]));
         // More free space than pending: everything, no more.
         assert_eq!(planned_bytes(&p, 10_000, 8), (3, all.clone()));
+    }
+
+    /// Issue 20: however much room a reader makes in the pipe, a round
+    /// takes no more chunks than the lists have room for, so the writer
+    /// never grows them (growing could abort the daemon when memory is
+    /// short).
+    #[test]
+    fn a_round_never_grows_what_the_writer_holds() {
+        let q = ChunkQueue::new(64, 64 << 10);
+        let mut batch = Vec::new();
+        q.reserve(usize::MAX, &mut batch).unwrap();
+        for c in &mut batch {
+            c.refill(|b| b.fill(7));
+        }
+        q.push(&mut batch);
+        let mut p = Pending::new(q.epoch(), 10).unwrap();
+        let (cap, done_cap) = (p.chunks.capacity(), p.done.capacity());
+        // A partly read front chunk: one more chunk per byte count.
+        let first = q.take_chunks(1, &mut p.chunks).unwrap();
+        p.bytes += first;
+        p.chunks[0].consume(63);
+        p.bytes -= 63;
+        for _ in 0..3 {
+            let want = p.room(1 << 30, q.chunk_size());
+            assert!(want <= (cap - p.chunks.len()) * 64, "{want}");
+            if want > 0 {
+                p.bytes += q.take_chunks(want, &mut p.chunks).unwrap();
+            }
+            assert_eq!(p.chunks.capacity(), cap, "the pending list grew");
+            advance(&mut p.chunks, 64 + 1, &mut p.done);
+            assert_eq!(p.done.capacity(), done_cap, "the done list grew");
+            p.bytes -= 64 + 1;
+            q.recycle(p.done.drain(..));
+        }
+        assert!(p.chunks.len() <= cap);
     }
 
     #[test]

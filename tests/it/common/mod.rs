@@ -66,7 +66,18 @@ impl Daemon {
     }
 
     pub fn start_at(dir: TempDir, mount: PathBuf, fifo: PathBuf, extra: &[&str]) -> Daemon {
-        Self::start_at_with_stdin(dir, mount, fifo, extra, Stdio::null())
+        Self::start_at_with_stdin(dir, mount, fifo, extra, Stdio::null(), |_| {})
+    }
+
+    /// [`Daemon::start`] with `prepare` applied to the command first (to
+    /// start the daemon in a sandbox, say).
+    pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("pilfered-test")
+            .tempdir()
+            .unwrap();
+        let (mount, fifo) = (dir.path().join("mnt"), dir.path().join("bits.fifo"));
+        Self::start_at_with_stdin(dir, mount, fifo, extra, Stdio::null(), prepare)
     }
 
     /// [`Daemon::start`] with `stdin` as the daemon's standard input.
@@ -76,7 +87,7 @@ impl Daemon {
             .tempdir()
             .unwrap();
         let (mount, fifo) = (dir.path().join("mnt"), dir.path().join("bits.fifo"));
-        Self::start_at_with_stdin(dir, mount, fifo, extra, stdin)
+        Self::start_at_with_stdin(dir, mount, fifo, extra, stdin, |_| {})
     }
 
     /// [`Daemon::start`] serving the FUSE file over `transport`; over
@@ -94,6 +105,7 @@ impl Daemon {
         fifo: PathBuf,
         extra: &[&str],
         stdin: Stdio,
+        prepare: impl FnOnce(&mut Command),
     ) -> Daemon {
         let fuse = !extra.contains(&"--no-fuse");
         let with_fifo = !extra.contains(&"--no-fifo");
@@ -105,8 +117,8 @@ impl Daemon {
         let log = dir.path().join("daemon.log");
         // Its own state directory, so that what a killed daemon recorded
         // does not pile up in /run/pilfered.
-        let child = Command::new(BIN)
-            .env("PILFERED_RUNDIR", dir.path().join("run"))
+        let mut cmd = Command::new(BIN);
+        cmd.env("PILFERED_RUNDIR", dir.path().join("run"))
             .arg("serve")
             .arg("--mount")
             .arg(&mount)
@@ -115,9 +127,9 @@ impl Daemon {
             .args(extra)
             .stdin(stdin)
             .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start pilfered");
+            .stderr(File::create(&log).unwrap());
+        prepare(&mut cmd);
+        let child = cmd.spawn().expect("start pilfered");
         let mut d = Daemon {
             dir,
             mount,
