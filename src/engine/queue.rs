@@ -84,7 +84,11 @@ pub(crate) use block::OutOfMemory;
 
 /// Whole chunks [`ChunkQueue::take_exact`] takes at a time to copy outside
 /// the lock: a 1 MiB read of 4 KiB chunks in one go. (Three under test, so
-/// that the model checks see reads of several rounds.)
+/// that the model checks see reads of several rounds.) Only reads of more
+/// than a chunk hold any: the list is allocated per read, to its size, and
+/// a small read allocates and touches nothing for it (a fixed array of 256
+/// on the stack, set up and dropped on every read, cost a 32-byte read over
+/// io_uring 4 times the null server's time; docs/PERFORMANCE.md).
 const HELD: usize = if cfg!(test) { 3 } else { 256 };
 
 /// Reads of at most this many bytes may use the small-read reserve.
@@ -522,7 +526,11 @@ impl ChunkQueue {
     /// epoch; returns how many bytes were discarded that way (normally 0).
     pub(crate) fn take_exact(&self, dst: &mut [u8]) -> Result<usize, Closed> {
         let floor = self.floor(dst.len());
-        let mut held: [Option<Chunk>; HELD] = [const { None }; HELD];
+        let mut held = Vec::new();
+        if dst.len() > self.chunk_size {
+            // Should this fail, every chunk is copied under the lock.
+            let _ = held.try_reserve_exact(dst.len().div_ceil(self.chunk_size).min(HELD));
+        }
         let mut filled = 0;
         let mut discarded = 0;
         let mut st = self.lock();
@@ -540,25 +548,25 @@ impl ChunkQueue {
                 filled = 0;
                 epoch = st.epoch;
             }
-            let (end, count) = self.take_round(&mut st, dst, filled, floor, &mut held);
+            let end = self.take_round(&mut st, dst, filled, floor, &mut held);
             if end == filled {
                 st = self.wait_for_data(st, floor + dst.len() - filled);
                 continue;
             }
-            if count > 0 {
+            if !held.is_empty() {
                 // The chunks taken are ours now: copy them without the
                 // lock, so that producers and other consumers need not wait
                 // for us, and give them back.
                 drop(st);
                 let mut at = filled;
-                for chunk in held[..count].iter_mut().flatten() {
+                for chunk in &mut held {
                     let n = chunk.len();
                     dst[at..at + n].copy_from_slice(chunk.unread());
                     chunk.consume(n);
                     at += n;
                 }
                 st = self.lock();
-                for chunk in held[..count].iter_mut().filter_map(Option::take) {
+                for chunk in held.drain(..) {
                     self.to_spare(&mut st, chunk);
                 }
             }
@@ -596,49 +604,45 @@ impl ChunkQueue {
     }
 
     /// One round of [`ChunkQueue::take_exact`]: takes bytes above `floor`
-    /// for `dst[filled..]`. Whole chunks go into `held` (at most [`HELD`]),
-    /// to be copied in order to `dst[filled..]` without the lock; the piece
-    /// that ends the read (all of a read within the front chunk, then) or
-    /// that leaves only the floor is copied now, after them. Returns where
-    /// the bytes taken end in `dst`, and how many chunks are held.
+    /// for `dst[filled..]`. Whole chunks go into `held`, as many as its
+    /// capacity takes, to be copied in order to `dst[filled..]` without the
+    /// lock; the piece that ends the read (all of a read within the front
+    /// chunk, then), the piece that leaves only the floor, and whole chunks
+    /// when `held` has no room at all, are copied now. Returns where the
+    /// bytes taken end in `dst`.
     fn take_round(
         &self,
         st: &mut State,
         dst: &mut [u8],
         filled: usize,
         floor: usize,
-        held: &mut [Option<Chunk>; HELD],
-    ) -> (usize, usize) {
+        held: &mut Vec<Chunk>,
+    ) -> usize {
         let mut end = filled;
-        let mut count = 0;
         while end < dst.len() && st.queued > floor {
             let Some(front) = st.ready.front_mut() else {
                 break;
             };
             let n = front.len().min(dst.len() - end).min(st.queued - floor);
-            if n < front.len() || end + n == dst.len() {
-                // The piece that ends the read, or all that is left above
-                // the floor: copy it now, after the held chunks' bytes.
+            let whole = n == front.len() && end + n < dst.len();
+            if whole && held.len() < held.capacity() {
+                held.push(st.ready.pop_front().expect("the front chunk"));
+            } else if whole && !held.is_empty() {
+                // Full: the held chunks' bytes come first.
+                break;
+            } else {
                 dst[end..end + n].copy_from_slice(&front.unread()[..n]);
                 front.consume(n);
                 if front.is_empty() {
                     let chunk = st.ready.pop_front().expect("the front chunk");
                     self.to_spare(st, chunk);
                 }
-                st.queued -= n;
-                end += n;
-                break;
             }
-            if count == HELD {
-                break;
-            }
-            held[count] = st.ready.pop_front();
-            count += 1;
             st.queued -= n;
             end += n;
         }
         self.after_take(st);
-        (end, count)
+        end
     }
 
     /// Moves whole chunks (the front one possibly partly read) into `out`
