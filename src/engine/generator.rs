@@ -361,6 +361,8 @@ impl Generator {
 /// Bytes a generator fills per queue round trip: large enough that locking
 /// and waking consumers is rare, small enough to stay in cache.
 pub const BATCH_BYTES: usize = 64 << 10;
+// The queue refills a full queue from two batches below full.
+const _: () = assert!(super::queue::REFILL == 2 * BATCH_BYTES);
 
 /// When a generator takes a fresh key from its [`Seeder`].
 #[derive(Debug, Clone, Copy)]

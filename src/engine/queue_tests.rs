@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::queue::{Chunk, ChunkQueue, Closed, SMALL_READ, Waiting};
+use super::queue::{Chunk, ChunkQueue, Closed, REFILL, SMALL_READ, Waiting};
 use proptest::prelude::*;
 
 /// The reference byte stream: byte `i` of the little-endian encoding of the
@@ -99,7 +99,7 @@ proptest! {
                     let ready = q.queued_bytes().div_ceil(chunk_size);
                     let spare = chunks - held.len() - pending.len() - ready;
                     let n = room.min(max).min(spare.saturating_add(budget));
-                    if room > 0 && q.queued_bytes() <= capacity - capacity / 4 && n > 0 {
+                    if room > 0 && q.queued_bytes() <= capacity - (capacity / 4).min(REFILL) && n > 0 {
                         let before = held.len();
                         q.reserve(max, &mut held).unwrap();
                         prop_assert_eq!(held.len() - before, n);

@@ -246,12 +246,17 @@ on_both_transports! {
     }
 }
 
-/// Whether the daemon's queue is full: less than a chunk of room left
-/// (a partly read front chunk keeps it from holding the capacity exactly),
-/// so the generators sleep.
-fn full(d: &Daemon) -> bool {
-    let s = d.stats();
-    s["queue_bytes"] + s["chunk_size"] > s["queue_capacity"]
+/// A check that the daemon's generators sleep: its queue is within 128 KiB
+/// of full (where a full queue that readers took a little from rests until
+/// they take more), and nothing was made since the last call.
+fn generators_asleep(d: &Daemon) -> impl FnMut() -> bool + '_ {
+    let mut last = None;
+    move || {
+        let s = d.stats();
+        let made = Some(s["bytes_generated"]);
+        let same = std::mem::replace(&mut last, made) == made;
+        same && s["queue_bytes"] + (128 << 10) >= s["queue_capacity"]
+    }
 }
 
 /// Nanoseconds the threads of process `pid` have run, from
@@ -273,8 +278,8 @@ on_both_transports! {
         let d = Daemon::start_on(t, &[]);
         let mut buf = vec![0u8; 1 << 20];
         File::open(d.bits()).unwrap().read_exact(&mut buf).unwrap();
-        // Until the queue is full again and the generators sleep.
-        assert!(wait_until(Duration::from_secs(10), || full(&d)));
+        // Until the queue has refilled and the generators sleep.
+        assert!(wait_until(Duration::from_secs(10), generators_asleep(&d)));
         let pid = d.pid().as_raw().unsigned_abs();
         let (before, at) = (cpu_time_ns(pid), Instant::now());
         std::thread::sleep(Duration::from_secs(2));
