@@ -162,8 +162,8 @@ pub(crate) struct ServeArgs {
     pub fuse_transport: FuseTransport,
 
     /// Threads reading /dev/fuse when the FUSE file is served over it
-    /// (1 to 64; over io_uring there is one thread per CPU instead, and one
-    /// for the few requests that still come through /dev/fuse).
+    /// (1 to 64; over io_uring there are two threads per CPU instead, and
+    /// one for the few requests that still come through /dev/fuse).
     #[arg(long, value_name = "N", default_value = "2", value_parser = parse_threads)]
     pub fuse_threads: u16,
 

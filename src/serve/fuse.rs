@@ -7,8 +7,8 @@
 //!   back, used by both transports;
 //! - [`legacy`]: `/dev/fuse` read by threads, a `read` and a `writev` per
 //!   request;
-//! - [`ring`]: FUSE over io_uring (Linux 6.14+): a thread per kernel queue,
-//!   one `io_uring_enter` per request.
+//! - [`ring`]: FUSE over io_uring (Linux 6.14+): two threads per kernel
+//!   queue, one `io_uring_enter` per request.
 //!
 //! [`start`] does the `FUSE_INIT` handshake on `/dev/fuse` itself, asking
 //! for `FUSE_OVER_IO_URING` when io_uring is wanted and the kernel offers
@@ -192,7 +192,7 @@ pub(crate) fn start(
     let why_not = if negotiated.uring {
         match start_rings(&fd, device, opts.acl, &tx) {
             Ok(queues) => {
-                server.running += queues;
+                server.running += queues * ring::THREADS_PER_QUEUE;
                 server.transport = Transport::IoUring { queues };
                 device
                     .stats()
@@ -223,9 +223,10 @@ pub(crate) fn start(
     Ok(server)
 }
 
-/// Starts and registers a ring thread on every kernel queue; returns how
-/// many, or the first refusal (the threads that did start then serve
-/// nothing and end with the connection).
+/// Starts and registers [`ring::THREADS_PER_QUEUE`] ring threads on every
+/// kernel queue; returns how many queues, or the first refusal (the
+/// threads that did start then serve nothing and end with the
+/// connection).
 fn start_rings(
     fd: &Arc<OwnedFd>,
     device: &Arc<Device>,
@@ -236,24 +237,26 @@ fn start_rings(
     let payload = usize::from(MAX_PAGES) * page_size();
     let (ready_tx, ready) = mpsc::channel();
     for qid in 0..queues {
-        let (fd, device, ended, ready) =
-            (fd.clone(), device.clone(), ended.clone(), ready_tx.clone());
         let q = u16::try_from(qid).map_err(|_| io::Error::other("more than 65536 CPUs"))?;
-        thread::Builder::new()
-            .name(format!("fuse-ring-{qid}"))
-            .spawn(move || {
-                ring::pin_to(qid);
-                match ring::register(&fd, q, payload) {
-                    Ok(r) => {
-                        let _ = ready.send(Ok(()));
-                        let _ = ended.send(ring::serve(r, &device, acl));
+        for k in 0..ring::THREADS_PER_QUEUE {
+            let (fd, device, ended, ready) =
+                (fd.clone(), device.clone(), ended.clone(), ready_tx.clone());
+            thread::Builder::new()
+                .name(format!("fuse-ring-{qid}-{k}"))
+                .spawn(move || {
+                    ring::pin_to(qid);
+                    match ring::register(&fd, q, payload) {
+                        Ok(r) => {
+                            let _ = ready.send(Ok(()));
+                            let _ = ended.send(ring::serve(r, &device, acl));
+                        }
+                        Err(e) => drop(ready.send(Err(e))),
                     }
-                    Err(e) => drop(ready.send(Err(e))),
-                }
-            })?;
+                })?;
+        }
     }
     drop(ready_tx);
-    for _ in 0..queues {
+    for _ in 0..queues * ring::THREADS_PER_QUEUE {
         ready
             .recv()
             .map_err(|_| io::Error::other("a ring thread ended before registering"))??;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{BIN, Daemon, fuse_available, wait_until};
+use crate::common::{BIN, Daemon, fuse_available, thread_named, wait_until};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 
@@ -33,23 +33,6 @@ fn unread(f: &File) -> usize {
 
 fn pipe_size(f: &File) -> usize {
     fcntl(f.as_fd(), FcntlArg::F_GETPIPE_SZ).unwrap() as usize
-}
-
-/// The thread of `pid` named `name`: its `/proc/PID/task/TID` directory
-/// (waiting for it: the FIFO exists before its writer thread starts).
-fn thread_named(pid: u32, name: &str) -> std::path::PathBuf {
-    let find = || {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == name))
-    };
-    let mut found = None;
-    wait_until(Duration::from_secs(10), || {
-        found = find();
-        found.is_some()
-    });
-    found.unwrap_or_else(|| panic!("no thread named {name} in process {pid}"))
 }
 
 /// CPU clock ticks (user + system, in USER_HZ, 100 per second) a thread

@@ -1,7 +1,7 @@
 //! The FUSE transports themselves: which one serves and how it is named,
-//! readers interrupted or killed mid-read, a thread per CPU queue that
-//! keeps serving, no CPU spent while idle, and no served byte left in the
-//! daemon's memory. The other FUSE tests run over both transports too
+//! readers interrupted or killed mid-read, every CPU answering a read
+//! beside one that waits for the generator, no CPU spent while idle, and
+//! no served byte left in the daemon's memory. The other FUSE tests run over both transports too
 //! (`on_both_transports!`).
 
 use std::collections::HashMap;
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     Daemon, ENABLE_URING, assert_no_repeated_stretch, fuse_available, kernel_queues,
-    on_both_transports, refused, run, uring_available, uring_off, uring_on, wait_until,
-    wait_until_reading,
+    on_both_transports, parse_stats, refused, run, thread_named, uring_available, uring_off,
+    uring_on, wait_until, wait_until_reading,
 };
 
 /// The part of the serving line that names the FUSE transport, once the
@@ -128,24 +128,114 @@ fn rchar(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads 4 KiB of `bits` from a process pinned to `cpu` (the kernel then
-/// queues the request on that CPU's queue), and says whether it got them
-/// within `limit`.
-fn reads_on_cpu(bits: &std::path::Path, cpu: u64, limit: Duration) -> bool {
-    let mut child = Command::new("taskset")
-        .args(["-c", &cpu.to_string(), "head", "-c", "4096"])
-        .arg(bits)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let done = wait_until(limit, || child.try_wait().unwrap().is_some());
-    if !done {
-        let _ = child.kill();
+/// The daemon's thread `name`, stopped by ptrace (`PTRACE_INTERRUPT`, which
+/// stops that thread alone) until this is dropped, panics included.
+struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    fn thread(d: &Daemon, name: &str) -> Stopped {
+        use nix::sys::ptrace;
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let task = thread_named(d.pid().as_raw().unsigned_abs(), name);
+        let tid: i32 = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let tid = nix::unistd::Pid::from_raw(tid);
+        ptrace::seize(tid, ptrace::Options::empty()).unwrap();
+        let stopped = Stopped(tid);
+        ptrace::interrupt(tid).unwrap();
+        let status = waitpid(tid, Some(WaitPidFlag::__WALL)).unwrap();
+        assert!(
+            matches!(
+                status,
+                WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)
+            ),
+            "{name} did not stop: {status:?}"
+        );
+        stopped
     }
-    let mut out = Vec::new();
-    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    let status = child.wait().unwrap();
-    done && status.success() && out.len() == 4096
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::ptrace::detach(self.0, None);
+    }
+}
+
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+}
+
+/// Checks that a read on `cpu` is answered while a bulk read on the same
+/// CPU waits for the generator: with the generator stopped, a reader of
+/// 1 MiB - 4 KiB reads (one request each) drains the queue down to the
+/// small-read reserve and waits in a daemon thread; then the stats file
+/// and 4 KiB of `bits` must still be read on that CPU, from the reserve,
+/// by another thread: over io_uring the second thread of that CPU's queue,
+/// over `/dev/fuse` the second thread reading it.
+fn answers_beside_a_waiting_read(d: &Daemon, cpu: usize) {
+    use std::sync::mpsc;
+    let capacity = usize::try_from(d.stats()["queue_capacity"]).unwrap();
+    let stopped = Stopped::thread(d, "generator-0");
+    let (bits, stats) = (d.bits(), d.mount.join("stats"));
+    let waits =
+        |stats: &Path| parse_stats(&std::fs::read_to_string(stats).unwrap())["consumer_waits"];
+    let waits_before = waits(&stats);
+    let (bulk_tx, bulk_done) = mpsc::channel();
+    let bulk = std::thread::spawn(move || {
+        pin_to(cpu);
+        let mut f = File::open(bits).unwrap();
+        let mut buf = vec![0u8; (1 << 20) - 4096];
+        // More than the queue holds: the last reads wait for the generator.
+        for _ in 0..=capacity / buf.len() {
+            f.read_exact(&mut buf).unwrap();
+        }
+        bulk_tx.send(()).unwrap();
+    });
+    let (probe_tx, probe) = mpsc::channel();
+    let bits = d.bits();
+    std::thread::spawn(move || {
+        pin_to(cpu);
+        // Until the bulk read waits in the daemon.
+        let waiting = wait_until(Duration::from_secs(10), || waits(&stats) > waits_before);
+        let mut small = vec![0u8; 4096];
+        let got = File::open(bits).and_then(|mut f| f.read_exact(&mut small));
+        let _ = probe_tx.send((waiting, got.map(|()| small)));
+    });
+    let (waiting, got) = probe
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            panic!("CPU {cpu}: a read waited behind a bulk read waiting for the generator")
+        });
+    assert!(
+        waiting,
+        "CPU {cpu}: the bulk read never waited for the generator"
+    );
+    let small = got.unwrap();
+    assert!(small.iter().any(|&b| b != 0));
+    assert!(
+        bulk_done.try_recv().is_err(),
+        "CPU {cpu}: the bulk read did not wait for the generator"
+    );
+    drop(stopped);
+    bulk.join()
+        .expect("the bulk reader failed once the generator ran again");
+}
+
+on_both_transports! {
+    /// A read that has to wait for the generator (a bulk read of an empty
+    /// queue) holds up one daemon thread, never the next request on its
+    /// CPU: a small read there is answered from the small-read reserve at
+    /// once, on every CPU.
+    fn a_read_is_answered_beside_one_that_waits(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let d = Daemon::start_on(t, &["--no-fifo", "--queue-capacity", "2M", "--generators", "1"]);
+        for cpu in 0..usize::try_from(kernel_queues()).unwrap() {
+            answers_beside_a_waiting_read(&d, cpu);
+        }
+    }
 }
 
 extern "C" fn ignore(_: libc::c_int) {}
@@ -154,15 +244,15 @@ on_both_transports! {
     /// Readers interrupted by a signal mid-read (a handler without
     /// SA_RESTART) get all their bytes or EINTR, never a short read;
     /// readers killed mid-read take nothing from the others; and after it
-    /// all, a reader on every CPU is still served at once, so no queue lost
-    /// its ring entry (each has one: a lost one would hang its CPU).
+    /// all, every CPU still answers a read beside one that waits, so no
+    /// queue lost either of its two ring entries.
     fn interrupted_and_killed_readers_leave_every_queue_serving(t: Transport) {
         use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
         if !fuse_available() {
             return;
         }
         // A small queue, so that 1 MiB reads wait for the generator.
-        let d = Daemon::start_on(t, &["--no-fifo", "--queue-capacity", "256K"]);
+        let d = Daemon::start_on(t, &["--no-fifo", "--queue-capacity", "256K", "--generators", "1"]);
         let action = SigAction::new(SigHandler::Handler(ignore), SaFlags::empty(), SigSet::empty());
         // SAFETY: the handler does nothing, which is async-signal-safe.
         unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
@@ -236,12 +326,8 @@ on_both_transports! {
         assert!(signals > 100, "only {signals} signals sent");
         assert!(outputs.iter().all(|o| !o.is_empty()), "a reader got nothing");
         assert_no_repeated_stretch(&outputs);
-        for cpu in 0..kernel_queues() {
-            assert!(
-                reads_on_cpu(&d.bits(), cpu, Duration::from_secs(10)),
-                "CPU {cpu}'s queue no longer serves; log: {}",
-                d.log_text()
-            );
+        for cpu in 0..usize::try_from(kernel_queues()).unwrap() {
+            answers_beside_a_waiting_read(&d, cpu);
         }
     }
 }

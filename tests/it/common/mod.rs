@@ -275,6 +275,23 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The thread of `pid` named `name`: its `/proc/PID/task/TID` directory
+/// (waiting for it: the FIFO exists before its writer thread starts).
+pub fn thread_named(pid: u32, name: &str) -> std::path::PathBuf {
+    let find = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == name))
+    };
+    let mut found = None;
+    wait_until(Duration::from_secs(10), || {
+        found = find();
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no thread named {name} in process {pid}"))
+}
+
 /// Reads exactly `n` bytes from `path` with reads of `block` bytes, checking
 /// that every `read` returns the whole block (FUSE: never a short read).
 pub fn read_blocks(path: &Path, block: usize, n: usize, require_full_reads: bool) -> Vec<u8> {
