@@ -95,8 +95,10 @@ const HELD: usize = if cfg!(test) { 3 } else { 256 };
 /// How far a full queue drains before producers refill it: two of the
 /// generator's 64 KiB batches. Refilling in 4 MiB bursts from three
 /// quarters of a 16 MiB queue instead left 4 KiB reads over io_uring at
-/// 38 % of the null server's speed in the benchmark, against 95 to 96 %
-/// (docs/PERFORMANCE.md, "Small reads over io_uring").
+/// 38 % of the null server's speed in the benchmark, against 95 to 96 %.
+/// It costs the FIFO in some runs: a queue kept full holds older bytes,
+/// which the FIFO writer copies more slowly (docs/PERFORMANCE.md, "Small
+/// reads over io_uring").
 pub(crate) const REFILL: usize = 128 << 10;
 
 /// Reads of at most this many bytes may use the small-read reserve.
