@@ -164,6 +164,15 @@ impl Daemon {
                 d.log_text()
             );
         }
+        // The serving line, logged when both interfaces serve (as READY=1
+        // is sent), may come a little after the paths answer.
+        assert!(
+            wait_until(Duration::from_secs(10), || d
+                .log_text()
+                .contains("] serving: ")),
+            "no serving line; log: {}",
+            d.log_text()
+        );
         d
     }
 
