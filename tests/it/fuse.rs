@@ -20,16 +20,8 @@ use crate::common::{
     uring_on, wait_until, wait_until_reading,
 };
 
-/// The part of the serving line that names the FUSE transport, once the
-/// daemon has logged it.
+/// The part of the serving line that names the FUSE transport.
 fn transport_of(d: &Daemon) -> String {
-    assert!(
-        wait_until(Duration::from_secs(10), || d
-            .log_text()
-            .contains("] serving: ")),
-        "no serving line: {}",
-        d.log_text()
-    );
     serving_transport(&d.log_text()).to_string()
 }
 

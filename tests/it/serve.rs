@@ -240,19 +240,6 @@ fn key_file() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-/// Waits until the daemon has logged its "serving:" line, the last one of
-/// its start, and returns the log.
-fn log_after_start(d: &Daemon) -> String {
-    assert!(
-        wait_until(Duration::from_secs(10), || d
-            .log_text()
-            .contains("serving:")),
-        "no serving line: {}",
-        d.log_text()
-    );
-    d.log_text()
-}
-
 /// --seed-file serves the same keystream as --seed, and does not warn about
 /// the command line, which no longer holds the key.
 #[test]
@@ -264,7 +251,7 @@ fn seed_file_serves_the_rfc8439_keystream() {
     let d = Daemon::start(&["--seed-file", path.to_str().unwrap(), "--no-fifo"]);
     let got = read_blocks(&d.bits(), 4096, 1 << 20, true);
     assert_eq!(got, openssl_keystream(KEY, got.len()));
-    let log = log_after_start(&d);
+    let log = d.log_text();
     assert!(log.contains("predictable"), "no warning: {log}");
     assert!(!log.contains("cmdline"), "{log}");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", d.pid())).unwrap();
@@ -289,7 +276,7 @@ fn seed_file_from_standard_input_serves_the_keystream() {
 #[test]
 fn seed_on_the_command_line_warns_that_every_user_can_read_it() {
     let d = Daemon::start(&["--seed", KEY, "--no-fuse"]);
-    let log = log_after_start(&d);
+    let log = d.log_text();
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", d.pid())).unwrap();
     assert!(String::from_utf8_lossy(&cmdline).contains(KEY));
     let wanted = format!(
