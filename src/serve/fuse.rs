@@ -8,7 +8,7 @@
 //! - [`legacy`]: `/dev/fuse` read by threads, a `read` and a `writev` per
 //!   request;
 //! - [`ring`]: FUSE over io_uring (Linux 6.14+): two threads per kernel
-//!   queue, one `io_uring_enter` per request.
+//!   queue, `io_uring_enter` to reply and to wait.
 //!
 //! [`start`] does the `FUSE_INIT` handshake on `/dev/fuse` itself, asking
 //! for `FUSE_OVER_IO_URING` when io_uring is wanted and the kernel offers

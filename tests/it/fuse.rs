@@ -1,8 +1,8 @@
 //! The FUSE transports themselves: which one serves and how it is named,
 //! readers interrupted or killed mid-read, every CPU answering a read
 //! beside one that waits for the generator, no CPU spent while idle, and
-//! no served byte left in the daemon's memory. The other FUSE tests run over both transports too
-//! (`on_both_transports!`).
+//! no served byte left in the daemon's memory. The other FUSE tests run
+//! over both transports too (`on_both_transports!`).
 
 use std::collections::HashMap;
 use std::fs::File;

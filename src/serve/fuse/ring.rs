@@ -2,8 +2,10 @@
 //! (one queue per possible CPU), pinned to its CPU, each with its own ring
 //! holding one entry of that queue (`sys::uring`). A request that a reader
 //! on CPU *n* makes is served by a thread of queue *n*, on the same CPU,
-//! and one system call (`io_uring_enter`) both hands back a reply and waits
-//! for the next request, where `/dev/fuse` takes a `read` and a `writev`.
+//! with two `io_uring_enter` calls: one hands back the reply (so that the
+//! payload buffer can be wiped before the thread waits, see `sys::uring`),
+//! one waits for the next request. The kernel could take both in one call;
+//! the wipe is why this does not.
 //!
 //! Replies are written into the entry's payload buffer, and a read that the
 //! queue does not answer with one whole chunk is copied straight from the
