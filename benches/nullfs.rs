@@ -5,11 +5,10 @@
 //! the same transport (`TRANSPORT` as `--fuse-transport` takes it, default
 //! `auto`; `THREADS` as `--fuse-threads`, default 2). Whatever pilfered
 //! reaches against it is the share of what FUSE allows over that
-//! transport. It prints the transport in use on stdout once it serves, and
+//! transport. It is the daemon itself, serving zeros: it logs the same
+//! serving line (with the transport in use) on stderr once it serves, and
 //! runs until SIGINT or SIGTERM, then unmounts. Used by
 //! `benches/throughput.sh`; not part of pilfered.
-
-use std::io::Write;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -21,12 +20,10 @@ fn main() {
         .next()
         .map_or(2, |t| t.parse().expect("THREADS is a number"));
     let mount = std::path::absolute(&mount).expect("an absolute path");
-    let started = |transport: &str| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{transport}");
-        let _ = out.flush();
-    };
-    if let Err(e) = pilfered::internal::null_server(&mount, &transport, threads, started) {
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        .init();
+    if let Err(e) = pilfered::internal::null_server(&mount, &transport, threads) {
         eprintln!("nullfs: {e}");
         std::process::exit(1);
     }

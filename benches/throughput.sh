@@ -95,16 +95,17 @@ legacy_daemon=$!
 # The FUSE ceilings: a null server over each transport, mounted and opened
 # like pilfered's file.
 mkdir "$tmp/null-uring" "$tmp/null-legacy"
-"$ex/nullfs" "$tmp/null-uring" io-uring >"$tmp/null-uring.transport" &
-"$ex/nullfs" "$tmp/null-legacy" legacy >"$tmp/null-legacy.transport" &
+# Each logs the daemon's serving line, with the transport in use.
+"$ex/nullfs" "$tmp/null-uring" io-uring 2>"$tmp/null-uring.log" &
+"$ex/nullfs" "$tmp/null-legacy" legacy 2>"$tmp/null-legacy.log" &
 # The FIFO ceiling: a FIFO of pilfered's pipe size, kept full of zeros.
 "$ex/zerofifo" "$tmp/zeros" "$fifo" >"$tmp/pipe-size" &
 for _ in $(seq 100); do
-    [ -r "$tmp/legacy/bits" ] && [ -s "$tmp/null-uring.transport" ] &&
-        [ -s "$tmp/null-legacy.transport" ] && [ -s "$tmp/pipe-size" ] && break
+    [ -r "$tmp/legacy/bits" ] && grep -q 'serving:' "$tmp/null-uring.log" &&
+        grep -q 'serving:' "$tmp/null-legacy.log" && [ -s "$tmp/pipe-size" ] && break
     sleep 0.1
 done
-grep -q '^io_uring' "$tmp/null-uring.transport" ||
+grep -q 'serving:.*(io_uring' "$tmp/null-uring.log" ||
     { echo "throughput.sh: the null server does not serve over io_uring" >&2; exit 1; }
 pipe_kib=$(($(cat "$tmp/pipe-size") / 1024))
 

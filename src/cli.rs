@@ -1,5 +1,7 @@
-//! The command line: clap definitions, size parsing, and the checks that turn
-//! raw arguments into a [`ServeConfig`] before anything touches the system.
+//! The command line, on top of everything: clap definitions, size parsing,
+//! and the checks that turn raw arguments into the layers' own plain
+//! settings (`serve::Config`, the clients' arguments) before anything
+//! touches the system.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,6 +12,10 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::engine::generator::Rounds;
 use crate::engine::seeding::{Key, Seed, SourceSpec};
 use crate::error::Error;
+use crate::serve::config::{
+    Bits, Config, DEFAULT_FIFO, DEFAULT_MOUNT, MAX_CHUNK_SIZE, MAX_QUEUE_CAPACITY, MAX_THREADS,
+    TransportChoice, default_generators,
+};
 use crate::sys::trust::{self, Untrusted};
 use crate::units::{format_size, parse_duration, parse_interval, parse_size};
 
@@ -58,9 +64,37 @@ pub(crate) enum Command {
     Status(StatusArgs),
 }
 
-/// How the FUSE file is served (`--fuse-transport`).
+/// Runs the command `cli` parsed; `serve` logs its throughput every
+/// `report_every` if given (`-v`).
+pub fn run(cli: Cli, report_every: Option<Duration>) -> Result<(), Error> {
+    use crate::client::{status, tools};
+    match cli.command {
+        Command::Serve(args) => args.validate().and_then(|mut cfg| {
+            cfg.report_every = report_every;
+            crate::serve::serve(&cfg)
+        }),
+        Command::Roll(args) => tools::roll(&args.exprs, args.source.from.as_deref()),
+        Command::Nonce(args) => tools::nonce(args.count, args.source.from.as_deref()),
+        Command::Status(args) => status::run(&args.mount, args.interval),
+    }
+}
+
+/// The benchmarks' null FUSE server, the ceiling of pilfered's FUSE reads:
+/// the daemon itself serving zeros from `MOUNT/bits`, with no generator and
+/// no FIFO, over `transport` (as `--fuse-transport` takes it) with
+/// `threads` `/dev/fuse` threads, until SIGINT or SIGTERM.
+pub fn null_server(mount: &std::path::Path, transport: &str, threads: u16) -> Result<(), Error> {
+    use clap::ValueEnum;
+    let choice = FuseTransport::from_str(transport, false)
+        .map_err(|e| Error::usage(format!("transport {transport}: {e}")))?;
+    let threads = parse_threads(&threads.to_string()).map_err(Error::usage)?;
+    crate::serve::serve(&Config::null_server(mount, choice.into(), threads.into()))
+}
+
+/// `--fuse-transport`, as clap lists it (`serve::config::TransportChoice`
+/// is what the daemon is told).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum FuseTransport {
+enum FuseTransport {
     /// io_uring if the kernel offers it, else /dev/fuse.
     Auto,
     /// FUSE over io_uring, or refuse to start.
@@ -69,10 +103,15 @@ pub(crate) enum FuseTransport {
     Legacy,
 }
 
-/// Where `serve` mounts the FUSE file system by default.
-pub const DEFAULT_MOUNT: &str = "/mnt/pilfered";
-/// Where `serve` makes the named pipe by default.
-pub const DEFAULT_FIFO: &str = "/tmp/pilferedbits";
+impl From<FuseTransport> for TransportChoice {
+    fn from(t: FuseTransport) -> Self {
+        match t {
+            FuseTransport::Auto => TransportChoice::Auto,
+            FuseTransport::IoUring => TransportChoice::IoUring,
+            FuseTransport::Legacy => TransportChoice::Legacy,
+        }
+    }
+}
 
 /// Options of `pilfered serve`. Its `Debug` shows none of them: `--seed`
 /// is key material.
@@ -159,7 +198,7 @@ pub(crate) struct ServeArgs {
     /// io-uring where the kernel offers it, else legacy with a line saying
     /// why.
     #[arg(long, value_name = "TRANSPORT", default_value = "auto")]
-    pub fuse_transport: FuseTransport,
+    fuse_transport: FuseTransport,
 
     /// Threads reading /dev/fuse when the FUSE file is served over it
     /// (1 to 64; over io_uring there are two threads per CPU instead, and
@@ -236,45 +275,6 @@ pub(crate) struct NonceArgs {
     pub source: SourceArgs,
 }
 
-/// Largest chunk accepted: bigger chunks only cost cache misses.
-pub(crate) const MAX_CHUNK_SIZE: u64 = 16 << 20;
-/// Largest queue accepted: the queue lives in memory.
-pub(crate) const MAX_QUEUE_CAPACITY: u64 = 4 << 30;
-
-/// Everything `serve` needs, checked.
-#[derive(Debug)]
-pub(crate) struct ServeConfig {
-    /// `None` with `--no-fuse`.
-    pub mount: Option<PathBuf>,
-    /// `None` with `--no-fifo`.
-    pub fifo: Option<PathBuf>,
-    pub chunk_size: usize,
-    pub queue_capacity: usize,
-    /// `None`: use the system's pipe-max-size.
-    pub pipe_size: Option<usize>,
-    /// `--seed` or `--seed-file`: a fixed key, read by the preflight.
-    pub seed: Option<Seed>,
-    pub generators: usize,
-    pub fuse_transport: FuseTransport,
-    pub fuse_threads: usize,
-    pub rounds: Rounds,
-    /// `None`: 0600 for a FIFO we create (0640 with `group`), and leave a
-    /// reused one alone (unless `group` is given).
-    pub fifo_mode: Option<u32>,
-    /// Mount with allow_other: `--allow-other`, or `--group`, whose files'
-    /// modes then keep out everyone else (default_permissions).
-    pub allow_other: bool,
-    /// `--group`: the group to share the device with, looked up by the
-    /// preflight.
-    pub group: Option<String>,
-    pub reseed_interval: Duration,
-    pub reseed_bytes: u64,
-    pub sources: Vec<SourceSpec>,
-    pub mlock: bool,
-    /// Log a throughput line this often (set by `-v`).
-    pub report_every: Option<Duration>,
-}
-
 impl fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ServeArgs { .. }")
@@ -283,7 +283,7 @@ impl fmt::Debug for ServeArgs {
 
 impl ServeArgs {
     /// Checks the values against each other; touches nothing on disk.
-    pub(crate) fn validate(self) -> Result<ServeConfig, Error> {
+    pub(crate) fn validate(self) -> Result<Config, Error> {
         self.check_sizes()?;
         // Which option seeds, for the messages; --seed and --seed-file
         // conflict, so at most one is given.
@@ -316,7 +316,7 @@ impl ServeArgs {
             (None, Some(path)) => Some(Seed::File(path)),
             (None, None) => None,
         };
-        Ok(ServeConfig {
+        Ok(Config {
             mount: (!self.no_fuse).then_some(self.mount),
             fifo: (!self.no_fifo).then_some(self.fifo),
             chunk_size: in_memory("--chunk-size", self.chunk_size)?,
@@ -326,7 +326,7 @@ impl ServeArgs {
                 .map(|s| usize::try_from(s).unwrap_or(usize::MAX)),
             seed,
             generators,
-            fuse_transport: self.fuse_transport,
+            fuse_transport: self.fuse_transport.into(),
             fuse_threads: self.fuse_threads as usize,
             rounds: self.rounds,
             fifo_mode: self.fifo_mode,
@@ -337,6 +337,7 @@ impl ServeArgs {
             sources: self.source,
             mlock: self.mlock,
             report_every: None,
+            bits: Bits::Random,
         })
     }
 
@@ -379,13 +380,6 @@ fn in_memory(option: &str, size: u64) -> Result<usize, Error> {
     })
 }
 
-/// One generator per two CPUs: measured on 2 cores, one generator moved
-/// more through the FIFO than two (1.5 against 1.2 GB/s), because readers,
-/// the FIFO writer and the kernel's copies need a core too.
-pub(crate) fn default_generators() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
-}
-
 /// `--rounds`: one of [`Rounds::ALL`] by its count, with clap listing them
 /// (the engine itself knows nothing of clap).
 fn rounds_parser() -> impl clap::builder::TypedValueParser<Value = Rounds> {
@@ -397,9 +391,6 @@ fn rounds_parser() -> impl clap::builder::TypedValueParser<Value = Rounds> {
             .expect("one of the possible values")
     })
 }
-
-/// Most threads of one kind (`--generators`, `--fuse-threads`).
-pub(crate) const MAX_THREADS: u16 = 64;
 
 /// Parses a thread count, from 1 to [`MAX_THREADS`].
 fn parse_threads(s: &str) -> Result<u16, String> {
@@ -489,7 +480,7 @@ mod tests {
         assert!(!e.to_string().contains("zz"));
     }
 
-    fn serve(args: &[&str]) -> Result<ServeConfig, Error> {
+    fn serve(args: &[&str]) -> Result<Config, Error> {
         let mut argv = vec!["pilfered", "serve"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).expect("clap accepts");
@@ -511,7 +502,7 @@ mod tests {
         let cpus = std::thread::available_parallelism().unwrap().get();
         assert_eq!(c.generators, (cpus / 2).max(1));
         assert_eq!(c.fuse_threads, 2);
-        assert_eq!(c.fuse_transport, FuseTransport::Auto);
+        assert_eq!(c.fuse_transport, TransportChoice::Auto);
         assert_eq!(c.rounds, Rounds::R20);
         assert_eq!(c.fifo_mode, None);
         assert!(!c.allow_other && !c.mlock);

@@ -1,5 +1,6 @@
-//! The one error type of the program: a message for the user and whether it
-//! was a usage error (exit status 2) or a failure at run time (exit status 1).
+//! The error type of the daemon and the commands: a message for the user,
+//! and whether the input was at fault or the system (`main` turns that into
+//! the exit status).
 
 use std::fmt;
 use std::io;
@@ -7,29 +8,21 @@ use std::io;
 /// What went wrong, worded for the person who ran the command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// The command line asked for something impossible or unsafe: exit 2.
+    /// The command line asked for something impossible or unsafe.
     Usage(String),
-    /// The system refused or failed at run time: exit 1.
+    /// The system refused or failed at run time.
     Runtime(String),
 }
 
 impl Error {
-    /// A usage error (exit status 2).
+    /// A usage error.
     pub fn usage(msg: impl Into<String>) -> Self {
         Error::Usage(msg.into())
     }
 
-    /// A run-time failure (exit status 1).
+    /// A run-time failure.
     pub fn runtime(msg: impl Into<String>) -> Self {
         Error::Runtime(msg.into())
-    }
-
-    /// The process exit status for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Usage(_) => 2,
-            Error::Runtime(_) => 1,
-        }
     }
 }
 
@@ -87,11 +80,5 @@ mod tests {
         let e = io::Error::from_raw_os_error(libc::ENOENT);
         assert_eq!(describe(&e), "No such file or directory");
         assert_eq!(describe(&io::Error::other("custom")), "custom");
-    }
-
-    #[test]
-    fn exit_codes() {
-        assert_eq!(Error::usage("x").exit_code(), 2);
-        assert_eq!(Error::runtime("x").exit_code(), 1);
     }
 }

@@ -5,8 +5,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use log::LevelFilter;
 
-use pilfered::Error;
-use pilfered::internal::Cli;
+use pilfered::internal::{Cli, Error};
 
 /// How often `serve -v` logs its throughput.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
@@ -35,10 +34,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints `pilfered: MESSAGE` on one line and picks the exit status.
+/// Prints `pilfered: MESSAGE` on one line and picks the exit status: 2 for
+/// a usage error (the input was at fault), 1 for a failure at run time.
 fn fail(e: &Error) -> ExitCode {
     eprintln!("pilfered: {e}");
-    ExitCode::from(e.exit_code())
+    ExitCode::from(match e {
+        Error::Usage(_) => 2,
+        Error::Runtime(_) => 1,
+    })
 }
 
 /// clap's error in one line: its first line without the "error: " prefix

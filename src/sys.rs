@@ -15,9 +15,18 @@
 
 pub(crate) mod mountdir;
 pub(crate) mod mounts;
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "system calls without a safe wrapper")]
 pub(crate) mod raw;
 pub(crate) mod records;
 pub(crate) mod trust;
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "ring buffers the kernel shares")]
 pub(crate) mod uring;
+
+/// The size of a memory page.
+pub(crate) fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096)
+}

@@ -4,6 +4,7 @@
 
 use std::io::{self, BufWriter, StdoutLock, Write};
 
+use crate::client::reader::ReadError;
 use crate::error::{Error, describe};
 
 /// Size of the stdout buffer: large writes, few syscalls.
@@ -12,12 +13,12 @@ const OUTPUT_BUFFER: usize = 64 << 10;
 /// Why a streaming command stopped: its source failed, or its output did.
 #[derive(Debug)]
 pub(crate) enum StreamError {
-    Source(Error),
+    Source(ReadError),
     Output(io::Error),
 }
 
-impl From<Error> for StreamError {
-    fn from(e: Error) -> Self {
+impl From<ReadError> for StreamError {
+    fn from(e: ReadError) -> Self {
         StreamError::Source(e)
     }
 }
@@ -38,7 +39,7 @@ pub(crate) fn to_stdout(
     let result = body(&mut out).and_then(|()| Ok(out.flush()?));
     match result {
         Ok(()) => Ok(()),
-        Err(StreamError::Source(e)) => Err(e),
+        Err(StreamError::Source(e)) => Err(Error::runtime(e.to_string())),
         Err(StreamError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(StreamError::Output(e)) => {
             Err(Error::runtime(format!("standard output: {}", describe(&e))))

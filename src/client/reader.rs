@@ -9,6 +9,7 @@
 //! (normal on a pipe) and `EINTR` are retried; end of file means the daemon
 //! went away and is an error, never a silent short result.
 //!
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -18,8 +19,119 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use zeroize::Zeroizing;
 
-use crate::error::{Error, describe};
+use crate::error::describe;
 use crate::sys::trust::{self, Untrusted};
+
+/// Why [`DeviceReader`] could not open or read the device: the path and
+/// the cause, said in one line by [`fmt::Display`].
+#[derive(Debug)]
+pub struct ReadError {
+    path: PathBuf,
+    cause: Cause,
+}
+
+#[derive(Debug)]
+enum Cause {
+    /// Opening failed.
+    Open(io::Error),
+    /// The path is a directory.
+    IsADirectory,
+    /// Neither default source could be opened: why not, for each.
+    NoSource {
+        fuse: String,
+        fifo: String,
+        fifo_path: PathBuf,
+    },
+    /// End of file after `got` of the `want` bytes of a read; `first`: no
+    /// byte had been read before.
+    Ended {
+        got: usize,
+        want: usize,
+        first: bool,
+    },
+    /// A read failed.
+    Read(io::Error),
+}
+
+impl ReadError {
+    /// The path that was being opened or read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The OS error behind it, if there is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match &self.cause {
+            Cause::Open(e) | Cause::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match &self.cause {
+            Cause::Open(e) => write!(f, "{path}: {}", describe(e)),
+            Cause::IsADirectory => write!(f, "{path}: is a directory"),
+            Cause::NoSource {
+                fuse,
+                fifo,
+                fifo_path,
+            } => write!(
+                f,
+                "no random source: cannot read {path} ({fuse}) or {} ({fifo}); start the device with 'pilfered serve'",
+                fifo_path.display()
+            ),
+            Cause::Ended { first: true, .. } => write!(
+                f,
+                "{path}: end of file before the first byte: no daemon is serving it; start the device with 'pilfered serve'"
+            ),
+            Cause::Ended { got, want, .. } => write!(
+                f,
+                "{path}: end of file after {got} of {want} bytes: the daemon went away"
+            ),
+            Cause::Read(e) => {
+                let hint = match e.raw_os_error() {
+                    // What a FUSE reader gets once the daemon has stopped.
+                    Some(libc::EIO | libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) => {
+                        ": the daemon went away"
+                    }
+                    _ => "",
+                };
+                write!(f, "{path}: {}{hint}", describe(e))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            Cause::Open(e) | Cause::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ReadError> for io::Error {
+    fn from(e: ReadError) -> io::Error {
+        let kind = match &e.cause {
+            Cause::Open(e) | Cause::Read(e) => e.kind(),
+            Cause::IsADirectory => io::ErrorKind::IsADirectory,
+            Cause::NoSource { .. } => io::ErrorKind::NotFound,
+            Cause::Ended { .. } => io::ErrorKind::UnexpectedEof,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+fn error(path: &Path, cause: Cause) -> ReadError {
+    ReadError {
+        path: path.to_path_buf(),
+        cause,
+    }
+}
 
 /// Most bytes requested from the device in one read by [`DeviceReader::read_each`].
 pub(crate) const BATCH_BYTES: usize = 64 << 10;
@@ -35,46 +147,51 @@ pub struct DeviceReader<R = File> {
 }
 
 impl DeviceReader<File> {
-    /// Opens `path` (given with `--from`) for reading.
+    /// Opens `path` for reading.
     ///
     /// Never blocks: a FIFO is opened non-blocking, so opening one that no
     /// daemon holds returns at once, and the first read then reports end of
     /// file. Reads themselves block as usual.
-    pub fn open(path: &Path) -> Result<Self, Error> {
-        let fail = |why: String| Error::runtime(format!("--from {}: {why}", path.display()));
-        let file = open_nonblocking(path, false).map_err(|e| fail(describe(&e)))?;
-        let meta = file.metadata().map_err(|e| fail(describe(&e)))?;
-        if meta.is_dir() {
-            return Err(fail("is a directory".to_string()));
+    pub fn open(path: &Path) -> Result<Self, ReadError> {
+        let fail = |e| error(path, Cause::Open(e));
+        let file = open_nonblocking(path, false).map_err(fail)?;
+        if file.metadata().map_err(fail)?.is_dir() {
+            return Err(error(path, Cause::IsADirectory));
         }
-        Self::blocking(file, path).map_err(|e| fail(describe(&e)))
+        Self::blocking(file, path).map_err(fail)
     }
 
     /// Opens the default device: `fuse_file` (normally `/mnt/pilfered/bits`)
     /// if it can be opened, else `fifo` (normally `/tmp/pilferedbits`) if it
     /// is a FIFO that only we or root can write to; else an error that says
     /// why neither worked and how to start the device.
-    pub fn open_default(fuse_file: &Path, fifo: &Path) -> Result<Self, Error> {
+    pub fn open_default(fuse_file: &Path, fifo: &Path) -> Result<Self, ReadError> {
         let fuse_err = match open_nonblocking(fuse_file, false) {
             Ok(file) => {
-                return Self::blocking(file, fuse_file).map_err(|e| read_error(fuse_file, &e));
+                return Self::blocking(file, fuse_file)
+                    .map_err(|e| error(fuse_file, Cause::Open(e)));
             }
             Err(e) => describe(&e),
         };
         let fifo_err = match open_nonblocking(fifo, true) {
             Ok(file) => match trusted_fifo(&file) {
-                Ok(()) => return Self::blocking(file, fifo).map_err(|e| read_error(fifo, &e)),
+                Ok(()) => {
+                    return Self::blocking(file, fifo).map_err(|e| error(fifo, Cause::Open(e)));
+                }
                 Err(why) => why,
             },
             // O_NOFOLLOW met a symlink, which could point anywhere.
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => "a symbolic link".to_string(),
             Err(e) => describe(&e),
         };
-        Err(Error::runtime(format!(
-            "no random source: cannot read {} ({fuse_err}) or {} ({fifo_err}); start the device with 'pilfered serve' or pass --from PATH",
-            fuse_file.display(),
-            fifo.display()
-        )))
+        Err(error(
+            fuse_file,
+            Cause::NoSource {
+                fuse: fuse_err,
+                fifo: fifo_err,
+                fifo_path: fifo.to_path_buf(),
+            },
+        ))
     }
 
     /// Clears `O_NONBLOCK`, which was only there so that `open` could not hang.
@@ -111,18 +228,6 @@ fn trusted_fifo(file: &File) -> Result<(), String> {
     })
 }
 
-/// A failed read of `path`, worded for the user.
-fn read_error(path: &Path, e: &io::Error) -> Error {
-    let hint = match e.raw_os_error() {
-        // What a FUSE reader gets once the daemon has stopped.
-        Some(libc::EIO | libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) => {
-            ": the daemon went away"
-        }
-        _ => "",
-    };
-    Error::runtime(format!("{}: {}{hint}", path.display(), describe(e)))
-}
-
 impl<R: Read> DeviceReader<R> {
     /// Wraps any reader; `path` names it in error messages.
     pub fn from_reader(path: impl Into<PathBuf>, inner: R) -> Self {
@@ -145,40 +250,30 @@ impl<R: Read> DeviceReader<R> {
 
     /// Fills `buf` completely, looping over short reads and `EINTR`. End of
     /// file is an error (the device never ends while its daemon runs).
-    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ReadError> {
         let mut got = 0;
         while got < buf.len() {
             match self.inner.read(&mut buf[got..]) {
-                Ok(0) => return Err(self.end_of_file(got, buf.len())),
+                Ok(0) => {
+                    let (want, first) = (buf.len(), self.consumed == 0);
+                    return Err(error(&self.path, Cause::Ended { got, want, first }));
+                }
                 Ok(n) => {
                     got += n;
                     self.consumed += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(read_error(&self.path, &e)),
+                Err(e) => return Err(error(&self.path, Cause::Read(e))),
             }
         }
         Ok(())
-    }
-
-    fn end_of_file(&self, got: usize, want: usize) -> Error {
-        let path = self.path.display();
-        if self.consumed == 0 {
-            Error::runtime(format!(
-                "{path}: end of file before the first byte: no daemon is serving it; start the device with 'pilfered serve'"
-            ))
-        } else {
-            Error::runtime(format!(
-                "{path}: end of file after {got} of {want} bytes: the daemon went away"
-            ))
-        }
     }
 
     /// Reads `count` groups of `size` bytes and hands each group, in order,
     /// to `each`. The groups are read in batches of up to 64 KiB
     /// (fewer reads, same bytes), never more than `count * size` bytes in
     /// all; the batch buffer is wiped afterwards.
-    pub fn read_each<E: From<Error>>(
+    pub fn read_each<E: From<ReadError>>(
         &mut self,
         count: u64,
         size: usize,
@@ -262,8 +357,8 @@ mod tests {
         assert_eq!(r.consumed(), 256);
         let mut c = [0u8; 1];
         assert_eq!(
-            r.read_exact(&mut c).unwrap_err(),
-            Error::runtime("/test/fifo: end of file after 0 of 1 bytes: the daemon went away")
+            r.read_exact(&mut c).unwrap_err().to_string(),
+            "/test/fifo: end of file after 0 of 1 bytes: the daemon went away"
         );
     }
 
@@ -271,20 +366,17 @@ mod tests {
     fn end_of_file_says_how_far_it_got() {
         let mut r = source(&[1, 2, 3, 4, 5]);
         let mut buf = [0u8; 8];
+        r.read_exact(&mut buf[..2])
+            .expect("a read within the data succeeds");
+        let ended = r.read_exact(&mut buf).unwrap_err();
         assert_eq!(
-            r.read_exact(&mut buf[..2]),
-            Ok(()),
-            "a read within the data succeeds"
+            ended.to_string(),
+            "/test/bits: end of file after 3 of 8 bytes: the daemon went away"
         );
+        assert_eq!(io::Error::from(ended).kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(
-            r.read_exact(&mut buf).unwrap_err(),
-            Error::runtime("/test/bits: end of file after 3 of 8 bytes: the daemon went away")
-        );
-        assert_eq!(
-            source(&[]).read_exact(&mut buf).unwrap_err(),
-            Error::runtime(
-                "/test/bits: end of file before the first byte: no daemon is serving it; start the device with 'pilfered serve'"
-            )
+            source(&[]).read_exact(&mut buf).unwrap_err().to_string(),
+            "/test/bits: end of file before the first byte: no daemon is serving it; start the device with 'pilfered serve'"
         );
     }
 
@@ -298,16 +390,19 @@ mod tests {
         }
         let mut buf = [0u8; 4];
         let mut r = DeviceReader::from_reader("/mnt/p/bits", Failing(libc::ENOTCONN));
+        let e = r.read_exact(&mut buf).unwrap_err();
         assert_eq!(
-            r.read_exact(&mut buf).unwrap_err(),
-            Error::runtime(
-                "/mnt/p/bits: Transport endpoint is not connected: the daemon went away"
-            )
+            e.to_string(),
+            "/mnt/p/bits: Transport endpoint is not connected: the daemon went away"
+        );
+        assert_eq!(
+            e.io_error().and_then(io::Error::raw_os_error),
+            Some(libc::ENOTCONN)
         );
         let mut r = DeviceReader::from_reader("/x", Failing(libc::EISDIR));
         assert_eq!(
-            r.read_exact(&mut buf).unwrap_err(),
-            Error::runtime("/x: Is a directory")
+            r.read_exact(&mut buf).unwrap_err().to_string(),
+            "/x: Is a directory"
         );
     }
 
@@ -321,7 +416,7 @@ mod tests {
         let count = (BATCH_BYTES as u64 * 2 + 10) / 3;
         r.read_each(count, 3, |g| {
             got.extend_from_slice(g);
-            Ok::<_, Error>(())
+            Ok::<_, ReadError>(())
         })
         .unwrap();
         assert_eq!(got, bytes[..count as usize * 3]);
@@ -337,7 +432,7 @@ mod tests {
         r.read_each(5, 0, |g| {
             assert!(g.is_empty());
             calls += 1;
-            Ok::<_, Error>(())
+            Ok::<_, ReadError>(())
         })
         .unwrap();
         assert_eq!((calls, r.consumed()), (5, 0));

@@ -12,7 +12,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cli::StatusArgs;
 use crate::engine::stats::Snapshot;
 use crate::error::{Error, describe, printable};
 use crate::sys::mounts;
@@ -25,22 +24,23 @@ pub(crate) struct Later {
     pub elapsed: Duration,
 }
 
-/// Runs `pilfered status`.
-pub(crate) fn run(args: &StatusArgs) -> Result<(), Error> {
-    let (first, mut missing) = read_snapshot(&args.mount)?;
-    let later = if args.interval.is_zero() {
+/// Runs `pilfered status` on the daemon mounted at `mount`: one sample,
+/// and with a non-zero `interval` a second one that long after.
+pub(crate) fn run(mount: &Path, interval: Duration) -> Result<(), Error> {
+    let (first, mut missing) = read_snapshot(mount)?;
+    let later = if interval.is_zero() {
         None
     } else {
         let started = Instant::now();
-        std::thread::sleep(args.interval);
-        let (snapshot, now_missing) = read_snapshot(&args.mount)?;
+        std::thread::sleep(interval);
+        let (snapshot, now_missing) = read_snapshot(mount)?;
         missing = now_missing;
         Some(Later {
             snapshot,
             elapsed: started.elapsed(),
         })
     };
-    let text = render(&args.mount, &first, later.as_ref(), &missing);
+    let text = render(mount, &first, later.as_ref(), &missing);
     match io::stdout().lock().write_all(text.as_bytes()) {
         // A closed pipe (`pilfered status | head -1`) is not an error.
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {

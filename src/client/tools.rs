@@ -4,11 +4,11 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::cli::{DEFAULT_FIFO, DEFAULT_MOUNT};
 use crate::client::dice::Dice;
 use crate::client::output::{StreamError, to_stdout, write_decimal};
 use crate::client::reader::DeviceReader;
 use crate::error::Error;
+use crate::serve::config::{DEFAULT_FIFO, DEFAULT_MOUNT};
 
 /// `pilfered roll EXPR... [--from PATH]`. Every expression is checked before
 /// anything is read or printed.
@@ -51,11 +51,12 @@ pub(crate) fn write_nonces<R: Read, W: Write>(
 /// [`DeviceReader::open_default`]).
 pub(crate) fn open_source(from: Option<&Path>) -> Result<DeviceReader, Error> {
     match from {
-        Some(path) => DeviceReader::open(path),
+        Some(path) => DeviceReader::open(path).map_err(|e| Error::runtime(format!("--from {e}"))),
         None => DeviceReader::open_default(
             &Path::new(DEFAULT_MOUNT).join("bits"),
             Path::new(DEFAULT_FIFO),
-        ),
+        )
+        .map_err(|e| Error::runtime(format!("{e} or pass --from PATH"))),
     }
 }
 

@@ -17,8 +17,7 @@
 
 use std::io::Read;
 
-use crate::client::reader::DeviceReader;
-use crate::error::Error;
+use crate::client::reader::{DeviceReader, ReadError};
 
 /// Uniform integers in `[0, n)` by rejection sampling (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +63,11 @@ impl Uniform {
     }
 
     /// One uniform integer in `[0, n)`.
-    pub fn sample<R: Read>(&self, src: &mut DeviceReader<R>) -> Result<u64, Error> {
+    pub fn sample<R: Read>(&self, src: &mut DeviceReader<R>) -> Result<u64, ReadError> {
         let mut value = 0;
         self.sample_each(src, 1, |v| {
             value = v;
-            Ok::<_, Error>(())
+            Ok::<_, ReadError>(())
         })?;
         Ok(value)
     }
@@ -78,7 +77,7 @@ impl Uniform {
     /// Reads the same bytes as `count` calls of [`Self::sample`] would, but
     /// in batches: first `count` draws at once, then one more for each
     /// rejected draw, until `count` are accepted.
-    pub fn sample_each<R: Read, E: From<Error>>(
+    pub fn sample_each<R: Read, E: From<ReadError>>(
         &self,
         src: &mut DeviceReader<R>,
         count: u64,
@@ -117,7 +116,7 @@ mod tests {
         let mut got = Vec::with_capacity(count as usize);
         u.sample_each(src, count, |v| {
             got.push(v);
-            Ok::<_, Error>(())
+            Ok::<_, ReadError>(())
         })
         .unwrap();
         got
@@ -184,7 +183,7 @@ mod tests {
     fn one_needs_no_bytes() {
         let u = Uniform::new(1);
         let mut r = source(&[]);
-        assert_eq!(u.sample(&mut r), Ok(0));
+        assert_eq!(u.sample(&mut r).unwrap(), 0);
         assert_eq!(draws(&u, &mut r, 1000), [0; 1000]);
         assert_eq!(r.consumed(), 0);
     }
@@ -209,7 +208,7 @@ mod tests {
         // A rejected draw costs its 8 bytes; the next draw decides.
         let bytes = [[0xff; 8], [0xff; 8], 5u64.to_le_bytes()].concat();
         let mut r = source(&bytes);
-        assert_eq!(u.sample(&mut r), Ok(5));
+        assert_eq!(u.sample(&mut r).unwrap(), 5);
         assert_eq!(r.consumed(), 24);
     }
 
@@ -218,7 +217,7 @@ mod tests {
         let u = Uniform::new(6);
         // 252 = 42 * 6 is the largest multiple of 6 that fits in a byte.
         let mut r = source(&[252, 253, 254, 255, 251, 0, 6, 11]);
-        assert_eq!(u.sample(&mut r), Ok(251 % 6));
+        assert_eq!(u.sample(&mut r).unwrap(), 251 % 6);
         assert_eq!(r.consumed(), 5);
         assert_eq!(draws(&u, &mut r, 3), [0, 0, 5]);
     }

@@ -77,7 +77,7 @@ use zeroize::Zeroize;
 
 use super::sync::{Condvar, Mutex, MutexGuard};
 
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "a chunk's page-mapped memory")]
 mod block;
 
 use block::Block;

@@ -27,9 +27,6 @@ macro_rules! counters {
         #[derive(Debug)]
         pub(crate) struct Stats {
             $( $(#[$event_doc])* pub(crate) $event: AtomicU64, )*
-            /// Kernel queues the FUSE file is served over io_uring with
-            /// (0: over `/dev/fuse`), set once the transport is up.
-            pub(crate) uring_queues: AtomicU64,
             started: Instant,
         }
 
@@ -37,7 +34,6 @@ macro_rules! counters {
             fn default() -> Self {
                 Stats {
                     $( $event: AtomicU64::new(0), )*
-                    uring_queues: AtomicU64::new(0),
                     started: Instant::now(),
                 }
             }
@@ -136,7 +132,6 @@ impl Stats {
             chunk_size: queue.chunk_size() as u64,
             consumer_waits: queue.consumer_waits(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            fuse_uring_queues: self.uring_queues.load(Relaxed),
             ..Snapshot::default()
         };
         self.load_events(&mut s);

@@ -18,18 +18,17 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::cli::ServeConfig;
 use crate::engine::generator::{self, Generator, ReseedPolicy};
 use crate::engine::queue::{ChunkQueue, OutOfMemory};
 use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::engine::stats::{Report, Stats};
 use crate::error::{Error, describe};
+use crate::serve::config::{Bits, Config};
 use crate::serve::fifo::{self, Fifo};
-use crate::serve::fuse::{self, Bits, Device, StartError};
-use crate::serve::preflight::{self, MountPlan, Plan};
+use crate::serve::fuse::Source;
+use crate::serve::mounted::{self, FusePart};
+use crate::serve::preflight::{self, Plan};
 use crate::serve::vmfork;
-use crate::sys::mountdir::MountDir;
-use crate::sys::mounts::{self, FuseMount, Unmounted};
 use crate::sys::records;
 use crate::units::format_size;
 
@@ -40,6 +39,8 @@ const FUSE_STOP_GRACE: Duration = Duration::from_millis(1500);
 
 enum Event {
     Signal(Signal),
+    /// The FUSE session's threads ended: the connection is gone, unmounted
+    /// or aborted, or (an error) it failed.
     FuseEnded(io::Result<()>),
     FifoEnded(Result<(), Error>),
     /// Our mount left the mount table without the session ending: it was
@@ -48,7 +49,7 @@ enum Event {
 }
 
 /// Runs the daemon until a signal or an outside unmount; see the module docs.
-pub(crate) fn serve(cfg: &ServeConfig) -> Result<(), Error> {
+pub(crate) fn serve(cfg: &Config) -> Result<(), Error> {
     // Blocked first, so that a signal during start-up waits for start-up to
     // finish and then takes everything down in order.
     let signals = block_signals()?;
@@ -77,7 +78,7 @@ pub(crate) fn serve(cfg: &ServeConfig) -> Result<(), Error> {
         Ok(()) => daemon.wait(cfg.report_every),
         Err(e) => Err(e),
     };
-    let mount = daemon.fuse.as_ref().map(|f| f.dir.path.clone());
+    let mount = daemon.fuse.as_ref().map(|f| f.path().to_path_buf());
     daemon.shutdown();
     if let Some(mount) = mount {
         records::stopped(&mount, outcome.is_ok());
@@ -95,20 +96,9 @@ struct Daemon {
     events: Receiver<Event>,
 }
 
-struct FusePart {
-    mount: FuseMount,
-    /// Claimed (locked) until the daemon exits.
-    dir: MountDir,
-    session_ended: bool,
-    /// The thread watching for the mount to be detached.
-    watch: mounts::Watch,
-    /// How the FUSE file is served.
-    transport: fuse::Transport,
-}
-
 impl Daemon {
     /// Starts the generators, then the FIFO, then the mount.
-    fn start(&mut self, cfg: &ServeConfig, plan: Plan, tx: &Sender<Event>) -> Result<(), Error> {
+    fn start(&mut self, cfg: &Config, plan: Plan, tx: &Sender<Event>) -> Result<(), Error> {
         if cfg.seed.is_some() {
             warn!(
                 "--seed: serving the predictable ChaCha20 keystream of the given key; never use these bytes for secrets"
@@ -121,7 +111,9 @@ impl Daemon {
             );
         }
         let seeder = Arc::new(plan.seeder);
-        self.start_generators(cfg, plan.seed.as_ref(), &seeder)?;
+        if cfg.bits == Bits::Random {
+            self.start_generators(cfg, plan.seed.as_ref(), &seeder)?;
+        }
         if let Some(p) = plan.fifo {
             let fifo = Fifo::open(p.spot, cfg.fifo_mode, plan.group.as_ref(), p.pipe_size)?;
             let tx = tx.clone();
@@ -134,9 +126,20 @@ impl Daemon {
         let (watcher, vmfork) = vmfork::watch(queue, stats, fifo, cfg.seed.is_some())?;
         self.vmfork = watcher;
         if let Some(mount) = plan.mount {
+            let source = match cfg.bits {
+                Bits::Random => Source::Queue(self.queue.clone()),
+                Bits::Zeros => Source::Zeros,
+            };
             let gid = plan.group.as_ref().map(|g| g.gid);
-            let fuse = self.mount(mount, gid, cfg, tx)?;
-            records::serving(&fuse.dir.path);
+            let (ended, gone) = (tx.clone(), tx.clone());
+            let fuse = FusePart::start(
+                mount,
+                mounted::files(source, self.stats.clone(), gid),
+                cfg,
+                move |result| drop(ended.send(Event::FuseEnded(result))),
+                move || drop(gone.send(Event::MountGone)),
+            )?;
+            records::serving(fuse.path());
             self.fuse = Some(fuse);
         }
         self.log_serving(cfg, &seeder, &vmfork);
@@ -154,7 +157,7 @@ impl Daemon {
     /// mode, which runs one), else each from `seeder`.
     fn start_generators(
         &mut self,
-        cfg: &ServeConfig,
+        cfg: &Config,
         seed: Option<&Key>,
         seeder: &Arc<Seeder>,
     ) -> Result<(), Error> {
@@ -177,10 +180,10 @@ impl Daemon {
     }
 
     /// The one line that says what is being served, with which settings.
-    fn log_serving(&self, cfg: &ServeConfig, seeder: &Seeder, vmfork: &str) {
+    fn log_serving(&self, cfg: &Config, seeder: &Seeder, vmfork: &str) {
         let fuse = self.fuse.as_ref().map_or("off".into(), |f| {
-            let bits = f.dir.path.join("bits");
-            format!("{} ({})", bits.display(), f.transport)
+            let bits = f.path().join("bits");
+            format!("{} ({})", bits.display(), f.transport())
         });
         let fifo = self.fifo.as_ref().map_or("off".into(), |f| {
             let size = f.fifo().pipe_size().map(|n| format_size(n as u64));
@@ -211,83 +214,6 @@ impl Daemon {
         );
     }
 
-    /// Claims the mount point, mounts, and starts the session and the
-    /// thread that notices an outside detach. With `group`, the files are
-    /// that group's and readable by it alone.
-    fn mount(
-        &self,
-        plan: MountPlan,
-        group: Option<u32>,
-        cfg: &ServeConfig,
-        tx: &Sender<Event>,
-    ) -> Result<FusePart, Error> {
-        let dir = MountDir::claim(plan.parent, plan.name, plan.create)?;
-        let shown = dir.path.display().to_string();
-        let failed = |e: io::Error| {
-            dir.remove_if_made();
-            Error::runtime(format!(
-                "--mount {shown}: cannot mount the FUSE file system: {}; run with --no-fuse to serve only the FIFO",
-                describe(&e)
-            ))
-        };
-        let (fd, mount) =
-            mounts::mount_fuse(&dir.dir, &dir.path, cfg.allow_other).map_err(failed)?;
-        let uid = nix::unistd::geteuid().as_raw();
-        let (gid, mode) = match group {
-            Some(gid) => (gid, fuse::GROUP_MODE),
-            None => (nix::unistd::getegid().as_raw(), fuse::MODE),
-        };
-        let device = Device::new(
-            Bits::Queue(self.queue.clone()),
-            self.stats.clone(),
-            uid,
-            gid,
-            mode,
-        );
-        let options = fuse::Options {
-            want: plan.transport,
-            threads: cfg.fuse_threads,
-            acl: fuse::Acl {
-                owner: uid,
-                everyone: cfg.allow_other,
-            },
-        };
-        let started = fuse::start(fd, &Arc::new(device), &options)
-            .map_err(|e| match e {
-                StartError::Io(e) => format!("cannot serve the FUSE file system: {}", describe(&e)),
-                StartError::NoIoUring(why) => format!("--fuse-transport io-uring: {why}"),
-            })
-            .and_then(|server| {
-                let transport = server.transport();
-                let tx = tx.clone();
-                spawn("fuse-session", move || {
-                    let _ = tx.send(Event::FuseEnded(server.wait()));
-                })
-                .map(|_| transport)
-                .map_err(|e| e.to_string())
-            })
-            .and_then(|transport| {
-                let tx = tx.clone();
-                mounts::Watch::start(mount.id, move || drop(tx.send(Event::MountGone)))
-                    .map(|watch| (transport, watch))
-                    .map_err(|e| e.to_string())
-            });
-        match started {
-            Ok((transport, watch)) => Ok(FusePart {
-                mount,
-                dir,
-                session_ended: false,
-                watch,
-                transport,
-            }),
-            Err(why) => {
-                let _ = mount.unmount();
-                dir.remove_if_made();
-                Err(Error::runtime(format!("--mount {shown}: {why}")))
-            }
-        }
-    }
-
     /// Waits for the event that ends the daemon, logging throughput every
     /// `report_every` meanwhile; returns how it ended.
     fn wait(&mut self, report_every: Option<Duration>) -> Result<(), Error> {
@@ -308,14 +234,23 @@ impl Daemon {
                 Ok(())
             }
             Ok(Event::FuseEnded(result)) => {
-                if let Some(f) = self.fuse.as_mut() {
-                    f.session_ended = true;
+                // Unmounted, the connection ends with the mount; if the
+                // mount is still there, the connection was aborted or
+                // failed under it, and shutdown detaches the dead mount.
+                let mounted = self.fuse.as_ref().is_some_and(FusePart::is_attached);
+                match (result, mounted) {
+                    (Err(e), _) => Err(Error::runtime(format!(
+                        "the FUSE session failed: {}; detaching the mount",
+                        describe(&e)
+                    ))),
+                    (Ok(()), true) => Err(Error::runtime(
+                        "the FUSE connection was aborted (/sys/fs/fuse/connections/N/abort) while mounted; detaching the dead mount",
+                    )),
+                    (Ok(()), false) => {
+                        info!("the FUSE file system was unmounted: shutting down");
+                        Ok(())
+                    }
                 }
-                result.map_err(|e| {
-                    Error::runtime(format!("FUSE session failed: {}", describe(&e)))
-                })?;
-                info!("the FUSE file system was unmounted: shutting down");
-                Ok(())
             }
             Ok(Event::FifoEnded(result)) => {
                 result.and(Err(Error::runtime("the FIFO writer stopped unexpectedly")))
@@ -337,25 +272,10 @@ impl Daemon {
         if let Some(writer) = self.fifo.take() {
             writer.stop();
         }
-        if let Some(f) = self.fuse.take() {
-            f.watch.stop();
-            if !f.session_ended && f.mount.is_attached().unwrap_or(false) {
-                // Only this very mount, never another one at the same path.
-                match f.mount.unmount() {
-                    // The connection ends with the mount: its threads are
-                    // done in moments.
-                    Ok(Unmounted::Gone) => self.await_fuse_end(),
-                    // A reader holds a file open, so the connection lives
-                    // on until the process exits: nothing to wait for.
-                    Ok(Unmounted::Detached | Unmounted::NotThere) => {}
-                    Err(e) => warn!(
-                        "could not unmount {}: {}",
-                        f.dir.path.display(),
-                        describe(&e)
-                    ),
-                }
-            }
-            f.dir.remove_if_made();
+        if let Some(f) = self.fuse.take()
+            && f.take_down()
+        {
+            self.await_fuse_end();
         }
         for g in self.generators.drain(..) {
             let _ = g.join();
@@ -381,7 +301,10 @@ impl Daemon {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+pub(super) fn spawn(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, Error> {
     thread::Builder::new()
         .name(name.into())
         .spawn(f)

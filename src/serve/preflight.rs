@@ -16,15 +16,14 @@ use nix::sys::stat::{SFlag, fstatat};
 
 use log::warn;
 
-use crate::cli::{FuseTransport, ServeConfig};
 use crate::engine::generator;
 use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::error::{Error, describe};
+use crate::serve::config::{Config, TransportChoice};
 use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
-use crate::serve::fuse::Want;
+use crate::serve::fuse;
 use crate::sys::mounts::{self, FS_TYPE, MountEntry};
 use crate::sys::trust::{self, Group, WalkError};
-use crate::sys::uring;
 use crate::sys::{mountdir, raw, records};
 use crate::units::format_size;
 
@@ -53,17 +52,16 @@ pub(super) struct FifoPlan {
 }
 
 /// Where to mount: the checked directory that holds the mount point, its
-/// name there, whether it must be made, and over which transport to serve.
+/// name there, and whether it must be made.
 #[derive(Debug)]
 pub(super) struct MountPlan {
     pub parent: trust::Dir,
     pub name: OsString,
     pub create: bool,
-    pub transport: Want,
 }
 
 /// Runs every check for `cfg`; see the module docs.
-pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
+pub(super) fn plan(cfg: &Config) -> Result<Plan, Error> {
     records::open()?;
     let given = given_fifo()?;
     let fifo = match &cfg.fifo {
@@ -85,9 +83,9 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
             trust::group(name).map_err(|why| Error::usage(format!("--group {name}: {why}")))
         })
         .transpose()?;
-    let mut mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
-    if let Some(m) = &mut mount {
-        m.transport = plan_transport(cfg.fuse_transport)?;
+    let mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
+    if mount.is_some() {
+        check_transport(cfg.fuse_transport)?;
     }
     if cfg.allow_other && mount.is_some() {
         check_allow_other(if group.is_some() {
@@ -202,51 +200,22 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
         parent,
         name,
         create,
-        // Decided by `plan`, after /dev/fuse (and so the module) is there.
-        transport: Want::Legacy { why: None },
     })
 }
 
-/// The FUSE transport to serve over: what `--fuse-transport` asks, where
-/// this kernel can give it. `auto` falls back to `/dev/fuse`, with the
-/// reason for the one line that says so; an explicit `io-uring` that cannot
-/// be had refuses the start here, before anything is mounted.
-pub(crate) fn plan_transport(choice: FuseTransport) -> Result<Want, Error> {
-    if choice == FuseTransport::Legacy {
-        return Ok(Want::Legacy { why: None });
+/// Refuses an explicit `--fuse-transport io-uring` that this kernel cannot
+/// give, here, before anything is mounted (after `/dev/fuse`, and so the
+/// module, is there); `auto` is decided by the session, which falls back
+/// with one line saying why.
+fn check_transport(choice: TransportChoice) -> Result<(), Error> {
+    if choice != TransportChoice::IoUring {
+        return Ok(());
     }
-    match uring::available() {
-        Ok(()) => Ok(Want::IoUring {
-            required: choice == FuseTransport::IoUring,
-        }),
-        Err(why) if choice == FuseTransport::Auto => Ok(Want::Legacy {
-            why: Some(uring_unavailable(&why)),
-        }),
-        Err(why) => Err(Error::runtime(format!(
-            "--fuse-transport io-uring: {}; or use --fuse-transport auto",
-            uring_unavailable(&why)
+    match fuse::io_uring_unavailable() {
+        Some(why) => Err(Error::runtime(format!(
+            "--fuse-transport io-uring: {why}; or use --fuse-transport auto"
         ))),
-    }
-}
-
-/// Why FUSE over io_uring cannot be had, and what would change that, in
-/// the user's words.
-fn uring_unavailable(why: &uring::Unavailable) -> String {
-    match why {
-        uring::Unavailable::NotInKernel => "this kernel has no FUSE over io_uring (it came with Linux 6.14, built with CONFIG_FUSE_IO_URING)".to_string(),
-        uring::Unavailable::Off => format!(
-            "FUSE over io_uring is off in this kernel; turn it on as root with 'echo 1 > {}' (or for every boot, {})",
-            uring::ENABLE_URING,
-            if uring::fuse_is_a_module() {
-                "the line 'options fuse enable_uring=1' in /etc/modprobe.d/fuse.conf"
-            } else {
-                "the kernel command line option fuse.enable_uring=1"
-            }
-        ),
-        uring::Unavailable::NoIoUring(e) => format!(
-            "io_uring cannot be set up here ({}; see the sysctl kernel.io_uring_disabled, and any seccomp filter)",
-            describe(e)
-        ),
+        None => Ok(()),
     }
 }
 
@@ -377,7 +346,7 @@ fn fuse_conf_allows_other(text: &str) -> bool {
 
 /// `--mlock`: locks all current and future memory, after checking that the
 /// locked-memory limit can hold what the daemon will allocate.
-fn lock_memory(cfg: &ServeConfig) -> Result<(), Error> {
+fn lock_memory(cfg: &Config) -> Result<(), Error> {
     use nix::sys::mman::{MlockAllFlags, mlockall};
     use nix::sys::resource::{Resource, getrlimit};
     let need = memlock_need(cfg);
@@ -401,7 +370,7 @@ fn lock_memory(cfg: &ServeConfig) -> Result<(), Error> {
 /// Memory the daemon will lock, rounded up to whole MiB: the queue, the
 /// generators' batches, a 1 MiB read buffer and a 2 MiB stack per thread,
 /// and slack for the program itself.
-fn memlock_need(cfg: &ServeConfig) -> u64 {
+fn memlock_need(cfg: &Config) -> u64 {
     let threads = cfg.generators + cfg.fuse_threads + 4;
     let bytes = cfg.queue_capacity as u64
         + (cfg.generators * generator::BATCH_BYTES) as u64
@@ -414,24 +383,22 @@ fn memlock_need(cfg: &ServeConfig) -> u64 {
 mod tests {
     use super::*;
     use crate::sys::mounts::parse_mountinfo;
-    use clap::Parser;
 
-    fn config(args: &[&str]) -> ServeConfig {
-        let mut argv = vec!["pilfered", "serve"];
-        argv.extend_from_slice(args);
-        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Serve(a) => a.validate().unwrap(),
-            _ => unreachable!("serve"),
-        }
+    /// A configuration with `generators` generators, a queue of
+    /// `queue_capacity` and 2 `/dev/fuse` threads.
+    fn config(generators: usize, queue_capacity: usize) -> Config {
+        let mut cfg = Config::null_server(Path::new("/x"), TransportChoice::Auto, 2);
+        (cfg.generators, cfg.queue_capacity) = (generators, queue_capacity);
+        cfg
     }
 
     #[test]
     fn memlock_estimate() {
         // 16 MiB queue, 1 generator (64 KiB batch), 2 FUSE threads: 7
         // threads of 3 MiB, 32 MiB of slack; the batches round up to 1 MiB.
-        let cfg = config(&["--generators", "1"]);
+        let cfg = config(1, 16 << 20);
         assert_eq!(memlock_need(&cfg), (16 + 1 + 21 + 32) << 20);
-        let cfg = config(&["--generators", "4", "--queue-capacity", "1G"]);
+        let cfg = config(4, 1 << 30);
         // 1 GiB + 256 KiB of batches + 10 threads of 3 MiB + 32 MiB.
         assert_eq!(memlock_need(&cfg), (1024 + 1 + 30 + 32) << 20);
     }

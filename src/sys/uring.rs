@@ -178,7 +178,7 @@ impl FuseRing {
         ring.submitter().register_files(&[fuse.as_raw_fd()])?;
         let mut entries = Vec::with_capacity(depth);
         for _ in 0..depth {
-            let header = Mapping::new(HEADER_LEN.next_multiple_of(4096))?;
+            let header = Mapping::new(HEADER_LEN.next_multiple_of(super::page_size()))?;
             let payload = Mapping::new(payload)?;
             let iov = [
                 libc::iovec {
@@ -469,42 +469,13 @@ fn count_cpus(list: &str) -> Option<usize> {
     Some(n)
 }
 
-/// Why FUSE over io_uring cannot be had here.
-#[derive(Debug)]
-pub(crate) enum Unavailable {
-    /// The kernel has no `enable_uring` parameter: older than 6.14, or
-    /// built without `CONFIG_FUSE_IO_URING`.
-    NotInKernel,
-    /// `/sys/module/fuse/parameters/enable_uring` is off.
-    Off,
-    /// io_uring itself cannot be set up (`kernel.io_uring_disabled`, a
-    /// seccomp filter, a kernel without `IORING_SETUP_SQE128`).
-    NoIoUring(io::Error),
-}
-
-/// The module parameter that turns FUSE over io_uring on.
-pub(crate) const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
-
-/// Whether fuse is a loadable module (which `modprobe.d` configures) rather
-/// than built into the kernel (configured on its command line): only a
-/// module has an `initstate`.
-pub(crate) fn fuse_is_a_module() -> bool {
-    std::path::Path::new("/sys/module/fuse/initstate").exists()
-}
-
-/// Whether this kernel would serve FUSE over io_uring to this process:
-/// the module parameter is on and a ring of 128-byte entries can be made.
-/// (The fuse module must be loaded: opening `/dev/fuse` loads it.)
-pub(crate) fn available() -> Result<(), Unavailable> {
-    match std::fs::read_to_string(ENABLE_URING) {
-        Err(_) => return Err(Unavailable::NotInKernel),
-        Ok(v) if !matches!(v.trim(), "Y" | "1") => return Err(Unavailable::Off),
-        Ok(_) => {}
-    }
+/// Whether this process can set up a ring of 128-byte entries, as FUSE
+/// needs (`kernel.io_uring_disabled`, a seccomp filter or an old kernel may
+/// say no).
+pub(crate) fn probe() -> io::Result<()> {
     IoUring::<squeue::Entry128, cqueue::Entry>::builder()
         .build(2)
         .map(drop)
-        .map_err(Unavailable::NoIoUring)
 }
 
 #[cfg(test)]

@@ -512,3 +512,62 @@ fn the_memory_scan_finds_a_planted_copy() {
     // And a live process's memory can be read.
     assert!(!anonymous_memory(std::process::id()).is_empty());
 }
+
+/// The control directory of the FUSE mount at `mount`,
+/// `/sys/fs/fuse/connections/N` (N the minor of its device), with the
+/// fusectl file system mounted there first if nothing has.
+fn connection_of(mount: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let connections = Path::new("/sys/fs/fuse/connections");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" /sys/fs/fuse/connections ") && l.contains(" - fusectl "));
+    if !mounted {
+        let status = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(connections)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot mount fusectl on {}",
+            connections.display()
+        );
+    }
+    let dev = std::fs::metadata(mount).unwrap().dev();
+    connections.join(nix::sys::stat::minor(dev).to_string())
+}
+
+on_both_transports! {
+    /// A connection aborted under the daemon (`/sys/fs/fuse/connections/N/abort`)
+    /// leaves no dead mount: the daemon detaches it, says what happened
+    /// (not that it was unmounted) and exits with status 1; readers got an
+    /// error, never a hang, and the mount point it made is gone.
+    fn an_aborted_connection_is_detached_and_said(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let mut d = Daemon::start_on(t, &["--no-fifo"]);
+        let mut reader = File::open(d.bits()).unwrap();
+        let mut buf = [0u8; 64];
+        reader.read_exact(&mut buf).unwrap();
+        let abort = connection_of(&d.mount).join("abort");
+        std::fs::write(&abort, "1").unwrap_or_else(|e| panic!("{}: {e}", abort.display()));
+        let status = d.stop_with_nothing(Duration::from_secs(10));
+        let log = d.log_text();
+        assert_eq!(status.code(), Some(1), "{log}");
+        assert!(
+            log.contains("pilfered: the FUSE connection was aborted (/sys/fs/fuse/connections/N/abort) while mounted; detaching the dead mount"),
+            "{log}"
+        );
+        assert!(!log.contains("was unmounted"), "{log}");
+        assert!(!d.is_mounted(), "a dead mount stayed at {}", d.mount.display());
+        assert!(!d.mount.exists(), "the mount point it made stayed");
+        let err = reader.read(&mut buf).expect_err("a read of an aborted connection");
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::ECONNABORTED | libc::ENOTCONN)),
+            "{err}"
+        );
+    }
+}

@@ -1,9 +1,9 @@
-//! The one translation between the FUSE protocol and [`Device`], for both
+//! The one translation between the FUSE protocol and [`Filesystem`], for both
 //! transports: [`handle`] takes a parsed request, calls the device, encodes
 //! the answer and gives it to the transport's [`Reply`]. It holds no state
 //! and makes no decision of its own beyond the protocol's.
 
-use super::device::{self, Device, Out, TTL};
+use super::filesystem::{self, Filesystem, Out, TTL};
 use super::proto::{self, InHeader, Op, op};
 
 /// The log target of the trace line every request gets.
@@ -17,19 +17,20 @@ pub(crate) trait Reply: Out {
     fn error(&mut self, errno: i32);
 }
 
-/// Who may use the file system: only the mounting user, or everyone the
-/// mount lets in (`allow_other`). The kernel enforces the same without
-/// `allow_other`; this holds if it ever did not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Acl {
-    pub(crate) owner: u32,
+/// The file system as every serving thread shares it, with who may use
+/// it: its owner alone, or (`allow_other`) everyone the mount lets in. The
+/// kernel enforces the same without `allow_other`; this holds if it ever
+/// did not.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) fs: Filesystem,
     pub(crate) everyone: bool,
 }
 
-impl Acl {
+impl Served {
     /// Whether `uid` may make request `opcode`. Some requests the kernel
     /// makes on its own, with no meaningful uid: those always pass.
-    fn permits(self, uid: u32, opcode: u32) -> bool {
+    fn permits(&self, uid: u32, opcode: u32) -> bool {
         const KERNELS_OWN: [u32; 13] = [
             op::INIT,
             op::DESTROY,
@@ -45,18 +46,12 @@ impl Acl {
             op::RELEASEDIR,
             op::INTERRUPT,
         ];
-        self.everyone || uid == self.owner || KERNELS_OWN.contains(&opcode)
+        self.everyone || uid == self.fs.owner() || KERNELS_OWN.contains(&opcode)
     }
 }
 
 /// Answers one request through `reply`.
-pub(crate) fn handle(
-    device: &Device,
-    acl: Acl,
-    header: &InHeader,
-    op: &Op<'_>,
-    reply: &mut impl Reply,
-) {
+pub(crate) fn handle(served: &Served, header: &InHeader, op: &Op<'_>, reply: &mut impl Reply) {
     log::trace!(
         target: REQUEST_LOG,
         "request {}: {op:?} on inode {} by uid {}",
@@ -64,28 +59,28 @@ pub(crate) fn handle(
         header.nodeid,
         header.uid
     );
-    if !acl.permits(header.uid, header.opcode) {
+    if !served.permits(header.uid, header.opcode) {
         reply.error(libc::EACCES);
         return;
     }
+    let fs = &served.fs;
     let ino = header.nodeid;
     let result = match *op {
-        Op::Lookup { name } => device
+        Op::Lookup { name } => fs
             .lookup(ino, name)
             .map(|a| reply.send(&proto::entry_out(&a, TTL))),
-        Op::GetAttr => device
-            .attr(ino)
-            .map(|a| reply.send(&proto::attr_out(&a, TTL))),
-        Op::Open { flags } => device
+        Op::GetAttr => fs.attr(ino).map(|a| reply.send(&proto::attr_out(&a, TTL))),
+        Op::Open { flags } => fs
             .open(ino, flags)
             .map(|(fh, open_flags)| reply.send(&proto::open_out(fh, open_flags))),
-        Op::Read { fh, offset, size } => {
-            device.read(ino, fh, offset, size, reply).inspect_err(|e| {
-                e.log(&format!("read of {size} bytes of {}", device::name(ino)));
-            })
-        }
+        Op::Read { fh, offset, size } => fs.read(ino, fh, offset, size, reply).inspect_err(|e| {
+            e.log(&format!(
+                "read of {size} bytes of {}",
+                filesystem::name(ino)
+            ));
+        }),
         Op::Release { fh } => {
-            device.release(fh);
+            fs.release(fh);
             reply.send(&[]);
             Ok(())
         }
@@ -99,7 +94,7 @@ pub(crate) fn handle(
             reply.send(&proto::open_out(0, 0));
             Ok(())
         }
-        Op::ReadDir { offset, size } => device.readdir(ino, offset).map(|entries| {
+        Op::ReadDir { offset, size } => fs.readdir(ino, offset).map(|entries| {
             let limit = usize::try_from(size).unwrap_or(usize::MAX);
             let mut out = Vec::new();
             for (ino, next, kind, name) in entries {
@@ -156,9 +151,9 @@ mod tests {
     use std::ffi::OsStr;
 
     use super::*;
-    use crate::serve::fuse::device::FsError;
-    use crate::serve::fuse::device::tests::{Kept, device};
-    use crate::serve::fuse::device::{BITS, ROOT};
+    use crate::serve::fuse::filesystem::FsError;
+    use crate::serve::fuse::filesystem::tests::{Kept, filesystem};
+    use crate::serve::fuse::filesystem::{BITS, ROOT};
 
     /// A [`Reply`] that keeps the answer.
     #[derive(Debug, Default)]
@@ -185,8 +180,11 @@ mod tests {
         }
     }
 
-    fn ask(acl: Acl, uid: u32, opcode: u32, nodeid: u64, op: &Op<'_>) -> Answer {
-        let (d, _) = device();
+    /// Asks a file system owned by uid 1000 (open to everyone if
+    /// `everyone`) as `uid`.
+    fn ask(everyone: bool, uid: u32, opcode: u32, nodeid: u64, op: &Op<'_>) -> Answer {
+        let (fs, _) = filesystem();
+        let served = Served { fs, everyone };
         let header = InHeader {
             opcode,
             unique: 2,
@@ -194,14 +192,12 @@ mod tests {
             uid,
         };
         let mut a = Answer::default();
-        handle(&d, acl, &header, op, &mut a);
+        handle(&served, &header, op, &mut a);
         a
     }
 
-    const OWNER: Acl = Acl {
-        owner: 1000,
-        everyone: false,
-    };
+    /// Only the owner, uid 1000.
+    const OWNER: bool = false;
 
     #[test]
     fn requests_get_their_encoded_answers() {
@@ -272,10 +268,7 @@ mod tests {
             ask(OWNER, 0, op::LOOKUP, ROOT, &lookup).error,
             Some(libc::EACCES)
         );
-        let everyone = Acl {
-            everyone: true,
-            ..OWNER
-        };
+        let everyone = true;
         assert_eq!(ask(everyone, 1001, op::LOOKUP, ROOT, &lookup).error, None);
         let release = Op::Release { fh: 1 };
         assert_eq!(ask(OWNER, 1001, op::RELEASE, BITS, &release).error, None);

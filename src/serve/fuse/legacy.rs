@@ -16,14 +16,14 @@ use log::{debug, warn};
 use nix::errno::Errno;
 use zeroize::Zeroize;
 
-use super::adapter::{self, Acl, Reply};
-use super::device::{Device, FsError, Out};
+use super::adapter::{self, Reply, Served};
+use super::filesystem::{FsError, Out};
 use super::proto::{self, OUT_HEADER};
 
 /// Bytes a request read from `/dev/fuse` may take: the kernel wants room
 /// for at least `FUSE_MIN_READ_BUFFER` (8 KiB), and pilfered's largest
 /// requests are a header, a struct and a name.
-const REQUEST_BUFFER: usize = 64 << 10;
+pub(crate) const REQUEST_BUFFER: usize = 64 << 10;
 
 /// One thread's descriptor: a clone of `session` if `/dev/fuse` can be
 /// opened, else `session` itself, shared.
@@ -31,19 +31,26 @@ pub(crate) fn descriptor(session: &OwnedFd) -> io::Result<OwnedFd> {
     crate::sys::raw::clone_fuse(session.as_fd()).or_else(|_| session.try_clone())
 }
 
-/// Serves requests from `fd` until the connection ends (`ENODEV`, after an
-/// unmount); returns an error only for an unexpected failure of `/dev/fuse`.
-pub(crate) fn serve(fd: &OwnedFd, device: &Device, acl: Acl) -> io::Result<()> {
+/// Reads the next request from `fd` into `buf`: its length, or `None` once
+/// the connection has ended (`ENODEV`, after an unmount).
+pub(crate) fn next_request(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(n) => return Ok(Some(n)),
+            // ENOENT: the request was interrupted before we read it.
+            Err(Errno::ENOENT | Errno::EINTR | Errno::EAGAIN) => {}
+            Err(Errno::ENODEV) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Serves requests from `fd` until the connection ends; returns an error
+/// only for an unexpected failure of `/dev/fuse`.
+pub(crate) fn serve(fd: &OwnedFd, served: &Served) -> io::Result<()> {
     let mut request = vec![0u8; REQUEST_BUFFER];
     let mut reply_buffer = Vec::new();
-    loop {
-        let n = match nix::unistd::read(fd, &mut request) {
-            Ok(n) => n,
-            // ENOENT: the request was interrupted before we read it.
-            Err(Errno::ENOENT | Errno::EINTR | Errno::EAGAIN) => continue,
-            Err(Errno::ENODEV) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
+    while let Some(n) = next_request(fd, &mut request)? {
         let Ok((header, op_in, payload)) = proto::split(&request[..n]) else {
             warn!("a FUSE request of {n} bytes without a whole header; ignored");
             continue;
@@ -55,10 +62,11 @@ pub(crate) fn serve(fd: &OwnedFd, device: &Device, acl: Acl) -> io::Result<()> {
             used: 0,
         };
         match proto::parse(header.opcode, op_in, payload) {
-            Ok(op) => adapter::handle(device, acl, &header, &op, &mut reply),
+            Ok(op) => adapter::handle(served, &header, &op, &mut reply),
             Err(proto::Malformed) => reply.error(libc::EIO),
         }
     }
+    Ok(())
 }
 
 /// Writes one reply to `/dev/fuse` with one `writev`.
@@ -132,8 +140,8 @@ fn grow(buf: &mut Vec<u8>, size: usize) -> Result<(), FsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::fuse::device::BITS;
-    use crate::serve::fuse::device::tests::device;
+    use crate::serve::fuse::filesystem::BITS;
+    use crate::serve::fuse::filesystem::tests::filesystem;
 
     /// A pipe standing in for `/dev/fuse`: what a reply writes is read back.
     fn reply_through_a_pipe(
@@ -160,7 +168,7 @@ mod tests {
     /// is header then body in one write.
     #[test]
     fn the_reply_buffer_is_wiped_after_each_read() {
-        let (d, _) = device();
+        let (d, _) = filesystem();
         let mut buffer = Vec::new();
         let (fh, _) = d.open(BITS, 0).unwrap();
         let written = reply_through_a_pipe(|r| d.read(BITS, fh, 0, 100, r).unwrap(), &mut buffer);

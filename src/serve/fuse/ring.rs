@@ -17,8 +17,8 @@ use std::os::fd::OwnedFd;
 use log::warn;
 use zeroize::Zeroize;
 
-use super::adapter::{self, Acl, Reply};
-use super::device::{Device, FsError, Out};
+use super::adapter::{self, Reply, Served};
+use super::filesystem::{FsError, Out};
 use super::proto::{self, InHeader};
 use crate::engine::stats;
 use crate::sys::uring::{Ended, Fetched, FuseRing, REQUEST_OP, REQUEST_PAYLOAD};
@@ -36,12 +36,26 @@ pub(crate) const DEPTH: usize = 1;
 /// queue had a p99 latency of 0.1 to 1.6 ms (docs/PERFORMANCE.md).
 pub(crate) const THREADS_PER_QUEUE: usize = 2;
 
+/// Why a ring could not be registered.
+#[derive(Debug)]
+pub(crate) enum RegisterError {
+    /// This process could not make the ring or map its buffers.
+    Local(io::Error),
+    /// The kernel refused the registration.
+    Refused(io::Error),
+}
+
 /// A ring set up for queue `qid` and registered with the kernel; what the
 /// thread of that queue then serves ([`serve`]).
-pub(crate) fn register(fuse: &OwnedFd, qid: u16, payload: usize) -> io::Result<FuseRing> {
+pub(crate) fn register(
+    fuse: &OwnedFd,
+    qid: u16,
+    payload: usize,
+) -> Result<FuseRing, RegisterError> {
     use std::os::fd::AsFd;
-    let mut ring = FuseRing::new(fuse.as_fd(), qid, DEPTH, payload)?;
-    ring.register()?;
+    let mut ring =
+        FuseRing::new(fuse.as_fd(), qid, DEPTH, payload).map_err(RegisterError::Local)?;
+    ring.register().map_err(RegisterError::Refused)?;
     Ok(ring)
 }
 
@@ -56,7 +70,7 @@ pub(crate) fn pin_to(cpu: usize) {
 }
 
 /// Serves the requests of `ring` until the connection ends.
-pub(crate) fn serve(mut ring: FuseRing, device: &Device, acl: Acl) -> io::Result<()> {
+pub(crate) fn serve(mut ring: FuseRing, served: &Served) -> io::Result<()> {
     let mut request = Vec::new();
     loop {
         let mut fetched = match ring.next()? {
@@ -80,7 +94,7 @@ pub(crate) fn serve(mut ring: FuseRing, device: &Device, acl: Acl) -> io::Result
             &request[REQUEST_OP..REQUEST_PAYLOAD],
             &request[REQUEST_PAYLOAD..],
         ) {
-            Ok(op) => adapter::handle(device, acl, &header, &op, &mut reply),
+            Ok(op) => adapter::handle(served, &header, &op, &mut reply),
             Err(proto::Malformed) => reply.error(libc::EIO),
         }
         let (errno, len) = reply.answer.unwrap_or_else(|| {
@@ -92,7 +106,7 @@ pub(crate) fn serve(mut ring: FuseRing, device: &Device, acl: Acl) -> io::Result
             );
             (libc::EIO, 0)
         });
-        stats::add(&device.stats().fuse_uring_requests, 1);
+        stats::add(&served.fs.stats().fuse_uring_requests, 1);
         fetched.commit(&proto::out_header(header.unique, errno, len), len)?;
     }
 }

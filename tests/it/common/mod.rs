@@ -208,6 +208,11 @@ impl Daemon {
     /// Sends `sig` and waits (up to `within`) for the daemon to exit.
     pub fn stop_with(&mut self, sig: Signal, within: Duration) -> ExitStatus {
         kill(self.pid(), sig).unwrap();
+        self.stop_with_nothing(within)
+    }
+
+    /// Waits up to `within` for the daemon to exit of its own accord.
+    pub fn stop_with_nothing(&mut self, within: Duration) -> ExitStatus {
         let child = self.child.as_mut().unwrap();
         let deadline = Instant::now() + within;
         loop {
@@ -217,7 +222,7 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "pilfered still running {within:?} after {sig}; log: {}",
+                "pilfered still running after {within:?}; log: {}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(10));

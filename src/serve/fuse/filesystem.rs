@@ -66,7 +66,7 @@ pub(crate) fn name(ino: u64) -> &'static str {
     }
 }
 
-/// Why [`Device`] refused a request: one case per cause, so that the
+/// Why [`Filesystem`] refused a request: one case per cause, so that the
 /// adapter logs the cause and [`FsError::errno`] alone picks what the
 /// kernel (and the reader) is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,18 +138,18 @@ pub(crate) trait Out {
 /// What `bits` serves: the queue, or (for the benchmark's null server, the
 /// ceiling pilfered is measured against) zeros at once.
 #[derive(Debug)]
-pub(crate) enum Bits {
+pub(crate) enum Source {
     Queue(Arc<ChunkQueue>),
     Zeros,
 }
 
-/// Zeros for [`Bits::Zeros`]: as much as one request asks for at most.
+/// Zeros for [`Source::Zeros`]: as much as one request asks for at most.
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
-/// The file system's state and logic, independent of FUSE plumbing.
+/// The file system: its state and logic, independent of FUSE plumbing.
 #[derive(Debug)]
-pub(crate) struct Device {
-    bits: Bits,
+pub(crate) struct Filesystem {
+    bits: Source,
     stats: Arc<Stats>,
     uid: u32,
     gid: u32,
@@ -160,16 +160,19 @@ pub(crate) struct Device {
     /// one consistent snapshot.
     snapshots: Mutex<HashMap<u64, Arc<[u8]>>>,
     next_fh: AtomicU64,
+    /// Kernel queues served over io_uring (0: over `/dev/fuse`), for the
+    /// `stats` file; set once the session's transport is up.
+    uring_queues: AtomicU64,
 }
 
-impl Device {
-    /// A device serving `bits`, owned by `uid`/`gid`, its files of `mode`
+impl Filesystem {
+    /// A file system serving `bits` from `bits`, owned by `uid`/`gid`, its files of `mode`
     /// ([`MODE`] or [`GROUP_MODE`]).
-    pub(crate) fn new(bits: Bits, stats: Arc<Stats>, uid: u32, gid: u32, mode: u32) -> Self {
+    pub(crate) fn new(bits: Source, stats: Arc<Stats>, uid: u32, gid: u32, mode: u32) -> Self {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        Device {
+        Filesystem {
             bits,
             stats,
             uid,
@@ -178,12 +181,23 @@ impl Device {
             mounted_at: (now.as_secs(), now.subsec_nanos()),
             snapshots: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            uring_queues: AtomicU64::new(0),
         }
     }
 
-    /// The counters this device adds to.
+    /// The counters this file system adds to.
     pub(crate) fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Records that the file is served over io_uring on `queues` queues.
+    pub(crate) fn set_uring_queues(&self, queues: usize) {
+        self.uring_queues.store(queues as u64, Ordering::Relaxed);
+    }
+
+    /// The user who owns the files (and mounted them).
+    pub(crate) fn owner(&self) -> u32 {
+        self.uid
     }
 
     /// Attributes of inode `ino`.
@@ -240,8 +254,12 @@ impl Device {
 
     fn stats_text(&self) -> Arc<[u8]> {
         match &self.bits {
-            Bits::Queue(queue) => self.stats.snapshot(queue).render().into_bytes().into(),
-            Bits::Zeros => Arc::from(&b""[..]),
+            Source::Queue(queue) => {
+                let mut snapshot = self.stats.snapshot(queue);
+                snapshot.fuse_uring_queues = self.uring_queues.load(Ordering::Relaxed);
+                snapshot.render().into_bytes().into()
+            }
+            Source::Zeros => Arc::from(&b""[..]),
         }
     }
 
@@ -292,8 +310,8 @@ impl Device {
             stats::add(&self.stats.bytes_served_fuse, size as u64);
         };
         let queue = match &self.bits {
-            Bits::Queue(queue) => queue,
-            Bits::Zeros => {
+            Source::Queue(queue) => queue,
+            Source::Zeros => {
                 served();
                 out.send(&ZEROS[..size.min(ZEROS.len())]);
                 return Ok(());
@@ -369,7 +387,7 @@ pub(super) mod tests {
 
     /// Reads `size` bytes of `ino` into a fresh [`Kept`].
     pub(crate) fn read(
-        d: &Device,
+        d: &Filesystem,
         ino: u64,
         fh: u64,
         offset: u64,
@@ -379,8 +397,8 @@ pub(super) mod tests {
         d.read(ino, fh, offset, size, &mut out).map(|()| out)
     }
 
-    /// A device over a queue of four 64-byte chunks holding 0..64 each.
-    pub(crate) fn device() -> (Device, Arc<ChunkQueue>) {
+    /// A file system over a queue of four 64-byte chunks holding 0..64 each.
+    pub(crate) fn filesystem() -> (Filesystem, Arc<ChunkQueue>) {
         let queue = Arc::new(ChunkQueue::new(64, 4096));
         let mut chunks = Vec::new();
         queue.reserve(4, &mut chunks).unwrap();
@@ -388,8 +406,8 @@ pub(super) mod tests {
             c.refill(|b| b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8));
         }
         queue.push(&mut chunks);
-        let d = Device::new(
-            Bits::Queue(queue.clone()),
+        let d = Filesystem::new(
+            Source::Queue(queue.clone()),
             Arc::new(Stats::default()),
             1000,
             1000,
@@ -405,8 +423,8 @@ pub(super) mod tests {
     #[test]
     fn a_group_device_is_the_groups_alone() {
         let queue = Arc::new(ChunkQueue::new(64, 4096));
-        let d = Device::new(
-            Bits::Queue(queue),
+        let d = Filesystem::new(
+            Source::Queue(queue),
             Arc::new(Stats::default()),
             0,
             100,
@@ -421,7 +439,7 @@ pub(super) mod tests {
 
     #[test]
     fn lookup_and_attributes() {
-        let (d, _) = device();
+        let (d, _) = filesystem();
         let bits = d.lookup(ROOT, OsStr::new("bits")).unwrap();
         assert_eq!((bits.ino, bits.mode), (BITS, libc::S_IFREG | 0o444));
         assert_eq!((bits.uid, bits.gid), (1000, 1000));
@@ -454,7 +472,7 @@ pub(super) mod tests {
 
     #[test]
     fn open_is_direct_nonseekable_and_read_only() {
-        let (d, _) = device();
+        let (d, _) = filesystem();
         let (_, flags) = d.open(BITS, RDONLY).unwrap();
         assert_eq!(flags, FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE);
         let wronly = u32::try_from(libc::O_WRONLY).unwrap();
@@ -467,7 +485,7 @@ pub(super) mod tests {
 
     #[test]
     fn bits_reads_hand_out_each_byte_once() {
-        let (d, queue) = device();
+        let (d, queue) = filesystem();
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
         let a = read(&d, BITS, fh, 0, 100).unwrap().bytes;
         // The offset is ignored: the next read continues the stream.
@@ -483,7 +501,7 @@ pub(super) mod tests {
 
     #[test]
     fn stats_reads_a_frozen_snapshot() {
-        let (d, _) = device();
+        let (d, _) = filesystem();
         let (fh, _) = d.open(STATS, RDONLY).unwrap();
         let whole = read(&d, STATS, fh, 0, 1 << 16).unwrap().bytes;
         let text = String::from_utf8(whole.clone()).unwrap();
@@ -508,7 +526,7 @@ pub(super) mod tests {
 
     #[test]
     fn readdir_lists_entries_from_an_offset() {
-        let (d, _) = device();
+        let (d, _) = filesystem();
         let names = |offset| -> Vec<(&str, u64)> {
             d.readdir(ROOT, offset)
                 .unwrap()
@@ -531,7 +549,7 @@ pub(super) mod tests {
     /// order across both kinds of read.
     #[test]
     fn a_read_of_one_whole_chunk_is_sent_from_the_chunk() {
-        let (d, queue) = device();
+        let (d, queue) = filesystem();
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
         let whole = read(&d, BITS, fh, 0, 64).unwrap();
         assert!(!whole.buffered, "copied through the reply buffer");
@@ -549,7 +567,7 @@ pub(super) mod tests {
 
     #[test]
     fn reads_fail_with_eio_after_close() {
-        let (d, queue) = device();
+        let (d, queue) = filesystem();
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
         queue.close();
         assert_eq!(
@@ -560,7 +578,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_null_device_serves_zeros_and_counts_them() {
-        let d = Device::new(Bits::Zeros, Arc::new(Stats::default()), 0, 0, MODE);
+        let d = Filesystem::new(Source::Zeros, Arc::new(Stats::default()), 0, 0, MODE);
         let (fh, _) = d.open(BITS, RDONLY).unwrap();
         let got = read(&d, BITS, fh, 0, 4096).unwrap();
         assert_eq!(got.bytes, vec![0u8; 4096]);
