@@ -34,14 +34,49 @@ done
 start_daemon "${serve_opts[@]}"
 bytes=$((2 << 30))
 
-# "name run_ns wait_ns involuntary_switches" for the threads that matter.
+# The threads that matter, as patterns of their names: the generators, the
+# threads reading /dev/fuse (all of the FUSE file's over /dev/fuse, one for
+# stray requests over io_uring) and, when the daemon serves over io_uring
+# (its serving line, which may follow the mount, says so), the ring threads
+# of each queue. Each must match a thread, or the rows it stands for would
+# silently be missing.
+for _ in $(seq 100); do
+    grep -q '] serving: ' "$tmp/daemon.log" && break
+    sleep 0.1
+done
+grep -q '] serving: ' "$tmp/daemon.log" || { echo "threads.sh: the daemon logged no serving line:" >&2; cat "$tmp/daemon.log" >&2; exit 1; }
+expected=('generator-*' 'fuse-[0-9]*')
+if grep -q '] serving: FUSE .*(io_uring, ' "$tmp/daemon.log"; then expected+=('fuse-ring-*'); fi
+
+# Whether thread name $1 matches one of the patterns.
+expected_thread() {
+    local pattern
+    for pattern in "${expected[@]}"; do
+        # shellcheck disable=SC2053 # $pattern is a glob on purpose
+        [[ $1 == $pattern ]] && return 0
+    done
+    return 1
+}
+names=$(cat /proc/"$daemon"/task/*/comm)
+for pattern in "${expected[@]}"; do
+    found=0
+    while read -r name; do
+        # shellcheck disable=SC2053 # $pattern is a glob on purpose
+        [[ $name == $pattern ]] && found=1
+    done <<<"$names"
+    [ $found = 1 ] || {
+        echo "threads.sh: no thread of the daemon is named $pattern; its threads: $(tr "\n" " " <<<"$names")" >&2
+        exit 1
+    }
+done
+
+# "name run_ns wait_ns involuntary_switches" for those threads.
 threads() {
-    local t
+    local t name
     for t in /proc/"$daemon"/task/*; do
-        case $(cat "$t/comm") in
-            generator-* | fuser-*)
-                echo "$(cat "$t/comm") $(cut -d' ' -f1-2 "$t/schedstat") $(awk '/^nonvoluntary/ { print $2 }' "$t/status")" ;;
-        esac
+        name=$(cat "$t/comm")
+        expected_thread "$name" &&
+            echo "$name $(cut -d' ' -f1-2 "$t/schedstat") $(awk '/^nonvoluntary/ { print $2 }' "$t/status")"
     done | sort
 }
 
@@ -58,7 +93,7 @@ readers() {
     wait "${pids[@]}"
     t1=$(date +%s%N)
     join <(echo "$before") <(threads) | awk -v w=$((t1 - t0)) \
-        '{ printf "  %-12s ran %3.0f %%  waited for a CPU %3.0f %%  preempted %5d times\n", $1, ($5 - $2) / w * 100, ($6 - $3) / w * 100, $7 - $4 }' \
+        '{ printf "  %-13s ran %3.0f %%  waited for a CPU %3.0f %%  preempted %5d times\n", $1, ($5 - $2) / w * 100, ($6 - $3) / w * 100, $7 - $4 }' \
         >"$tmp/threads-$n"
     awk -v b=$((count * n << 20)) -v w=$((t1 - t0)) 'BEGIN { printf "%.0f\n", b / w * 1000 }'
 }

@@ -194,9 +194,9 @@ pub(crate) struct ServeArgs {
 
     /// How the kernel hands FUSE requests over: io-uring (FUSE over
     /// io_uring, Linux 6.14+ with /sys/module/fuse/parameters/enable_uring
-    /// on; twice as fast for small reads), legacy (/dev/fuse), or auto:
-    /// io-uring where the kernel offers it, else legacy with a line saying
-    /// why.
+    /// on; faster for small reads, see docs/PERFORMANCE.md), legacy
+    /// (/dev/fuse), or auto: io-uring where the kernel offers it, else
+    /// legacy with a line saying why.
     #[arg(long, value_name = "TRANSPORT", default_value = "auto")]
     fuse_transport: FuseTransport,
 

@@ -19,12 +19,12 @@
 //! The code is in layers, each a folder (docs/ARCHITECTURE.md draws them):
 //! `sys` (system calls, trust, mounts), `engine` (queue, generators,
 //! keys, counters), `serve` (the daemon and its two interfaces) and
-//! `client` (readers and the commands), with `cli`, `units` and `error` at
-//! the top.
+//! `client` (readers and the commands), under `cli` (the command line, on
+//! top); `units` and `error` are used by every layer.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-// `unsafe` only in the leaf modules that allow it: `sys::raw` and the
-// queue's `Block`.
+// `unsafe` only in the leaf modules that allow it: `sys::raw`, `sys::uring`
+// and the queue's `Block`.
 #![deny(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 

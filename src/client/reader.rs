@@ -134,7 +134,7 @@ fn error(path: &Path, cause: Cause) -> ReadError {
 }
 
 /// Most bytes requested from the device in one read by [`DeviceReader::read_each`].
-pub(crate) const BATCH_BYTES: usize = 64 << 10;
+pub(crate) const MAX_READ_BYTES: usize = 64 << 10;
 
 /// Reads exact amounts of random bytes from a path (or, for tests, any
 /// [`Read`]), never more than asked for.
@@ -285,7 +285,7 @@ impl<R: Read> DeviceReader<R> {
             }
             return Ok(());
         }
-        let per_batch = (BATCH_BYTES / size).max(1);
+        let per_batch = (MAX_READ_BYTES / size).max(1);
         // How many groups the next batch holds, when `left` are still due.
         let next = |left: u64| usize::try_from(left).map_or(per_batch, |l| l.min(per_batch));
         let mut buf = Zeroizing::new(vec![0u8; size * next(count)]);
@@ -408,12 +408,12 @@ mod tests {
 
     #[test]
     fn read_each_reads_exactly_what_is_asked_in_batches() {
-        let bytes: Vec<u8> = (0..3 * BATCH_BYTES + 100)
+        let bytes: Vec<u8> = (0..3 * MAX_READ_BYTES + 100)
             .map(|i| (i ^ (i >> 8)) as u8)
             .collect();
         let mut r = source(&bytes);
         let mut got = Vec::new();
-        let count = (BATCH_BYTES as u64 * 2 + 10) / 3;
+        let count = (MAX_READ_BYTES as u64 * 2 + 10) / 3;
         r.read_each(count, 3, |g| {
             got.extend_from_slice(g);
             Ok::<_, ReadError>(())

@@ -1,7 +1,7 @@
 //! The FUSE wire protocol (`include/uapi/linux/fuse.h`), as far as pilfered
-//! speaks it: requests parsed from bytes into [`Request`], replies encoded
-//! into bytes, in the host's byte order as the kernel sends them. Safe code
-//! only: fields are read and written at their offsets.
+//! speaks it: requests parsed from bytes into [`InHeader`] and [`Op`],
+//! replies encoded into bytes, in the host's byte order as the kernel sends
+//! them. Safe code only: fields are read and written at their offsets.
 //!
 //! Both transports hand requests over in three parts: the `fuse_in_header`,
 //! the opcode's own struct (`fuse_read_in`, ...) and the payload after it

@@ -33,7 +33,8 @@ pub(crate) const DEPTH: usize = 1;
 /// hands the next request of that CPU, a 4 KiB read say, to the other
 /// thread's entry instead of queueing it behind. With one thread per
 /// queue, 4 KiB reads while a 1 MiB reader and a FIFO reader drained the
-/// queue had a p99 latency of 0.1 to 1.6 ms (docs/PERFORMANCE.md).
+/// queue had a p99 latency of 0.09 to 1.6 ms in four rounds, against 0.09
+/// to 0.11 ms with two (docs/PERFORMANCE.md, "Small reads over io_uring").
 pub(crate) const THREADS_PER_QUEUE: usize = 2;
 
 /// Why a ring could not be registered.
