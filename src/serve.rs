@@ -1,7 +1,7 @@
 //! `pilfered serve`: the daemon, which wires the engine to its two
 //! interfaces and takes them down in order.
 //!
-//! - [`config`]: what the daemon is told ([`Config`]), with the defaults and
+//! - [`config`]: what the daemon is told (`Config`), with the defaults and
 //!   limits of what it configures;
 //! - [`daemon`]: start and shutdown order, signals, the event loop;
 //! - [`preflight`]: every check that can refuse a start, as one `Plan`;
