@@ -153,24 +153,55 @@ pub(crate) fn clone_fuse(session: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// carries (`SCM_RIGHTS`), as `fusermount3` sends the `/dev/fuse` one.
 pub(crate) fn receive_fd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    Ok(receive_with_fds(socket, &mut byte)?.fds.into_iter().next())
+}
+
+/// The most descriptors one message can carry (the kernel's
+/// `SCM_MAX_FD`): [`receive_with_fds`] has room for them all, so that none
+/// is ever cut off (`MSG_CTRUNC`, which leaves those that came unreadable
+/// to `nix`, and so open).
+pub(crate) const MAX_RECEIVED_FDS: usize = 253;
+
+/// One message taken by [`receive_with_fds`].
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// Bytes of it now at the start of the buffer.
+    pub(crate) len: usize,
+    /// The descriptors it carried (`SCM_RIGHTS`), now close-on-exec.
+    pub(crate) fds: Vec<OwnedFd>,
+    /// Part of it was lost: more bytes than the buffer held (`MSG_TRUNC`).
+    pub(crate) truncated: bool,
+}
+
+/// Receives one message on `socket` into `buf`, with the descriptors it
+/// carries. On a datagram or seqpacket socket that is one whole message,
+/// its excess cut off and flagged; on a stream socket, what is there.
+pub(crate) fn receive_with_fds(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_RECEIVED_FDS]);
     let msg = recvmsg::<()>(
         socket.as_raw_fd(),
         &mut iov,
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
+    let mut fds = Vec::new();
     for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel just installed this descriptor for us, and
-            // nothing else refers to it.
-            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just installed these descriptors for us,
+            // and nothing else refers to them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
-    Ok(None)
+    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+    Ok(Received {
+        len: msg.bytes,
+        fds,
+        truncated,
+    })
 }
 
 /// Whether this CPU has the `RDSEED` instruction.

@@ -137,6 +137,15 @@ fn state() -> Option<&'static StateDir> {
     STATE.get().and_then(Option::as_ref)
 }
 
+/// The state directory [`open`] opened, if it could.
+#[expect(
+    dead_code,
+    reason = "the daemon takes it up for serve::handover with issue 26"
+)]
+pub(crate) fn state_dir() -> Option<&'static StateDir> {
+    state()
+}
+
 impl StateDir {
     /// Opens `path` as a state directory, made (mode 0700) if missing:
     /// every directory on the way is walked with [`trust::walk`], and it
@@ -176,6 +185,16 @@ impl StateDir {
             ));
         }
         Ok(StateDir { fd, path })
+    }
+
+    /// The open directory, to make or find files in it relative to it.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Where it is, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Writes the file `name` whole (through a temporary file renamed over
@@ -227,11 +246,16 @@ impl StateDir {
 /// Longest record read back; real ones are well under a hundred bytes.
 const RECORD_MAX: u64 = 4096;
 
-/// The record file's name for `path`: a hash of the path, so any path
-/// fits in one file name.
+/// The record file's name for `path`.
 fn record_file(path: &Path) -> String {
+    hashed_name("created-", path)
+}
+
+/// `prefix` followed by a hash of `path`, so that a file about any path
+/// has a short name of fixed length.
+pub(crate) fn hashed_name(prefix: &str, path: &Path) -> String {
     let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
-    let mut name = String::from("created-");
+    let mut name = String::from(prefix);
     for b in &digest[..16] {
         write!(name, "{b:02x}").expect("writing to a String");
     }

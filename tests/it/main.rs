@@ -19,6 +19,7 @@ mod layers;
 mod lifecycle;
 mod load;
 mod logging;
+mod manager;
 mod quality;
 mod readers;
 mod scripts;

@@ -23,7 +23,37 @@ pub(crate) mod init {
     pub(crate) const BIG_WRITES: u64 = 1 << 5;
     pub(crate) const MAX_PAGES: u64 = 1 << 22;
     pub(crate) const INIT_EXT: u64 = 1 << 30;
+    /// The kernel sends again, on [`super::notify::RESEND`], the requests
+    /// a server had taken and not answered, with
+    /// [`super::UNIQUE_RESEND`] set in their `unique` (Linux 6.9+).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "crash failover takes it up with issue 26")
+    )]
+    pub(crate) const HAS_RESEND: u64 = 1 << 39;
     pub(crate) const OVER_IO_URING: u64 = 1 << 41;
+}
+
+/// The bit set in the `unique` of a request sent again after
+/// [`notify::RESEND`] (`FUSE_UNIQUE_RESEND`). Its reply carries the
+/// `unique` as it came, bit and all.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "crash failover takes it up with issue 26")
+)]
+pub(crate) const UNIQUE_RESEND: u64 = 1 << 63;
+
+/// Notification codes (`enum fuse_notify_code`): what a server tells the
+/// kernel unasked, with [`notification`].
+pub(crate) mod notify {
+    /// Send again every request a server of this connection read and has
+    /// not answered (the kernel takes them back from every `/dev/fuse`
+    /// descriptor still open on it). No body.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "crash failover takes it up with issue 26")
+    )]
+    pub(crate) const RESEND: i32 = 7;
 }
 
 /// `fuse_open_out.open_flags`.
@@ -253,6 +283,17 @@ pub(crate) fn out_header(unique: u64, errno: i32, body_len: usize) -> [u8; OUT_H
     h
 }
 
+/// The `struct fuse_out_header` of the notification `code` (a
+/// [`notify`] code) with `body_len` bytes after it: written to `/dev/fuse`
+/// unasked, it has `unique` 0 and the code where a reply has its error.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "crash failover takes it up with issue 26")
+)]
+pub(crate) fn notification(code: i32, body_len: usize) -> [u8; OUT_HEADER] {
+    out_header(0, -code, body_len)
+}
+
 /// Writes native-endian fields into a reply body.
 struct Body<const N: usize>([u8; N]);
 
@@ -396,8 +437,29 @@ pub(crate) fn push_dirent(
 }
 
 #[cfg(test)]
+mod kernel_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `FUSE_NOTIFY_RESEND` as `fuse_out_header` lays it out: len u32 @0
+    /// (the header alone), error i32 @4 (the code, positive), unique u64
+    /// @8 (0: not a reply).
+    #[test]
+    fn the_resend_notification_is_a_bare_header() {
+        let n = notification(notify::RESEND, 0);
+        assert_eq!(n.len(), 16);
+        assert_eq!(n[0..4], 16u32.to_ne_bytes());
+        assert_eq!(n[4..8], 7i32.to_ne_bytes());
+        assert_eq!(n[8..16], [0; 8]);
+        assert_eq!(notification(notify::RESEND, 8)[0..4], 24u32.to_ne_bytes());
+        assert_eq!(init::HAS_RESEND, 0x80_0000_0000);
+        assert_eq!(UNIQUE_RESEND, 0x8000_0000_0000_0000);
+        // A resent request keeps the bit through parsing, for its reply.
+        let r = request(op::GETATTR, 4 | UNIQUE_RESEND, 1, &[0; 16]);
+        assert_eq!(parsed(&r).0.unique, 4 | UNIQUE_RESEND);
+    }
 
     /// A `/dev/fuse` request: header, then `args`.
     fn request(opcode: u32, unique: u64, nodeid: u64, args: &[u8]) -> Vec<u8> {

@@ -2,6 +2,7 @@
 //! stops the daemon and removes its mount even when a test panics, and
 //! checks on the bytes readers got.
 
+pub(crate) mod manager;
 pub(crate) mod stretch;
 mod transport;
 
