@@ -219,6 +219,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "KEY")]
     pub seed: Option<String>,
 
+    /// Take over the mount and the FIFO of the daemon serving these very
+    /// paths (same --mount and --fifo), as window managers' --replace does:
+    /// it answers what it holds, hands both over and exits; readers never
+    /// notice. With no daemon to replace, start as usual.
+    #[arg(long, conflicts_with_all = ["seed", "seed_file"])]
+    pub replace: bool,
+
     /// Like --seed, but read KEY (64 hex digits and an optional newline) from
     /// PATH, or from standard input with -. A file or FIFO must be readable by
     /// its owner only (chmod 600); a FIFO must deliver the key within 10 s.
@@ -338,6 +345,7 @@ impl ServeArgs {
             mlock: self.mlock,
             report_every: None,
             bits: Bits::Random,
+            replace: self.replace,
         })
     }
 

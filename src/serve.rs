@@ -12,25 +12,19 @@
 //! - [`vmfork`]: hearing the kernel announce a VM fork;
 //! - [`handover`]: passing the FUSE connection and the FIFO to a
 //!   successor (`--replace`);
+//! - [`successor`]: the running daemon's side of a `--replace`;
 //! - [`fdstore`]: leaving the FUSE connection in systemd's file
 //!   descriptor store, and sorting what systemd passes back.
 
 pub(crate) mod config;
 mod daemon;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the daemon takes it up with issue 26")
-)]
 mod fdstore;
 pub(crate) mod fifo;
 pub(crate) mod fuse;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the daemon takes it up with issue 26")
-)]
 mod handover;
 mod mounted;
 mod preflight;
+mod successor;
 mod vmfork;
 
 pub(crate) use daemon::serve;

@@ -85,6 +85,9 @@ pub(crate) struct Config {
     /// Log a throughput line this often (set by `-v`).
     pub report_every: Option<Duration>,
     pub bits: Bits,
+    /// `--replace`: take the mount and the FIFO over from the daemon that
+    /// serves these very paths, if one does.
+    pub replace: bool,
 }
 
 impl Config {
@@ -115,6 +118,7 @@ impl Config {
             mlock: false,
             report_every: None,
             bits: Bits::Zeros,
+            replace: false,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::serve::fuse::Source;
 use crate::serve::mounted::{self, FusePart};
 use crate::serve::preflight::{self, Plan};
 use crate::serve::vmfork;
+use crate::serve::{handover, successor};
 use crate::sys::records;
 use crate::units::format_size;
 
@@ -46,7 +47,24 @@ enum Event {
     /// Our mount left the mount table without the session ending: it was
     /// detached from outside (`umount -l`) while a reader held a file open.
     MountGone,
+    /// A `--replace` successor asks for what we serve.
+    Successor(handover::Pending),
 }
+
+/// How the daemon ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Take everything down: unmount, remove what we made.
+    Stop,
+    /// Leave the mount and the FIFO to the daemon that takes them over (a
+    /// `--replace` successor, or the next start of the service, which
+    /// systemd's store passes them to), with the queue wiped.
+    LetGo,
+}
+
+/// The signal systemd sends for a restart (`RestartKillSignal=` in the
+/// unit): let go, leaving the connection in systemd's store.
+const RESTART: Signal = Signal::SIGUSR1;
 
 /// Runs the daemon until a signal or an outside unmount; see the module docs.
 pub(crate) fn serve(cfg: &Config) -> Result<(), Error> {
@@ -72,6 +90,7 @@ pub(crate) fn serve(cfg: &Config) -> Result<(), Error> {
         vmfork: None,
         fifo: None,
         fuse: None,
+        successors: None,
         events,
     };
     let outcome = match daemon.start(cfg, plan, &tx) {
@@ -79,11 +98,11 @@ pub(crate) fn serve(cfg: &Config) -> Result<(), Error> {
         Err(e) => Err(e),
     };
     let mount = daemon.fuse.as_ref().map(|f| f.path().to_path_buf());
-    daemon.shutdown();
+    daemon.shutdown(*outcome.as_ref().unwrap_or(&Ending::Stop));
     if let Some(mount) = mount {
         records::stopped(&mount, outcome.is_ok());
     }
-    outcome
+    outcome.map(drop)
 }
 
 struct Daemon {
@@ -93,6 +112,8 @@ struct Daemon {
     vmfork: Option<vmfork::Watcher>,
     fifo: Option<fifo::Writer>,
     fuse: Option<FusePart>,
+    /// Where a `--replace` successor asks for what we serve.
+    successors: Option<successor::Watch>,
     events: Receiver<Event>,
 }
 
@@ -143,6 +164,19 @@ impl Daemon {
             self.fuse = Some(fuse);
         }
         self.log_serving(cfg, &seeder, &vmfork);
+        // Both interfaces serve: the daemon we replace may let go.
+        if let Some(p) = plan.predecessor
+            && let Err(e) = p.ack()
+        {
+            warn!("{e}");
+        }
+        if let Some(f) = self.fuse.as_mut() {
+            f.store();
+        }
+        let on_successor = tx.clone();
+        self.successors = successor::Watch::start(cfg, move |p| {
+            drop(on_successor.send(Event::Successor(p)));
+        })?;
         // Type=notify: the unit is started once both interfaces serve.
         if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
             warn!(
@@ -215,23 +249,55 @@ impl Daemon {
     }
 
     /// Waits for the event that ends the daemon, logging throughput every
-    /// `report_every` meanwhile; returns how it ended.
-    fn wait(&mut self, report_every: Option<Duration>) -> Result<(), Error> {
+    /// `report_every` meanwhile; returns how it ends.
+    fn wait(&mut self, report_every: Option<Duration>) -> Result<Ending, Error> {
         let mut report = report_every.map(|every| Report::new(&self.stats, &self.queue, every));
-        let event = loop {
-            let Some(r) = report.as_mut() else {
-                break self.events.recv();
+        loop {
+            let event = match report.as_mut() {
+                None => self.events.recv(),
+                Some(r) => match self.events.recv_timeout(r.every) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        r.log(&self.stats, &self.queue);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => Err(mpsc::RecvError),
+                    Ok(event) => Ok(event),
+                },
             };
-            match self.events.recv_timeout(r.every) {
-                Err(RecvTimeoutError::Timeout) => r.log(&self.stats, &self.queue),
-                Err(RecvTimeoutError::Disconnected) => break Err(mpsc::RecvError),
-                Ok(event) => break Ok(event),
+            if let Some(ending) = self.handle(event)? {
+                return Ok(ending);
             }
-        };
+        }
+    }
+
+    /// What `event` means: the end of the daemon, or (`None`) serve on.
+    fn handle(&mut self, event: Result<Event, mpsc::RecvError>) -> Result<Option<Ending>, Error> {
+        let stored = self.fuse.as_ref().is_some_and(FusePart::stored);
         match event {
+            Ok(Event::Signal(RESTART)) if stored => {
+                info!("{RESTART}: restarting: the next start takes the mount over from systemd");
+                Ok(Some(Ending::LetGo))
+            }
             Ok(Event::Signal(sig)) => {
                 info!("{sig}: shutting down");
-                Ok(())
+                Ok(Some(Ending::Stop))
+            }
+            Ok(Event::Successor(p)) => {
+                let pid = p.pid();
+                let offered = match &self.successors {
+                    Some(w) => w.offer(p, self.fuse.as_ref(), self.fifo.as_ref()),
+                    None => Err(Error::runtime("handover: no socket to answer on")),
+                };
+                match offered {
+                    Ok(()) => {
+                        info!("handed over to pilfered {pid}: exiting");
+                        Ok(Some(Ending::LetGo))
+                    }
+                    Err(e) => {
+                        warn!("{e}; serving on");
+                        Ok(None)
+                    }
+                }
             }
             Ok(Event::FuseEnded(result)) => {
                 // Unmounted, the connection ends with the mount; if the
@@ -248,7 +314,7 @@ impl Daemon {
                     )),
                     (Ok(()), false) => {
                         info!("the FUSE file system was unmounted: shutting down");
-                        Ok(())
+                        Ok(Some(Ending::Stop))
                     }
                 }
             }
@@ -257,16 +323,31 @@ impl Daemon {
             }
             Ok(Event::MountGone) => {
                 info!("the FUSE file system was unmounted or detached from outside: shutting down");
-                Ok(())
+                Ok(Some(Ending::Stop))
             }
             Err(mpsc::RecvError) => Err(Error::runtime("internal error: event channel closed")),
         }
     }
 
-    /// Takes everything down; safe to call on a half-started daemon.
-    fn shutdown(mut self) {
+    /// Takes everything down, or lets go of it; safe to call on a
+    /// half-started daemon.
+    fn shutdown(mut self, ending: Ending) {
+        self.successors.take();
         if let Some(watcher) = self.vmfork.take() {
             watcher.stop();
+        }
+        if ending == Ending::LetGo {
+            // The FUSE threads first, while the generators still run: a
+            // read waiting for bytes gets them, and every request taken
+            // is answered. Then nothing of ours is served again: the queue
+            // is wiped, and what the FIFO writer held back with it.
+            if let Some(f) = self.fuse.take() {
+                f.let_go();
+            }
+            if let Some(writer) = self.fifo.take() {
+                writer.hand_over();
+            }
+            self.queue.wipe();
         }
         self.queue.close();
         if let Some(writer) = self.fifo.take() {
@@ -315,7 +396,7 @@ pub(super) fn spawn(
 /// started after it); the returned set is waited for by one thread.
 fn block_signals() -> Result<SigSet, Error> {
     let mut set = SigSet::empty();
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, RESTART] {
         set.add(sig);
     }
     set.thread_block()

@@ -9,7 +9,10 @@
 //!   daemon must know of the connection, written first so that a stored
 //!   connection always has one: the [`Init`] record of [`handover`], then
 //!   the mount's ID (u64, little-endian), 48 bytes;
-//! - [`FUSE`]: the `/dev/fuse` descriptor.
+//! - [`FUSE`]: the `/dev/fuse` descriptor;
+//! - [`DIR`]: the mount point directory, open and locked as the daemon
+//!   that mounted it claimed it (the lock belongs to the open file, so the
+//!   store keeps it held until the next daemon takes it).
 //!
 //! systemd keeps them across restarts and crashes (not across a stop) and
 //! passes them to every later start after the socket unit's FIFO, named
@@ -40,6 +43,8 @@ use crate::error::{Error, printable};
 
 /// The store's name for the `/dev/fuse` descriptor.
 pub(crate) const FUSE: &str = "fuse";
+/// The store's name for the mount point directory.
+pub(crate) const DIR: &str = "fuse-dir";
 /// The store's name for the memfd that says what [`FUSE`] negotiated.
 pub(crate) const STATE: &str = "fuse-state";
 /// The memfd's own name (`/proc/PID/fd` shows `memfd:pilfered-init`).
@@ -172,15 +177,23 @@ fn remove_text(name: &str) -> String {
 /// Leaves the FUSE connection `fuse` and its `state` in the service
 /// manager's store; `false` if there is no manager to hold them. Called
 /// once per connection, by the daemon that mounted it.
-pub(crate) fn store_connection(fuse: BorrowedFd<'_>, state: &State) -> Result<bool, Error> {
+pub(crate) fn store_connection(
+    fuse: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    state: &State,
+) -> Result<bool, Error> {
     let memfd = state_memfd(state)?;
-    Ok(notify(&store_text(STATE), &[memfd.as_fd()])? && notify(&store_text(FUSE), &[fuse])?)
+    Ok(notify(&store_text(STATE), &[memfd.as_fd()])?
+        && notify(&store_text(DIR), &[dir])?
+        && notify(&store_text(FUSE), &[fuse])?)
 }
 
 /// Drops the stored connection and its state (a stop that is not a
 /// handover: the mount goes).
 pub(crate) fn forget_connection() -> Result<bool, Error> {
-    Ok(notify(&remove_text(FUSE), &[])? && notify(&remove_text(STATE), &[])?)
+    Ok(notify(&remove_text(FUSE), &[])?
+        && notify(&remove_text(DIR), &[])?
+        && notify(&remove_text(STATE), &[])?)
 }
 
 /// The descriptors systemd passed ([`crate::sys::raw::listen_fds`]), by
@@ -190,8 +203,9 @@ pub(crate) struct Passed {
     /// The socket unit's (any name but the two stored ones), with its
     /// name; checking that it is a FIFO is the caller's.
     pub(crate) fifo: Option<(OwnedFd, String)>,
-    /// A stored connection, `/dev/fuse`, with its state.
-    pub(crate) fuse: Option<(OwnedFd, State)>,
+    /// A stored connection, `/dev/fuse`, with its state and its mount
+    /// point directory.
+    pub(crate) fuse: Option<(OwnedFd, State, OwnedFd)>,
 }
 
 const LISTEN: &str = "LISTEN_FDS";
@@ -204,11 +218,13 @@ pub(crate) fn sort(fds: Vec<(OwnedFd, String)>) -> Result<Passed, Error> {
     let mut passed = Passed::default();
     let mut fuse = None;
     let mut state = None;
+    let mut dir = None;
     let mut others = Vec::new();
     for (fd, name) in fds {
         let slot = match name.as_str() {
             FUSE => &mut fuse,
             STATE => &mut state,
+            DIR => &mut dir,
             _ => {
                 others.push((fd, name));
                 continue;
@@ -228,7 +244,12 @@ pub(crate) fn sort(fds: Vec<(OwnedFd, String)>) -> Result<Passed, Error> {
     }
     passed.fifo = others.pop();
     passed.fuse = match (fuse, state) {
-        (None, None) => None,
+        (None, None) if dir.is_none() => None,
+        (None, None) => {
+            return Err(Error::usage(format!(
+                "{LISTEN}: systemd passed a stored {DIR} without its FUSE connection ({FUSE})"
+            )));
+        }
         (Some(fd), Some(memfd)) => {
             is_dev_fuse(fd.as_fd())?;
             let state = read_state(memfd.as_fd()).map_err(|e| {
@@ -236,7 +257,12 @@ pub(crate) fn sort(fds: Vec<(OwnedFd, String)>) -> Result<Passed, Error> {
                     "{LISTEN}: the stored {STATE} is not what a pilfered daemon stored: {e}"
                 ))
             })?;
-            Some((fd, state))
+            let Some(dir) = dir else {
+                return Err(Error::usage(format!(
+                    "{LISTEN}: systemd passed a stored FUSE connection ({FUSE}) without its mount point ({DIR})"
+                )));
+            };
+            Some((fd, state, dir))
         }
         (Some(_), None) => {
             return Err(Error::usage(format!(

@@ -14,6 +14,6 @@ mod path;
 mod wipe;
 mod writer;
 
-pub(crate) use path::{Fifo, KERNEL_MAX_PIPE_SIZE, Spot, inspect, system_pipe_max_size};
+pub(crate) use path::{Fifo, Given, KERNEL_MAX_PIPE_SIZE, Spot, inspect, system_pipe_max_size};
 pub(crate) use wipe::WipeHandle;
 pub(crate) use writer::Writer;

@@ -26,4 +26,4 @@ mod session;
 
 pub use adapter::REQUEST_LOG;
 pub(crate) use filesystem::{Filesystem, GROUP_MODE, MODE, Source};
-pub(crate) use session::{Options, Session, Transport, io_uring_unavailable};
+pub(crate) use session::{Init, Options, Session, StartError, Transport, io_uring_unavailable};

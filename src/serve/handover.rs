@@ -156,8 +156,9 @@ impl Paths {
 /// What the old daemon hands over, beyond the paths both already know.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Offer<'a> {
-    /// The FUSE connection and what its INIT settled, if it serves one.
-    pub(crate) fuse: Option<(BorrowedFd<'a>, Init)>,
+    /// The FUSE connection, what its INIT settled and the mount point
+    /// directory (open, and locked), if it serves one.
+    pub(crate) fuse: Option<(BorrowedFd<'a>, Init, BorrowedFd<'a>)>,
     /// The mount's ID (`statx`'s `stx_mnt_id` of the mount point), 0 if
     /// none.
     pub(crate) mount_id: u64,
@@ -168,10 +169,10 @@ pub(crate) struct Offer<'a> {
 /// What the successor got: the old daemon's descriptors, now its own.
 #[derive(Debug)]
 pub(crate) struct Taken {
-    pub(crate) fuse: Option<(OwnedFd, Init)>,
+    /// The connection, what its INIT settled, the mount point directory.
+    pub(crate) fuse: Option<(OwnedFd, Init, OwnedFd)>,
     pub(crate) mount_id: u64,
     pub(crate) fifo: Option<OwnedFd>,
-    pub(crate) paths: Paths,
     stream: OwnedFd,
 }
 
@@ -433,14 +434,27 @@ impl AsFd for Listener {
 impl Listener {
     /// Listens for a successor of the daemon serving `paths`, in `dir`.
     /// A socket left there by a daemon that died is replaced; one a live
-    /// daemon listens on is an error.
-    pub(crate) fn bind(dir: &StateDir, paths: &Paths) -> Result<Listener, Error> {
+    /// daemon listens on is an error, unless we are `replacing` that
+    /// daemon: then ours takes its name at once (the old one keeps its
+    /// socket, nameless, until it exits).
+    pub(crate) fn bind(dir: &StateDir, paths: &Paths, replacing: bool) -> Result<Listener, Error> {
         let name = paths.socket_name()?;
         let shown = printable(&dir.path().join(&name).display().to_string());
         let failed = |e: Errno| Error::runtime(format!("handover socket {shown}: {}", e.desc()));
         let addr = address(dir.fd(), &name).map_err(failed)?;
         let socket = seqpacket().map_err(failed)?;
-        match socket::bind(socket.as_raw_fd(), &addr) {
+        let bound = if replacing {
+            let staged = format!("{name}.{}", std::process::id());
+            let _ = unlinkat(dir.fd(), staged.as_str(), UnlinkatFlags::NoRemoveDir);
+            socket::bind(
+                socket.as_raw_fd(),
+                &address(dir.fd(), &staged).map_err(failed)?,
+            )
+            .and_then(|()| nix::fcntl::renameat(dir.fd(), staged.as_str(), dir.fd(), name.as_str()))
+        } else {
+            socket::bind(socket.as_raw_fd(), &addr)
+        };
+        match bound {
             Ok(()) => {}
             Err(Errno::EADDRINUSE) => {
                 let probe = seqpacket().map_err(failed)?;
@@ -556,15 +570,16 @@ impl Pending {
     pub(crate) fn offer(self, offer: &Offer<'_>, paths: &Paths) -> Result<(), Error> {
         let mut body = Vec::new();
         match offer.fuse {
-            Some((_, init)) => body.extend_from_slice(&init.encode()),
+            Some((_, init, _)) => body.extend_from_slice(&init.encode()),
             None => body.extend_from_slice(&[0; Init::LEN]),
         }
         body.extend_from_slice(&offer.mount_id.to_le_bytes());
         put_paths(&mut body, paths);
         let fds: Vec<RawFd> = offer
             .fuse
-            .map(|(fd, _)| fd.as_raw_fd())
+            .map(|(fd, _, dir)| [fd.as_raw_fd(), dir.as_raw_fd()])
             .into_iter()
+            .flatten()
             .chain(offer.fifo.map(|fd| fd.as_raw_fd()))
             .collect();
         send_body(self.stream.as_fd(), &header(Kind::Offer), &body, &fds)
@@ -586,6 +601,7 @@ impl Pending {
 
     /// Tells the successor why it cannot take over (say, the daemon is
     /// stopping anyway).
+    #[cfg(test)]
     pub(crate) fn refuse(self, why: &str) {
         let _ = send(self.stream.as_fd(), &refusal(why), &[]);
     }
@@ -665,18 +681,20 @@ fn decode_offer(reply: Message, paths: &Paths, stream: OwnedFd) -> Result<Option
             paths.shown()
         )));
     }
-    let want = usize::from(init.is_some()) + usize::from(paths.fifo.is_some());
+    let want = 2 * usize::from(init.is_some()) + usize::from(paths.fifo.is_some());
     if reply.fds.len() != want {
         return Err(bad(format!("{} descriptors, not {want}", reply.fds.len())));
     }
     let mut fds = reply.fds.into_iter();
-    let fuse = init.map(|init| (fds.next().expect("counted"), init));
+    let fuse = init.map(|init| {
+        let fd = fds.next().expect("counted");
+        (fd, init, fds.next().expect("counted"))
+    });
     let fifo = paths.fifo.as_ref().map(|_| fds.next().expect("counted"));
     Ok(Some(Taken {
         fuse,
         mount_id,
         fifo,
-        paths: offered,
         stream,
     }))
 }

@@ -3,8 +3,10 @@
 //! down again, this very mount only.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::warn;
 
@@ -12,7 +14,8 @@ use crate::engine::stats::Stats;
 use crate::error::{Error, describe};
 use crate::serve::config::Config;
 use crate::serve::daemon::spawn;
-use crate::serve::fuse::{self, Filesystem, Session, Source, Transport};
+use crate::serve::fdstore;
+use crate::serve::fuse::{self, Filesystem, Init, Session, Source, Transport};
 use crate::serve::preflight::MountPlan;
 use crate::sys::mountdir::MountDir;
 use crate::sys::mounts::{self, FuseMount, Unmounted};
@@ -31,18 +34,26 @@ pub(super) fn files(source: Source, stats: Arc<Stats>, group: Option<u32>) -> Fi
 /// A mounted, served FUSE file system.
 pub(super) struct FusePart {
     mount: FuseMount,
-    /// Claimed (locked) until the daemon exits.
+    /// Claimed (locked) until the daemon exits or hands it over.
     dir: MountDir,
     /// The thread watching for the mount to be detached.
     watch: mounts::Watch,
-    transport: Transport,
+    session: Session,
+    /// Whether its connection is in systemd's store (we stored it, or
+    /// systemd passed it from there).
+    stored: bool,
 }
 
+/// How long a stop waits for the FUSE threads to finish the requests they
+/// hold.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+
 impl FusePart {
-    /// Claims the mount point, mounts, and serves `fs` there; `on_end` is
-    /// called with how the session ended, and `on_gone` if the mount is
+    /// Claims the mount point, mounts, and serves `fs` there; or, with a
+    /// [`MountPlan::takeover`], serves the live mount handed over. `on_end`
+    /// is called with how the session ended, and `on_gone` if the mount is
     /// detached from outside while the session lives. A failure leaves
-    /// nothing mounted or made.
+    /// nothing mounted or made (and a mount handed over as it was).
     pub(super) fn start(
         plan: MountPlan,
         fs: Filesystem,
@@ -50,37 +61,53 @@ impl FusePart {
         on_end: impl FnOnce(io::Result<()>) + Send + 'static,
         on_gone: impl FnOnce() + Send + 'static,
     ) -> Result<FusePart, Error> {
-        let dir = MountDir::claim(plan.parent, plan.name, plan.create)?;
-        let shown = dir.path.display().to_string();
-        let failed = |why: String| Error::runtime(format!("--mount {shown}: {why}"));
-        let (fd, mount) = match mounts::mount_fuse(&dir.dir, &dir.path, cfg.allow_other) {
-            Ok(mounted) => mounted,
-            Err(e) => {
-                dir.remove_if_made();
-                return Err(failed(format!(
-                    "cannot mount the FUSE file system: {}; run with --no-fuse to serve only the FIFO",
-                    describe(&e)
-                )));
-            }
-        };
-        // From here until the part is whole, a failure unmounts.
-        let part = Unmounting(Some((mount, dir)));
         let options = fuse::Options {
             choice: cfg.fuse_transport,
             threads: cfg.fuse_threads,
             everyone: cfg.allow_other,
         };
-        let session = Session::start(fd, fs, options).map_err(|e| failed(e.to_string()))?;
-        let transport = session.transport();
-        spawn("fuse-session", move || on_end(session.wait()))?;
-        let watch =
-            mounts::Watch::start(part.mount().id, on_gone).map_err(|e| failed(describe(&e)))?;
+        let (part, mut session, stored) = match plan.takeover {
+            Some(t) => {
+                let dir = MountDir::adopt(plan.parent, plan.name, t.dir)?;
+                let failed = |e: fuse::StartError| {
+                    Error::runtime(format!("--mount {}: {e}", dir.path.display()))
+                };
+                let session = Session::resume(t.channel, t.init, fs, options).map_err(failed)?;
+                let mount = FuseMount {
+                    mount_point: dir.path.clone(),
+                    id: t.mount_id,
+                };
+                let part = Starting {
+                    parts: Some((mount, dir)),
+                    ours: false,
+                };
+                (part, session, t.stored)
+            }
+            None => {
+                let (fd, part) = mount(plan, cfg)?;
+                let failed = |e: fuse::StartError| {
+                    Error::runtime(format!("--mount {}: {e}", part.path().display()))
+                };
+                let session = Session::start(fd, fs, options).map_err(failed)?;
+                (part, session, false)
+            }
+        };
+        let ended = session.ended();
+        spawn("fuse-session", move || on_end(ended.wait()))?;
+        let watch = mounts::Watch::start(part.mount().id, on_gone).map_err(|e| {
+            Error::runtime(format!(
+                "--mount {}: {}",
+                part.path().display(),
+                describe(&e)
+            ))
+        })?;
         let (mount, dir) = part.keep();
         Ok(FusePart {
             mount,
             dir,
             watch,
-            transport,
+            session,
+            stored,
         })
     }
 
@@ -91,7 +118,12 @@ impl FusePart {
 
     /// How the file is served.
     pub(super) fn transport(&self) -> Transport {
-        self.transport
+        self.session.transport()
+    }
+
+    /// Whether its connection is in systemd's store.
+    pub(super) fn stored(&self) -> bool {
+        self.stored
     }
 
     /// Whether the mount is still in the mount table.
@@ -99,9 +131,49 @@ impl FusePart {
         self.mount.is_attached().unwrap_or(false)
     }
 
-    /// Unmounts (a dead mount too) and removes the mount point if we made
-    /// it; returns whether the connection ended with the mount, so that the
-    /// session's threads are done in moments.
+    /// What a successor needs to take the mount over: the connection, what
+    /// its `FUSE_INIT` settled, the mount point directory (locked) and the
+    /// mount's ID.
+    pub(super) fn offer(&self) -> (BorrowedFd<'_>, Init, BorrowedFd<'_>, u64) {
+        let dir = self.dir.dir.as_fd();
+        (
+            self.session.channel(),
+            self.session.init(),
+            dir,
+            self.mount.id,
+        )
+    }
+
+    /// Leaves the connection in systemd's store, if a manager listens
+    /// (`NOTIFY_SOCKET`) and it is not there already, so that the next
+    /// start takes the mount over after a restart or a crash.
+    pub(super) fn store(&mut self) {
+        if self.stored {
+            return;
+        }
+        let (channel, init, dir, mount_id) = self.offer();
+        match fdstore::store_connection(channel, dir, &fdstore::State { init, mount_id }) {
+            Ok(stored) => self.stored = stored,
+            Err(e) => warn!("{e}: a restart of the service will mount anew"),
+        }
+    }
+
+    /// Stops serving, between two requests and with every request taken
+    /// answered, and leaves the mount, its directory and the connection to
+    /// the daemon that takes it over (which holds them already).
+    pub(super) fn let_go(mut self) {
+        self.watch.stop();
+        if !self.session.stop(STOP_WITHIN) {
+            warn!(
+                "the FUSE threads did not stop within {STOP_WITHIN:?}; exiting ends what they hold"
+            );
+        }
+    }
+
+    /// Unmounts (a dead mount too), drops the connection from systemd's
+    /// store and removes the mount point if we made it; returns whether the
+    /// connection ended with the mount, so that the session's threads are
+    /// done in moments.
     pub(super) fn take_down(self) -> bool {
         let attached = self.is_attached();
         self.watch.stop();
@@ -120,29 +192,67 @@ impl FusePart {
                 ),
             }
         }
+        if self.stored
+            && let Err(e) = fdstore::forget_connection()
+        {
+            warn!("{e}");
+        }
         self.dir.remove_if_made();
         ended
     }
 }
 
-/// A mount and its directory that are unmounted and removed (if made) on
-/// drop, unless [`Unmounting::keep`] takes them: what a start that fails
-/// half-way must leave behind is nothing.
-struct Unmounting(Option<(FuseMount, MountDir)>);
-
-impl Unmounting {
-    fn mount(&self) -> &FuseMount {
-        &self.0.as_ref().expect("until kept").0
-    }
-
-    fn keep(mut self) -> (FuseMount, MountDir) {
-        self.0.take().expect("kept once")
+/// Claims the mount point and mounts; the mount, unmounted again on a
+/// failure until it is kept.
+fn mount(plan: MountPlan, cfg: &Config) -> Result<(OwnedFd, Starting), Error> {
+    let dir = MountDir::claim(plan.parent, plan.name, plan.create)?;
+    match mounts::mount_fuse(&dir.dir, &dir.path, cfg.allow_other) {
+        Ok((fd, mount)) => Ok((
+            fd,
+            Starting {
+                parts: Some((mount, dir)),
+                ours: true,
+            },
+        )),
+        Err(e) => {
+            dir.remove_if_made();
+            Err(Error::runtime(format!(
+                "--mount {}: cannot mount the FUSE file system: {}; run with --no-fuse to serve only the FIFO",
+                dir.path.display(),
+                describe(&e)
+            )))
+        }
     }
 }
 
-impl Drop for Unmounting {
+/// A mount being started, and its directory: unmounted and removed (if
+/// made) on drop if we mounted it, left as they are if they were handed
+/// over (the connection is the other daemon's or systemd's), unless
+/// [`Starting::keep`] takes them.
+struct Starting {
+    parts: Option<(FuseMount, MountDir)>,
+    ours: bool,
+}
+
+impl Starting {
+    fn mount(&self) -> &FuseMount {
+        &self.parts.as_ref().expect("until kept").0
+    }
+
+    fn path(&self) -> &Path {
+        &self.parts.as_ref().expect("until kept").1.path
+    }
+
+    fn keep(mut self) -> (FuseMount, MountDir) {
+        self.parts.take().expect("kept once")
+    }
+}
+
+impl Drop for Starting {
     fn drop(&mut self) {
-        if let Some((mount, dir)) = self.0.take() {
+        if let Some((mount, dir)) = self.parts.take()
+            && self.ours
+        {
             let _ = mount.unmount();
             dir.remove_if_made();
         }

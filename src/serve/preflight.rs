@@ -8,20 +8,22 @@
 //! decisions themselves are pure functions, unit-tested below without root.
 
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{SFlag, fstatat};
 
-use log::warn;
+use log::{info, warn};
 
 use crate::engine::generator;
 use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::error::{Error, describe};
 use crate::serve::config::{Config, TransportChoice};
-use crate::serve::fifo::{self, KERNEL_MAX_PIPE_SIZE};
-use crate::serve::fuse;
+use crate::serve::fifo::{self, Given, KERNEL_MAX_PIPE_SIZE};
+use crate::serve::fuse::{self, Init};
+use crate::serve::{fdstore, handover};
 use crate::sys::mounts::{self, FS_TYPE, MountEntry};
 use crate::sys::trust::{self, Group, WalkError};
 use crate::sys::{mountdir, raw, records};
@@ -40,6 +42,9 @@ pub(super) struct Plan {
     pub seed: Option<Key>,
     /// `--group`: who besides us may read the FIFO and the FUSE files.
     pub group: Option<Group>,
+    /// The daemon `--replace` took over from, waiting for our word that we
+    /// serve.
+    pub predecessor: Option<handover::Taken>,
 }
 
 /// The FIFO to serve.
@@ -52,18 +57,45 @@ pub(super) struct FifoPlan {
 }
 
 /// Where to mount: the checked directory that holds the mount point, its
-/// name there, and whether it must be made.
+/// name there, and whether it must be made; or the live mount there to
+/// take over.
 #[derive(Debug)]
 pub(super) struct MountPlan {
     pub parent: trust::Dir,
     pub name: OsString,
     pub create: bool,
+    pub takeover: Option<Takeover>,
+}
+
+/// A live pilfered mount to serve instead of mounting: its connection,
+/// what that connection's `FUSE_INIT` settled, its mount point directory
+/// (open, and locked by the daemon that claimed it) and its mount ID.
+#[derive(Debug)]
+pub(super) struct Takeover {
+    pub channel: OwnedFd,
+    pub init: Init,
+    pub dir: OwnedFd,
+    pub mount_id: u64,
+    /// From systemd's store (else from the daemon `--replace` replaces).
+    pub stored: bool,
 }
 
 /// Runs every check for `cfg`; see the module docs.
 pub(super) fn plan(cfg: &Config) -> Result<Plan, Error> {
     records::open()?;
-    let given = given_fifo()?;
+    let passed = passed_by_systemd()?;
+    let mut predecessor = if cfg.replace {
+        ask_predecessor(cfg)?
+    } else {
+        None
+    };
+    let given = match predecessor.as_mut().and_then(|p| p.fifo.take()) {
+        Some(fd) => Some(Given {
+            file: fd.into(),
+            by_systemd: false,
+        }),
+        None => passed.fifo,
+    };
     let fifo = match &cfg.fifo {
         Some(path) => Some(FifoPlan {
             spot: fifo::inspect(path, given)?,
@@ -83,7 +115,24 @@ pub(super) fn plan(cfg: &Config) -> Result<Plan, Error> {
             trust::group(name).map_err(|why| Error::usage(format!("--group {name}: {why}")))
         })
         .transpose()?;
-    let mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
+    let takeover = match predecessor
+        .as_mut()
+        .and_then(|p| Some((p.fuse.take()?, p.mount_id)))
+    {
+        Some(((channel, init, dir), mount_id)) => Some(Takeover {
+            channel,
+            init,
+            dir,
+            mount_id,
+            stored: false,
+        }),
+        None => passed.fuse,
+    };
+    let mount = cfg
+        .mount
+        .as_deref()
+        .map(|path| plan_mount(path, takeover))
+        .transpose()?;
     if mount.is_some() {
         check_transport(cfg.fuse_transport)?;
     }
@@ -107,34 +156,63 @@ pub(super) fn plan(cfg: &Config) -> Result<Plan, Error> {
         seeder,
         seed,
         group,
+        predecessor,
     })
 }
 
-/// The FIFO systemd passed for socket activation (`ListenFIFO=`), if any:
-/// exactly one descriptor, a FIFO.
-fn given_fifo() -> Result<Option<std::fs::File>, Error> {
-    let mut fds =
+/// What systemd passed (`LISTEN_FDS`): the socket unit's FIFO, and a FUSE
+/// connection its store kept for us.
+struct Passed {
+    fifo: Option<Given>,
+    fuse: Option<Takeover>,
+}
+
+fn passed_by_systemd() -> Result<Passed, Error> {
+    let fds =
         raw::listen_fds().map_err(|e| Error::usage(format!("LISTEN_FDS: {}", describe(&e))))?;
-    let Some((fd, name)) = fds.pop() else {
-        return Ok(None);
+    let passed = fdstore::sort(fds)?;
+    let fifo = match passed.fifo {
+        Some((fd, name)) => {
+            let file = std::fs::File::from(fd);
+            let is_fifo = file
+                .metadata()
+                .map_err(|e| Error::runtime(format!("LISTEN_FDS: {}", describe(&e))))?
+                .file_type();
+            if !std::os::unix::fs::FileTypeExt::is_fifo(&is_fifo) {
+                return Err(Error::usage(format!(
+                    "LISTEN_FDS: the descriptor systemd passed ({name}) is not a FIFO; give the socket unit a ListenFIFO= line"
+                )));
+            }
+            Some(Given {
+                file,
+                by_systemd: true,
+            })
+        }
+        None => None,
     };
-    if !fds.is_empty() {
-        return Err(Error::usage(format!(
-            "LISTEN_FDS: systemd passed {} descriptors; pilfered serves one FIFO, so give the socket unit one ListenFIFO= and nothing else",
-            fds.len() + 1
-        )));
+    let fuse = passed.fuse.map(|(channel, state, dir)| Takeover {
+        channel,
+        init: state.init,
+        dir,
+        mount_id: state.mount_id,
+        stored: true,
+    });
+    Ok(Passed { fifo, fuse })
+}
+
+/// `--replace`: asks the daemon serving `cfg`'s paths to hand them over.
+fn ask_predecessor(cfg: &Config) -> Result<Option<handover::Taken>, Error> {
+    let paths = super::successor::paths(cfg);
+    let Some(dir) = records::state_dir() else {
+        return Err(Error::runtime(
+            "--replace: the state directory cannot be used, so no daemon can be asked to hand over",
+        ));
+    };
+    let taken = handover::request(dir, &paths)?;
+    if taken.is_none() {
+        info!("--replace: no daemon serves these paths; starting as usual");
     }
-    let file = std::fs::File::from(fd);
-    let is_fifo = file
-        .metadata()
-        .map_err(|e| Error::runtime(format!("LISTEN_FDS: {}", describe(&e))))?
-        .file_type();
-    if !std::os::unix::fs::FileTypeExt::is_fifo(&is_fifo) {
-        return Err(Error::usage(format!(
-            "LISTEN_FDS: the descriptor systemd passed ({name}) is not a FIFO; give the socket unit a ListenFIFO= line"
-        )));
-    }
-    Ok(Some(file))
+    Ok(taken)
 }
 
 /// The pipe size to ask for: `--pipe-size`, else the system's maximum.
@@ -151,8 +229,9 @@ fn resolve_pipe_size(requested: Option<usize>) -> Result<usize, Error> {
     }
 }
 
-/// Checks `--mount`, clearing a dead pilfered mount there.
-fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
+/// Checks `--mount`, clearing a dead pilfered mount there; or checks that
+/// the connection to take over is the live pilfered mount there.
+fn plan_mount(path: &Path, takeover: Option<Takeover>) -> Result<MountPlan, Error> {
     let shown = path.display().to_string();
     let abs = std::path::absolute(path)
         .map_err(|e| Error::usage(format!("--mount {shown}: {}", describe(&e))))?;
@@ -169,11 +248,36 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
         e => Error::usage(format!("--mount {shown}: {e}")),
     })?;
     let path = parent.path.join(&name);
+    if let Some(t) = takeover {
+        match live_mount_of(&path, &t) {
+            Ok(()) => {
+                return Ok(MountPlan {
+                    parent,
+                    name,
+                    create: false,
+                    takeover: Some(t),
+                });
+            }
+            Err(why) if t.stored => {
+                // Not ours to serve: drop it from the store, and mount anew.
+                warn!(
+                    "--mount {shown}: refusing the FUSE connection systemd kept: {why}; mounting anew"
+                );
+                if let Err(e) = fdstore::forget_connection() {
+                    warn!("{e}");
+                }
+                drop(t);
+            }
+            Err(why) => {
+                return Err(Error::runtime(format!("--mount {shown}: --replace: {why}")));
+            }
+        }
+    }
     let create = match fstatat(&parent.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Err(Errno::ENOENT) => true,
         Err(e) if mounts::daemon_gone(e as i32) => {
             clear_stale_mount(&path, &shown)?;
-            return plan_mount(&path);
+            return plan_mount(&path, None);
         }
         Err(e) => return Err(Error::usage(format!("--mount {shown}: {}", e.desc()))),
         Ok(st) => match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
@@ -185,7 +289,7 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
                 };
                 if occupant(mounted_at(&path)?.as_ref(), dead, &shown)? == Occupant::DeadPilfered {
                     clear_stale_mount(&path, &shown)?;
-                    return plan_mount(&path);
+                    return plan_mount(&path, None);
                 }
                 trust::trusted_dir(st.st_uid, st.st_mode, trust::me())
                     .map_err(|why| mountdir::untrusted(&shown, &path, why))?;
@@ -200,7 +304,32 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
         parent,
         name,
         create,
+        takeover: None,
     })
+}
+
+/// Whether the connection `t` is the live pilfered mount at `path`: the
+/// topmost mount there is a pilfered one, of our uid, with the very mount
+/// ID the connection came with. Read from the mount table alone: asking
+/// the mount itself would wait for the daemon that is to serve it.
+fn live_mount_of(path: &Path, t: &Takeover) -> Result<(), String> {
+    let me = nix::unistd::geteuid().as_raw().to_string();
+    match mounted_at(path).map_err(|e| e.to_string())? {
+        None => Err("nothing is mounted there any more".into()),
+        Some(m) if m.fs_type != FS_TYPE => Err(format!(
+            "{} ({}) is mounted there, not pilfered",
+            m.source, m.fs_type
+        )),
+        Some(m) if m.id != t.mount_id => Err(format!(
+            "the pilfered mount there (ID {}) is not the one the connection served (ID {})",
+            m.id, t.mount_id
+        )),
+        Some(m) if m.option("user_id") != Some(me.as_str()) => Err(format!(
+            "the mount there belongs to uid {}, not to us (uid {me})",
+            m.option("user_id").unwrap_or("?")
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Refuses an explicit `--fuse-transport io-uring` that this kernel cannot

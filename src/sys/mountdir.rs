@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
-use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
+use nix::sys::stat::{Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::error::Error;
@@ -88,6 +88,38 @@ impl MountDir {
         let made = (made_now
             || id.is_some_and(|id| records::was_created(Kind::Directory, &path, id)))
         .then_some((dev, ino));
+        Ok(MountDir {
+            dir,
+            path,
+            parent,
+            name,
+            made,
+        })
+    }
+
+    /// Takes over the mount point `name` in `parent` from the daemon we
+    /// replace: `dir` is its directory as that daemon opened and locked it
+    /// (the lock belongs to the open file, so it is ours now too), under
+    /// the live mount we take over.
+    pub(crate) fn adopt(parent: Dir, name: OsString, dir: OwnedFd) -> Result<MountDir, Error> {
+        let path = parent.path.join(&name);
+        let shown = path.display().to_string();
+        let dir = Flock::lock(dir, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            Error::runtime(format!(
+                "--mount {shown}: the directory handed over is not locked by its daemon: {}",
+                e.desc()
+            ))
+        })?;
+        let st =
+            fstat(&*dir).map_err(|e| Error::runtime(format!("--mount {shown}: {}", e.desc())))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+            return Err(Error::runtime(format!(
+                "--mount {shown}: what was handed over as the mount point is not a directory"
+            )));
+        }
+        let made = Identity::of(dir.as_fd())
+            .is_some_and(|id| records::was_created(Kind::Directory, &path, id))
+            .then_some((st.st_dev, st.st_ino));
         Ok(MountDir {
             dir,
             path,

@@ -34,10 +34,23 @@ pub(crate) const FS_TYPE: &str = "fuse.pilfered";
 /// One line of `/proc/self/mountinfo`, reduced to what we need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount's ID, as `statx` gives it (`STATX_MNT_ID`).
+    pub id: u64,
     pub mount_point: PathBuf,
     /// e.g. `fuse.pilfered`, `tmpfs`.
     pub fs_type: String,
     pub source: String,
+    /// The file system's own options, e.g. `ro,user_id=0,group_id=0`.
+    pub options: String,
+}
+
+impl MountEntry {
+    /// The value of the file system option `name` (`user_id`, say).
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .split(',')
+            .find_map(|o| o.strip_prefix(name)?.strip_prefix('='))
+    }
 }
 
 /// Whether `errno`, from a request to a FUSE mount, says that its daemon is
@@ -78,14 +91,18 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .filter_map(|line| {
             // id parent major:minor root mount-point options [optional...] - type source super-options
             let (left, right) = line.split_once(" - ")?;
+            let id = left.split(' ').next()?.parse().ok()?;
             let mount_point = left.split(' ').nth(4)?;
             let mut r = right.split(' ');
             let fs_type = r.next()?;
             let source = r.next().unwrap_or("");
+            let options = r.next().unwrap_or("");
             Some(MountEntry {
+                id,
                 mount_point: PathBuf::from(unescape(mount_point)),
                 fs_type: unescape(fs_type),
                 source: unescape(source),
+                options: unescape(options),
             })
         })
         .collect()

@@ -276,6 +276,36 @@ pub(crate) fn listen_fds() -> io::Result<Vec<(OwnedFd, String)>> {
         .collect())
 }
 
+/// The signal that wakes a serving thread from a blocking system call
+/// ([`wake`]), handled by a handler that does nothing and installed
+/// without `SA_RESTART`, so that the call fails with `EINTR`.
+const WAKE: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR2;
+
+extern "C" fn woken(_: libc::c_int) {}
+
+/// Installs the handler of [`wake`]'s signal (once is enough; again is
+/// harmless).
+pub(crate) fn install_wake() -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(woken),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, which is async-signal-safe, and no
+    // other handler of this signal is replaced (pilfered installs none).
+    unsafe { sigaction(WAKE, &action) }?;
+    Ok(())
+}
+
+/// Interrupts whatever blocking call `thread` is in (`read` of
+/// `/dev/fuse`, `io_uring_enter`): it fails with `EINTR`, so that the
+/// thread looks at what it was told to do. [`install_wake`] must have run.
+pub(crate) fn wake(thread: &std::thread::JoinHandle<()>) {
+    use std::os::unix::thread::JoinHandleExt;
+    let _ = nix::sys::pthread::pthread_kill(thread.as_pthread_t(), WAKE);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

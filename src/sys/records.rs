@@ -138,10 +138,6 @@ fn state() -> Option<&'static StateDir> {
 }
 
 /// The state directory [`open`] opened, if it could.
-#[expect(
-    dead_code,
-    reason = "the daemon takes it up for serve::handover with issue 26"
-)]
 pub(crate) fn state_dir() -> Option<&'static StateDir> {
     state()
 }

@@ -156,6 +156,8 @@ impl std::fmt::Debug for FuseRing {
 pub(crate) enum Ended {
     /// The connection ended (`ENOTCONN`): every entry is released.
     Disconnected,
+    /// The wait was interrupted by a signal; the entries wait on.
+    Interrupted,
 }
 
 impl FuseRing {
@@ -244,7 +246,9 @@ impl FuseRing {
             let Some(c) = completion else {
                 match self.ring.submit_and_wait(1) {
                     Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                        return Ok(Err(Ended::Interrupted));
+                    }
                     Err(e) => return Err(e),
                 }
                 continue;

@@ -13,6 +13,7 @@ mod docs;
 mod faults;
 mod fuse;
 mod group;
+mod handover;
 mod hardening;
 mod install;
 mod layers;

@@ -122,15 +122,21 @@ fn what_systemd_passed_is_sorted_by_name() {
 
     let fuse = dev_fuse_fd();
     let want = fstat(fuse.as_fd()).unwrap().st_ino;
+    let dir = || std::fs::File::open("/").unwrap().into();
     let passed = sort(vec![
         named(fifo(), "pilfered.socket"),
         named(state_memfd(&STATE_NOW).unwrap(), STATE),
+        named(dir(), DIR),
         named(fuse, FUSE),
     ])
     .unwrap();
-    let (fd, state) = passed.fuse.unwrap();
+    let (fd, state, root) = passed.fuse.unwrap();
     assert_eq!(state, STATE_NOW);
     assert_eq!(fstat(fd.as_fd()).unwrap().st_ino, want);
+    assert_eq!(
+        fstat(root.as_fd()).unwrap().st_ino,
+        fstat(dir().as_fd()).unwrap().st_ino
+    );
     assert!(passed.fifo.is_some());
 
     let refused = |fds| sort(fds).unwrap_err().to_string();
@@ -148,6 +154,17 @@ fn what_systemd_passed_is_sorted_by_name() {
             named(state_memfd(&STATE_NOW).unwrap(), STATE)
         ]),
         "LISTEN_FDS: the descriptor stored as fuse is not a /dev/fuse connection"
+    );
+    assert_eq!(
+        refused(vec![
+            named(dev_fuse_fd(), FUSE),
+            named(state_memfd(&STATE_NOW).unwrap(), STATE)
+        ]),
+        "LISTEN_FDS: systemd passed a stored FUSE connection (fuse) without its mount point (fuse-dir)"
+    );
+    assert_eq!(
+        refused(vec![named(dir(), DIR)]),
+        "LISTEN_FDS: systemd passed a stored fuse-dir without its FUSE connection (fuse)"
     );
     assert_eq!(
         refused(vec![named(dev_fuse_fd(), FUSE), named(fifo(), STATE)]),
@@ -170,7 +187,7 @@ fn without_a_manager_nothing_is_stored() {
         panic!("this test must not run under a service manager's NOTIFY_SOCKET");
     }
     assert_eq!(
-        store_connection(dev_fuse_fd().as_fd(), &STATE_NOW),
+        store_connection(dev_fuse_fd().as_fd(), dev_fuse_fd().as_fd(), &STATE_NOW),
         Ok(false)
     );
     assert_eq!(forget_connection(), Ok(false));

@@ -53,9 +53,17 @@ pub(crate) struct Spot {
     dir: trust::Dir,
     name: OsString,
     pub existing: Existing,
-    /// The FIFO systemd passed (socket activation), already open: the one
-    /// at this path.
-    given: Option<File>,
+    /// The FIFO systemd or the daemon we replace passed, already open: the
+    /// one at this path.
+    given: Option<Given>,
+}
+
+/// A FIFO passed to us already open: by systemd (socket activation), which
+/// keeps it, or by the daemon we replace (`--replace`), whose it was.
+#[derive(Debug)]
+pub(crate) struct Given {
+    pub(crate) file: File,
+    pub(crate) by_systemd: bool,
 }
 
 impl Spot {
@@ -72,7 +80,7 @@ impl Spot {
 /// others unless sticky, and a FIFO is reused only if it belongs to us and
 /// nobody else can write to it: otherwise another user could redirect the
 /// FIFO or feed chosen bytes to our readers.
-pub(crate) fn inspect(path: &Path, given: Option<File>) -> Result<Spot, Error> {
+pub(crate) fn inspect(path: &Path, given: Option<Given>) -> Result<Spot, Error> {
     let shown = path.display();
     let name = match path.file_name() {
         Some(name) => name.to_os_string(),
@@ -131,7 +139,7 @@ pub(crate) fn inspect(path: &Path, given: Option<File>) -> Result<Spot, Error> {
             )));
         }
     }
-    if let Some(file) = &given {
+    if let Some(Given { file, .. }) = &given {
         let meta = file
             .metadata()
             .map_err(|e| Error::runtime(format!("LISTEN_FDS: {}", describe(&e))))?;
@@ -169,6 +177,8 @@ pub(crate) struct Fifo {
     created: Option<(u64, u64)>,
     /// Passed by systemd (socket activation), which keeps it.
     held_by_systemd: bool,
+    /// Handed over to a successor, whose it now is: never removed.
+    kept: std::sync::atomic::AtomicBool,
 }
 
 impl Fifo {
@@ -187,9 +197,9 @@ impl Fifo {
         let path = spot.path();
         let shown = path.display().to_string();
         let given = spot.given.take();
-        let handed_over = given.is_some();
+        let by_systemd = given.as_ref().is_some_and(|g| g.by_systemd);
         let (file, made) = match given {
-            Some(file) => (nonblocking(file, &shown)?, false),
+            Some(Given { file, .. }) => (nonblocking(file, &shown)?, false),
             None => make_and_open(&spot, &shown)?,
         };
         let undo = |msg: String| {
@@ -217,18 +227,19 @@ impl Fifo {
             }
             Err((_, e)) => return Err(undo(format!("--fifo {shown}: flock: {}", e.desc()))),
         };
-        // Ours if we made it now, or a pilfered that crashed made it; never
-        // one systemd passed, which systemd keeps.
+        // Ours if we made it now, or a pilfered (crashed, or the one we
+        // replace) made it; never one systemd passed, which systemd keeps.
         let id = Identity::of(file.as_fd());
         let ours = made
-            || !handed_over
+            || !by_systemd
                 && id.is_some_and(|id| records::was_created(records::Kind::Fifo, &path, id));
         let fifo = Fifo {
             created: ours.then_some((dev, ino)),
             file,
             spot,
             path,
-            held_by_systemd: handed_over,
+            held_by_systemd: by_systemd,
+            kept: std::sync::atomic::AtomicBool::new(false),
         };
         // The group first, so that the group may read only once it is the
         // group's; all through the open descriptor, so that no other path can
@@ -260,13 +271,19 @@ impl Fifo {
     }
 
     /// The open FIFO (read-write, non-blocking).
-    pub(super) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.file.as_fd()
     }
 
     /// The FIFO's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Leaves the FIFO to the daemon it was handed to: dropping it then
+    /// only closes it.
+    pub(crate) fn keep(&self) {
+        self.kept.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether systemd passed it (and keeps it).
@@ -374,6 +391,9 @@ impl Drop for Fifo {
         let Some((dev, ino)) = self.created else {
             return;
         };
+        if self.kept.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         // Remove it only if its name still holds the FIFO we made.
         let (dir, name) = (&self.spot.dir.fd, self.spot.name.as_os_str());
         match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {

@@ -99,6 +99,15 @@ impl Writer {
         &self.fifo
     }
 
+    /// Stops the writer between two writes and waits for it, leaving the
+    /// FIFO to the daemon it was handed to: what is in the pipe is that
+    /// daemon's readers', and what this writer held back is wiped with its
+    /// chunks.
+    pub(crate) fn hand_over(self) {
+        self.fifo.keep();
+        self.stop();
+    }
+
     /// Stops the writer and waits for it; then the FIFO is closed, and
     /// removed if we created it.
     pub(crate) fn stop(self) {

@@ -11,6 +11,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{debug, warn};
 use nix::errno::Errno;
@@ -32,9 +33,17 @@ pub(crate) fn descriptor(session: &OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// Reads the next request from `fd` into `buf`: its length, or `None` once
-/// the connection has ended (`ENODEV`, after an unmount).
-pub(crate) fn next_request(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+/// the connection has ended (`ENODEV`, after an unmount) or, woken by a
+/// signal, `stop` is set.
+pub(crate) fn next_request(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> io::Result<Option<usize>> {
     loop {
+        if stop.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         match nix::unistd::read(fd, buf) {
             Ok(n) => return Ok(Some(n)),
             // ENOENT: the request was interrupted before we read it.
@@ -45,12 +54,14 @@ pub(crate) fn next_request(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<us
     }
 }
 
-/// Serves requests from `fd` until the connection ends; returns an error
-/// only for an unexpected failure of `/dev/fuse`.
-pub(crate) fn serve(fd: &OwnedFd, served: &Served) -> io::Result<()> {
+/// Serves requests from `fd` until the connection ends, or until `stop` is
+/// set and the thread woken: then between two requests, every one it read
+/// answered. Returns an error only for an unexpected failure of
+/// `/dev/fuse`.
+pub(crate) fn serve(fd: &OwnedFd, served: &Served, stop: &AtomicBool) -> io::Result<()> {
     let mut request = vec![0u8; REQUEST_BUFFER];
     let mut reply_buffer = Vec::new();
-    while let Some(n) = next_request(fd, &mut request)? {
+    while let Some(n) = next_request(fd, &mut request, stop)? {
         let Ok((header, op_in, payload)) = proto::split(&request[..n]) else {
             warn!("a FUSE request of {n} bytes without a whole header; ignored");
             continue;

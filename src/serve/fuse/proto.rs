@@ -26,10 +26,6 @@ pub(crate) mod init {
     /// The kernel sends again, on [`super::notify::RESEND`], the requests
     /// a server had taken and not answered, with
     /// [`super::UNIQUE_RESEND`] set in their `unique` (Linux 6.9+).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "crash failover takes it up with issue 26")
-    )]
     pub(crate) const HAS_RESEND: u64 = 1 << 39;
     pub(crate) const OVER_IO_URING: u64 = 1 << 41;
 }
@@ -37,10 +33,7 @@ pub(crate) mod init {
 /// The bit set in the `unique` of a request sent again after
 /// [`notify::RESEND`] (`FUSE_UNIQUE_RESEND`). Its reply carries the
 /// `unique` as it came, bit and all.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "crash failover takes it up with issue 26")
-)]
+#[cfg(test)]
 pub(crate) const UNIQUE_RESEND: u64 = 1 << 63;
 
 /// Notification codes (`enum fuse_notify_code`): what a server tells the
@@ -49,10 +42,6 @@ pub(crate) mod notify {
     /// Send again every request a server of this connection read and has
     /// not answered (the kernel takes them back from every `/dev/fuse`
     /// descriptor still open on it). No body.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "crash failover takes it up with issue 26")
-    )]
     pub(crate) const RESEND: i32 = 7;
 }
 
@@ -286,10 +275,6 @@ pub(crate) fn out_header(unique: u64, errno: i32, body_len: usize) -> [u8; OUT_H
 /// The `struct fuse_out_header` of the notification `code` (a
 /// [`notify`] code) with `body_len` bytes after it: written to `/dev/fuse`
 /// unasked, it has `unique` 0 and the code where a reply has its error.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "crash failover takes it up with issue 26")
-)]
 pub(crate) fn notification(code: i32, body_len: usize) -> [u8; OUT_HEADER] {
     out_header(0, -code, body_len)
 }

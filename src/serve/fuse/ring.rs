@@ -13,6 +13,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::warn;
 use zeroize::Zeroize;
@@ -70,13 +71,18 @@ pub(crate) fn pin_to(cpu: usize) {
     }
 }
 
-/// Serves the requests of `ring` until the connection ends.
-pub(crate) fn serve(mut ring: FuseRing, served: &Served) -> io::Result<()> {
+/// Serves the requests of `ring` until the connection ends, or until
+/// `stop` is set and the thread woken: then between two requests, every
+/// one it took answered. Dropping the ring then hands its idle entries
+/// back to the kernel.
+pub(crate) fn serve(mut ring: FuseRing, served: &Served, stop: &AtomicBool) -> io::Result<()> {
     let mut request = Vec::new();
     loop {
         let mut fetched = match ring.next()? {
             Ok(fetched) => fetched,
             Err(Ended::Disconnected) => return Ok(()),
+            Err(Ended::Interrupted) if stop.load(Ordering::Acquire) => return Ok(()),
+            Err(Ended::Interrupted) => continue,
         };
         fetched.copy_request(&mut request);
         let header = InHeader::parse(&request[..REQUEST_OP]);

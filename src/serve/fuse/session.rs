@@ -12,8 +12,9 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 
@@ -25,6 +26,7 @@ use super::proto::{self, InitReply, Op, init};
 use super::{legacy, ring};
 use crate::error::describe;
 use crate::serve::config::TransportChoice;
+pub(crate) use crate::serve::handover::Init;
 
 /// The largest request a connection sends, and reply it takes, in pages:
 /// 1 MiB reads, the kernel's own limit (`fs.fuse.max_pages_limit`, 256 by
@@ -159,98 +161,30 @@ impl fmt::Display for StartError {
     }
 }
 
-/// A running session: its threads, and how they end.
+/// A running session: the connection, what its `FUSE_INIT` settled, and
+/// the threads that serve it.
 #[derive(Debug)]
 pub(crate) struct Session {
+    channel: Arc<OwnedFd>,
+    init: Init,
     transport: Transport,
+    /// Set to make every thread stop between two requests ([`Session::stop`]).
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+    /// How each thread ended, for [`Ended::wait`].
+    ended: Option<Receiver<io::Result<()>>>,
+}
+
+/// How a session's threads end, waited for apart from the session.
+#[derive(Debug)]
+pub(crate) struct Ended {
     ended: Receiver<io::Result<()>>,
     running: usize,
 }
 
-impl Session {
-    /// Serves `fs` on the mounted connection `channel`: the handshake, then
-    /// the transport's threads. See the module docs.
-    pub(crate) fn start(
-        channel: OwnedFd,
-        fs: Filesystem,
-        opts: Options,
-    ) -> Result<Session, StartError> {
-        let downgrade = match opts.choice {
-            TransportChoice::Legacy => None,
-            TransportChoice::Auto | TransportChoice::IoUring => io_uring_unavailable(),
-        };
-        let want_uring = opts.choice != TransportChoice::Legacy && downgrade.is_none();
-        let granted = handshake(&channel, want_uring).map_err(StartError::Connection)?;
-        let downgrade = match downgrade {
-            None if want_uring && !granted => Some(Downgrade::NotOffered),
-            d => d,
-        };
-        let channel = Arc::new(channel);
-        let served = Arc::new(Served {
-            fs,
-            everyone: opts.everyone,
-        });
-        let (tx, ended) = mpsc::channel();
-        let mut session = Session {
-            transport: Transport::Legacy { threads: 0 },
-            ended,
-            running: 0,
-        };
-        // One thread serves /dev/fuse from the start, whatever comes of io_uring.
-        session.spawn_legacy(&channel, &served, &tx)?;
-        let downgrade = if granted {
-            match start_rings(&channel, &served, &tx) {
-                Ok(queues) => {
-                    session.running += queues * ring::THREADS_PER_QUEUE;
-                    session.transport = Transport::IoUring { queues };
-                    served.fs.set_uring_queues(queues);
-                    return Ok(session);
-                }
-                Err(RingError::Refused(e)) => Some(Downgrade::RingRefused(e)),
-                Err(RingError::Local(e)) => return Err(StartError::Local(e)),
-            }
-        } else {
-            downgrade
-        };
-        if let Some(why) = downgrade {
-            if opts.choice == TransportChoice::IoUring {
-                return Err(StartError::NoIoUring(why));
-            }
-            info!("serving the FUSE file over /dev/fuse, not io_uring: {why}");
-        }
-        for _ in 1..opts.threads {
-            session.spawn_legacy(&channel, &served, &tx)?;
-        }
-        session.transport = Transport::Legacy {
-            threads: opts.threads.max(1),
-        };
-        Ok(session)
-    }
-
-    fn spawn_legacy(
-        &mut self,
-        channel: &Arc<OwnedFd>,
-        served: &Arc<Served>,
-        ended: &Sender<io::Result<()>>,
-    ) -> Result<(), StartError> {
-        let fd = legacy::descriptor(channel).map_err(StartError::Connection)?;
-        let (served, ended) = (served.clone(), ended.clone());
-        let n = self.running;
-        thread::Builder::new()
-            .name(format!("fuse-{n}"))
-            .spawn(move || drop(ended.send(legacy::serve(&fd, &served))))
-            .map_err(StartError::Local)?;
-        self.running += 1;
-        Ok(())
-    }
-
-    /// The transport in use.
-    pub(crate) fn transport(&self) -> Transport {
-        self.transport
-    }
-
+impl Ended {
     /// Waits until every thread has ended (the connection ended: unmounted
-    /// or aborted), or one failed.
+    /// or aborted, or the session was stopped), or one failed.
     pub(crate) fn wait(self) -> io::Result<()> {
         for _ in 0..self.running {
             match self.ended.recv() {
@@ -263,12 +197,233 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Serves `fs` on the newly mounted connection `channel`: the
+    /// handshake, then the transport's threads. See the module docs.
+    pub(crate) fn start(
+        channel: OwnedFd,
+        fs: Filesystem,
+        opts: Options,
+    ) -> Result<Session, StartError> {
+        let downgrade = match opts.choice {
+            TransportChoice::Legacy => None,
+            TransportChoice::Auto | TransportChoice::IoUring => io_uring_unavailable(),
+        };
+        let want_uring = opts.choice != TransportChoice::Legacy && downgrade.is_none();
+        let init = handshake(&channel, want_uring).map_err(StartError::Connection)?;
+        let downgrade = match downgrade {
+            None if want_uring && !init.uring => Some(Downgrade::NotOffered),
+            d => d,
+        };
+        Session::serve(channel, init, fs, opts, downgrade)
+    }
+
+    /// Serves `fs` on `channel`, a connection another daemon served, whose
+    /// `FUSE_INIT` settled `init` (the kernel sends it once per
+    /// connection). Over io_uring if `init` granted it, and this process
+    /// may; then asks the kernel to send again the requests a predecessor
+    /// took and never answered (`FUSE_NOTIFY_RESEND`, if `init` has it).
+    pub(crate) fn resume(
+        channel: OwnedFd,
+        init: Init,
+        fs: Filesystem,
+        opts: Options,
+    ) -> Result<Session, StartError> {
+        let downgrade = match opts.choice {
+            TransportChoice::Legacy => None,
+            _ if !init.uring => Some(Downgrade::NotOffered),
+            _ => io_uring_unavailable(),
+        };
+        let session = Session::serve(channel, init, fs, opts, downgrade)?;
+        if init.flags & init::HAS_RESEND != 0 {
+            let notify = proto::notification(proto::notify::RESEND, 0);
+            nix::unistd::write(&*session.channel, &notify)
+                .map_err(|e| StartError::Connection(e.into()))?;
+        }
+        Ok(session)
+    }
+
+    /// Starts the threads; io_uring unless `downgrade` says why not.
+    fn serve(
+        channel: OwnedFd,
+        init: Init,
+        fs: Filesystem,
+        opts: Options,
+        downgrade: Option<Downgrade>,
+    ) -> Result<Session, StartError> {
+        crate::sys::raw::install_wake().map_err(StartError::Local)?;
+        let served = Arc::new(Served {
+            fs,
+            everyone: opts.everyone,
+        });
+        let (tx, ended) = mpsc::channel();
+        let mut session = Session {
+            channel: Arc::new(channel),
+            init,
+            transport: Transport::Legacy { threads: 0 },
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            ended: Some(ended),
+        };
+        // One thread serves /dev/fuse from the start, whatever comes of io_uring.
+        session.spawn_legacy(&served, &tx)?;
+        let downgrade = match downgrade {
+            None if opts.choice != TransportChoice::Legacy => {
+                match session.start_rings(&served, &tx) {
+                    Ok(queues) => {
+                        session.transport = Transport::IoUring { queues };
+                        served.fs.set_uring_queues(queues);
+                        return Ok(session);
+                    }
+                    Err(RingError::Refused(e)) => Some(Downgrade::RingRefused(e)),
+                    Err(RingError::Local(e)) => return Err(StartError::Local(e)),
+                }
+            }
+            d => d,
+        };
+        if let Some(why) = downgrade {
+            if opts.choice == TransportChoice::IoUring {
+                return Err(StartError::NoIoUring(why));
+            }
+            info!("serving the FUSE file over /dev/fuse, not io_uring: {why}");
+        }
+        for _ in 1..opts.threads {
+            session.spawn_legacy(&served, &tx)?;
+        }
+        session.transport = Transport::Legacy {
+            threads: opts.threads.max(1),
+        };
+        Ok(session)
+    }
+
+    fn spawn_legacy(
+        &mut self,
+        served: &Arc<Served>,
+        ended: &Sender<io::Result<()>>,
+    ) -> Result<(), StartError> {
+        let fd = legacy::descriptor(&self.channel).map_err(StartError::Connection)?;
+        let (served, ended, stop) = (served.clone(), ended.clone(), self.stop.clone());
+        let n = self.threads.len();
+        let thread = thread::Builder::new()
+            .name(format!("fuse-{n}"))
+            .spawn(move || drop(ended.send(legacy::serve(&fd, &served, &stop))))
+            .map_err(StartError::Local)?;
+        self.threads.push(thread);
+        Ok(())
+    }
+
+    /// The transport in use.
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The connection (`/dev/fuse`), to hand over.
+    pub(crate) fn channel(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+
+    /// What the connection's `FUSE_INIT` settled, to hand over.
+    pub(crate) fn init(&self) -> Init {
+        self.init
+    }
+
+    /// How the threads end, to wait for apart from the session; once.
+    pub(crate) fn ended(&mut self) -> Ended {
+        Ended {
+            ended: self.ended.take().expect("taken once"),
+            running: self.threads.len(),
+        }
+    }
+
+    /// Stops every thread between two requests, each one it took answered,
+    /// and waits for them: from then on this process takes no request of
+    /// the connection, which it still holds. Gives up after `within`.
+    pub(crate) fn stop(&mut self, within: std::time::Duration) -> bool {
+        self.stop.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + within;
+        // A signal that comes just before a thread blocks is lost: wake
+        // each again until it has ended.
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            for t in self.threads.iter().filter(|t| !t.is_finished()) {
+                crate::sys::raw::wake(t);
+            }
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        true
+    }
+
+    /// Starts and registers [`ring::THREADS_PER_QUEUE`] ring threads on
+    /// every kernel queue; returns how many queues, or the first failure
+    /// (the threads that did start then serve nothing and end with the
+    /// connection).
+    fn start_rings(
+        &mut self,
+        served: &Arc<Served>,
+        ended: &Sender<io::Result<()>>,
+    ) -> Result<usize, RingError> {
+        let queues = crate::sys::uring::kernel_queues().map_err(RingError::Local)?;
+        let payload = usize::from(MAX_PAGES) * crate::sys::page_size();
+        let (ready_tx, ready) = mpsc::channel();
+        for qid in 0..queues {
+            let q = u16::try_from(qid)
+                .map_err(|_| RingError::Local(io::Error::other("more than 65536 CPUs")))?;
+            for k in 0..ring::THREADS_PER_QUEUE {
+                let (channel, served, ended, ready, stop) = (
+                    self.channel.clone(),
+                    served.clone(),
+                    ended.clone(),
+                    ready_tx.clone(),
+                    self.stop.clone(),
+                );
+                let thread = thread::Builder::new()
+                    .name(format!("fuse-ring-{qid}-{k}"))
+                    .spawn(move || {
+                        ring::pin_to(qid);
+                        match ring::register(&channel, q, payload) {
+                            Ok(r) => {
+                                let _ = ready.send(Ok(()));
+                                let _ = ended.send(ring::serve(r, &served, &stop));
+                            }
+                            Err(e) => {
+                                let _ = ready.send(Err(e));
+                                let _ = ended.send(Ok(()));
+                            }
+                        }
+                    })
+                    .map_err(RingError::Local)?;
+                self.threads.push(thread);
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..queues * ring::THREADS_PER_QUEUE {
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(ring::RegisterError::Refused(e))) => return Err(RingError::Refused(e)),
+                Ok(Err(ring::RegisterError::Local(e))) => return Err(RingError::Local(e)),
+                Err(mpsc::RecvError) => {
+                    return Err(RingError::Local(io::Error::other(
+                        "a ring thread ended before registering",
+                    )));
+                }
+            }
+        }
+        Ok(queues)
+    }
+}
+
 /// Answers the kernel's `FUSE_INIT` on `channel`, asking for io_uring if
-/// `want_uring` and the kernel offers it; returns whether it was granted.
-fn handshake(channel: &OwnedFd, want_uring: bool) -> io::Result<bool> {
+/// `want_uring` and the kernel offers it; returns what was settled.
+fn handshake(channel: &OwnedFd, want_uring: bool) -> io::Result<Init> {
     let mut buf = vec![0u8; legacy::REQUEST_BUFFER];
+    let never = AtomicBool::new(false);
     loop {
-        let Some(n) = legacy::next_request(channel, &mut buf)? else {
+        let Some(n) = legacy::next_request(channel, &mut buf, &never)? else {
             return Err(io::Error::other("the connection ended before FUSE_INIT"));
         };
         let (header, op_in, payload) = proto::split(&buf[..n])
@@ -292,7 +447,13 @@ fn handshake(channel: &OwnedFd, want_uring: bool) -> io::Result<bool> {
             )));
         }
         let uring = want_uring && flags & init::OVER_IO_URING != 0;
-        let mut ask = init::ASYNC_READ | init::BIG_WRITES | init::MAX_PAGES | init::INIT_EXT;
+        // HAS_RESEND lets a successor have the requests a crashed daemon
+        // took sent again.
+        let mut ask = init::ASYNC_READ
+            | init::BIG_WRITES
+            | init::MAX_PAGES
+            | init::INIT_EXT
+            | init::HAS_RESEND;
         if uring {
             ask |= init::OVER_IO_URING;
         }
@@ -311,7 +472,14 @@ fn handshake(channel: &OwnedFd, want_uring: bool) -> io::Result<bool> {
             "FUSE_INIT: the kernel speaks {major}.{minor} and offers flags {flags:#x}; granted {:#x}",
             reply.flags
         );
-        return Ok(uring);
+        return Ok(Init {
+            minor,
+            flags: reply.flags,
+            max_readahead,
+            max_write: reply.max_write,
+            max_pages: reply.max_pages,
+            uring,
+        });
     }
 }
 
@@ -320,57 +488,4 @@ fn handshake(channel: &OwnedFd, want_uring: bool) -> io::Result<bool> {
 enum RingError {
     Refused(io::Error),
     Local(io::Error),
-}
-
-/// Starts and registers [`ring::THREADS_PER_QUEUE`] ring threads on every
-/// kernel queue; returns how many queues, or the first failure (the
-/// threads that did start then serve nothing and end with the
-/// connection).
-fn start_rings(
-    channel: &Arc<OwnedFd>,
-    served: &Arc<Served>,
-    ended: &Sender<io::Result<()>>,
-) -> Result<usize, RingError> {
-    let queues = crate::sys::uring::kernel_queues().map_err(RingError::Local)?;
-    let payload = usize::from(MAX_PAGES) * crate::sys::page_size();
-    let (ready_tx, ready) = mpsc::channel();
-    for qid in 0..queues {
-        let q = u16::try_from(qid)
-            .map_err(|_| RingError::Local(io::Error::other("more than 65536 CPUs")))?;
-        for k in 0..ring::THREADS_PER_QUEUE {
-            let (channel, served, ended, ready) = (
-                channel.clone(),
-                served.clone(),
-                ended.clone(),
-                ready_tx.clone(),
-            );
-            thread::Builder::new()
-                .name(format!("fuse-ring-{qid}-{k}"))
-                .spawn(move || {
-                    ring::pin_to(qid);
-                    match ring::register(&channel, q, payload) {
-                        Ok(r) => {
-                            let _ = ready.send(Ok(()));
-                            let _ = ended.send(ring::serve(r, &served));
-                        }
-                        Err(e) => drop(ready.send(Err(e))),
-                    }
-                })
-                .map_err(RingError::Local)?;
-        }
-    }
-    drop(ready_tx);
-    for _ in 0..queues * ring::THREADS_PER_QUEUE {
-        match ready.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(ring::RegisterError::Refused(e))) => return Err(RingError::Refused(e)),
-            Ok(Err(ring::RegisterError::Local(e))) => return Err(RingError::Local(e)),
-            Err(mpsc::RecvError) => {
-                return Err(RingError::Local(io::Error::other(
-                    "a ring thread ended before registering",
-                )));
-            }
-        }
-    }
-    Ok(queues)
 }

@@ -111,7 +111,7 @@ fn the_init_record_round_trips_and_garbage_is_refused() {
 fn a_handover_passes_the_descriptors_and_the_init() {
     let (_tmp, dir) = state_dir();
     let served = paths("/mnt/p", Some("/tmp/p.fifo"));
-    let listener = Listener::bind(&dir, &served).unwrap();
+    let listener = Listener::bind(&dir, &served, false).unwrap();
     let sock = dir
         .path()
         .join(records::hashed_name("handover-", Path::new("/mnt/p")));
@@ -123,8 +123,9 @@ fn a_handover_passes_the_descriptors_and_the_init() {
         .expect("/dev/fuse")
         .into();
     let (fifo, _w) = nix::unistd::pipe().unwrap();
+    let mount_dir: OwnedFd = std::fs::File::open(_tmp.path()).unwrap().into();
 
-    let (fuse2, fifo2) = std::thread::scope(|s| {
+    let (fuse2, dir2, fifo2) = std::thread::scope(|s| {
         let successor = s.spawn(|| {
             let taken = request(&dir, &served).unwrap().expect("a daemon listens");
             taken.ack().unwrap();
@@ -133,19 +134,19 @@ fn a_handover_passes_the_descriptors_and_the_init() {
         let pending = accept(&listener).unwrap();
         assert_eq!(pending.pid(), i32::try_from(std::process::id()).unwrap());
         let offer = Offer {
-            fuse: Some((fuse.as_fd(), INIT)),
+            fuse: Some((fuse.as_fd(), INIT, mount_dir.as_fd())),
             mount_id: 77,
             fifo: Some(fifo.as_fd()),
         };
         pending.offer(&offer, &served).unwrap();
         let taken = successor.join().unwrap();
         assert_eq!(taken.mount_id, 77);
-        assert_eq!(taken.paths, served);
-        let (fuse2, init) = taken.fuse.unwrap();
+        let (fuse2, init, dir2) = taken.fuse.unwrap();
         assert_eq!(init, INIT);
-        (fuse2, taken.fifo.unwrap())
+        (fuse2, dir2, taken.fifo.unwrap())
     });
     same_file(fuse.as_fd(), fuse2.as_fd());
+    same_file(mount_dir.as_fd(), dir2.as_fd());
     same_file(fifo.as_fd(), fifo2.as_fd());
     assert_ne!(fifo.as_raw_fd(), fifo2.as_raw_fd(), "a new descriptor");
 
@@ -166,7 +167,7 @@ fn a_handover_passes_only_what_is_served() {
         },
         paths("/mnt/only", None),
     ] {
-        let listener = Listener::bind(&dir, &served).unwrap();
+        let listener = Listener::bind(&dir, &served, false).unwrap();
         std::thread::scope(|s| {
             let successor = s.spawn(|| {
                 let taken = request(&dir, &served).unwrap().unwrap();
@@ -174,7 +175,10 @@ fn a_handover_passes_only_what_is_served() {
                 taken
             });
             let offer = Offer {
-                fuse: served.mount.as_ref().map(|_| (fifo.as_fd(), INIT)),
+                fuse: served
+                    .mount
+                    .as_ref()
+                    .map(|_| (fifo.as_fd(), INIT, fifo.as_fd())),
                 mount_id: 0,
                 fifo: served.fifo.as_ref().map(|_| fifo.as_fd()),
             };
@@ -199,8 +203,8 @@ fn with_no_daemon_there_is_nothing_to_take_over() {
     assert!(dir.path().join(&name).exists());
     assert!(request(&dir, &served).unwrap().is_none());
     // The next daemon listens there in its place; a second one cannot.
-    let listener = Listener::bind(&dir, &served).unwrap();
-    let e = Listener::bind(&dir, &served).unwrap_err();
+    let listener = Listener::bind(&dir, &served, false).unwrap();
+    let e = Listener::bind(&dir, &served, false).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
@@ -215,7 +219,7 @@ fn with_no_daemon_there_is_nothing_to_take_over() {
 fn different_paths_are_refused_on_both_sides() {
     let (_tmp, dir) = state_dir();
     let served = paths("/mnt/p", Some("/tmp/p.fifo"));
-    let listener = Listener::bind(&dir, &served).unwrap();
+    let listener = Listener::bind(&dir, &served, false).unwrap();
     let asked = paths("/mnt/p", Some("/tmp/other.fifo"));
     let why = "the running daemon serves --mount /mnt/p --fifo /tmp/p.fifo, not --mount /mnt/p --fifo /tmp/other.fifo; give --replace the same paths";
     std::thread::scope(|s| {
@@ -256,7 +260,7 @@ fn different_paths_are_refused_on_both_sides() {
 fn a_daemon_may_refuse_and_a_successor_must_say_done_plainly() {
     let (_tmp, dir) = state_dir();
     let served = paths("/mnt/p", None);
-    let listener = Listener::bind(&dir, &served).unwrap();
+    let listener = Listener::bind(&dir, &served, false).unwrap();
     std::thread::scope(|s| {
         let successor = s.spawn(|| request(&dir, &served).unwrap_err());
         accept(&listener).unwrap().refuse("it is stopping");
@@ -278,7 +282,7 @@ fn a_daemon_may_refuse_and_a_successor_must_say_done_plainly() {
             taken
         });
         let offer = Offer {
-            fuse: Some((file.as_fd(), INIT)),
+            fuse: Some((file.as_fd(), INIT, file.as_fd())),
             mount_id: 0,
             fifo: None,
         };
@@ -297,7 +301,7 @@ fn a_daemon_may_refuse_and_a_successor_must_say_done_plainly() {
 fn garbage_and_truncated_requests_are_refused() {
     let (_tmp, dir) = state_dir();
     let served = paths("/mnt/p", Some("/tmp/p.fifo"));
-    let listener = Listener::bind(&dir, &served).unwrap();
+    let listener = Listener::bind(&dir, &served, false).unwrap();
     let name = served.socket_name().unwrap();
     let mut valid = header(Kind::Request);
     put_paths(&mut valid, &served);
@@ -413,7 +417,7 @@ fn a_peer_of_another_uid_is_refused() {
     let dir = StateDir::open(&base.join("run")).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let served = paths("/mnt/p", Some("/tmp/p.fifo"));
-    let listener = Listener::bind(&dir, &served).unwrap();
+    let listener = Listener::bind(&dir, &served, false).unwrap();
     let sock = dir.path().join(served.socket_name().unwrap());
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
     let child = std::process::Command::new("setpriv")

@@ -51,6 +51,10 @@ pub struct Daemon {
     fuse: bool,
     /// Holds FUSE over io_uring on while the daemon serves over it.
     uring: Option<Switch>,
+    /// The options it was started with, besides the paths.
+    extra: Vec<String>,
+    /// Daemons started so far on these paths, to name their logs.
+    generation: usize,
 }
 
 impl Daemon {
@@ -139,6 +143,8 @@ impl Daemon {
             log,
             fuse,
             uring,
+            extra: extra.iter().map(|a| (*a).to_string()).collect(),
+            generation: 0,
         };
         let ready = wait_until(Duration::from_secs(20), || {
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
@@ -175,6 +181,58 @@ impl Daemon {
             d.log_text()
         );
         d
+    }
+
+    /// Starts `pilfered serve --replace` with the very options of this
+    /// daemon, and waits until this one has exited and the successor
+    /// serves; from then on this guard is the successor's. Returns how the
+    /// old daemon exited, and its log.
+    pub fn replace(&mut self) -> (ExitStatus, String) {
+        self.generation += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("daemon-{}.log", self.generation));
+        let child = Command::new(BIN)
+            .env("PILFERED_RUNDIR", self.dir.path().join("run"))
+            .arg("serve")
+            .arg("--mount")
+            .arg(&self.mount)
+            .arg("--fifo")
+            .arg(&self.fifo)
+            .args(&self.extra)
+            .arg("--replace")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start pilfered --replace");
+        let old_log = std::mem::replace(&mut self.log, log);
+        let mut old = std::mem::replace(&mut self.child, Some(child)).expect("a daemon to replace");
+        let mut status = None;
+        let done = wait_until(Duration::from_secs(20), || {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the successor exited ({s}): {}\nthe old daemon: {}",
+                    self.log_text(),
+                    std::fs::read_to_string(&old_log).unwrap_or_default()
+                );
+            }
+            if status.is_none() {
+                status = old.try_wait().unwrap();
+            }
+            status.is_some() && self.log_text().contains("] serving: ")
+        });
+        let old_text = std::fs::read_to_string(&old_log).unwrap_or_default();
+        if !done {
+            let _ = old.kill();
+            let _ = old.wait();
+            panic!(
+                "no handover within 20 s; the successor: {}\nthe old daemon: {old_text}",
+                self.log_text()
+            );
+        }
+        (status.expect("exited"), old_text)
     }
 
     /// Hands back the paths without stopping anything or clearing the
