@@ -514,7 +514,12 @@ impl Listener {
         set_patience(stream.as_fd()).map_err(io_error("set the socket's timeouts"))?;
         let pid = match peer_check(stream.as_fd()) {
             Ok(pid) => pid,
-            Err(why) => return refuse(why),
+            Err(why) => {
+                // Its request first: closing on a message not read would
+                // reset the connection, and the peer would never read why.
+                let _ = receive(stream.as_fd(), "handover request");
+                return refuse(why);
+            }
         };
         let asked = match receive(stream.as_fd(), "handover request") {
             Ok(Message {

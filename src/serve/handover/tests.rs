@@ -380,7 +380,7 @@ fn messages_over_a_socketpair() {
     send_body(a.as_fd(), &header(Kind::Offer), &body, &raw[..1]).unwrap();
     let m = receive(b.as_fd(), "offer").unwrap();
     let e = decode_offer(m, &served, a.try_clone().unwrap()).unwrap_err();
-    assert_eq!(e.to_string(), "handover offer: 1 descriptors, not 2");
+    assert_eq!(e.to_string(), "handover offer: 1 descriptors, not 3");
     // And one for other paths.
     send_body(a.as_fd(), &header(Kind::Offer), &body, &raw).unwrap();
     let m = receive(b.as_fd(), "offer").unwrap();

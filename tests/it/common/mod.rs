@@ -208,7 +208,7 @@ impl Daemon {
             .spawn()
             .expect("start pilfered --replace");
         let old_log = std::mem::replace(&mut self.log, log);
-        let mut old = std::mem::replace(&mut self.child, Some(child)).expect("a daemon to replace");
+        let mut old = self.child.replace(child).expect("a daemon to replace");
         let mut status = None;
         let done = wait_until(Duration::from_secs(20), || {
             if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -226,7 +226,10 @@ impl Daemon {
         let old_text = std::fs::read_to_string(&old_log).unwrap_or_default();
         if !done {
             let _ = old.kill();
-            let _ = old.wait();
+        }
+        // Reaped in every case (at once if it exited).
+        let _ = old.wait();
+        if !done {
             panic!(
                 "no handover within 20 s; the successor: {}\nthe old daemon: {old_text}",
                 self.log_text()
