@@ -28,9 +28,11 @@ pub(crate) struct Acl {
 
 impl Acl {
     /// Whether `uid` may make request `opcode`. Some requests the kernel
-    /// makes on its own, with no meaningful uid: those always pass.
+    /// makes on its own, with no meaningful uid, or for whoever holds a
+    /// descriptor already opened (a `FLUSH` at `close()`, by a process that
+    /// was handed it or changed its user since): those always pass.
     fn permits(self, uid: u32, opcode: u32) -> bool {
-        const KERNELS_OWN: [u32; 13] = [
+        const KERNELS_OWN: [u32; 14] = [
             op::INIT,
             op::DESTROY,
             op::READ,
@@ -41,6 +43,7 @@ impl Acl {
             op::WRITE,
             op::FSYNC,
             op::FSYNCDIR,
+            op::FLUSH,
             op::RELEASE,
             op::RELEASEDIR,
             op::INTERRUPT,
@@ -279,5 +282,7 @@ mod tests {
         assert_eq!(ask(everyone, 1001, op::LOOKUP, ROOT, &lookup).error, None);
         let release = Op::Release { fh: 1 };
         assert_eq!(ask(OWNER, 1001, op::RELEASE, BITS, &release).error, None);
+        // close() by whoever holds a descriptor the owner opened.
+        assert_eq!(ask(OWNER, 1001, op::FLUSH, BITS, &Op::Flush).error, None);
     }
 }

@@ -3,10 +3,10 @@
 //! a `Result` and know nothing of the transport, so that they are tested
 //! without a mount.
 //!
-//! `bits` is opened with direct I/O and as non-seekable: the kernel then
+//! `bits` is opened with direct I/O and as a stream: the kernel then
 //! passes every read straight to us (no page cache, so no byte is served
-//! twice and its size of 0 does not end reads) and refuses `lseek` and
-//! `mmap`.
+//! twice and its size of 0 does not end reads), keeps no file position and
+//! refuses `lseek` and `mmap`.
 //!
 //! A read hands its reply to an [`Out`], the transport's way of sending
 //! bytes: a read of exactly what the queue's front chunk holds is sent from
@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{debug, warn};
 
-use super::proto::{Attr, FOPEN_DIRECT_IO, FOPEN_NONSEEKABLE};
+use super::proto::{Attr, FOPEN_DIRECT_IO, FOPEN_NOFLUSH, FOPEN_NONSEEKABLE, FOPEN_STREAM};
 use crate::engine::queue::{ChunkQueue, Closed};
 use crate::engine::stats::{self, Stats};
 
@@ -41,10 +41,15 @@ pub(crate) const GROUP_MODE: u32 = 0o440;
 /// never change while mounted.
 pub(crate) const TTL: u64 = 1;
 
-/// How every file is opened: direct I/O, so that the kernel passes each read
-/// to us and never serves bytes from (or keeps them in) its page cache, and
-/// non-seekable.
-pub(crate) const OPEN_FLAGS: u32 = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE;
+/// How `bits` is opened: direct I/O, so that the kernel passes each read
+/// to us and never serves bytes from (or keeps them in) its page cache; as
+/// a stream, so that it has no file position (no `lseek`, `pread` or
+/// position lock: threads sharing a descriptor read side by side); and
+/// with nothing to flush, so that `close()` costs no request.
+pub(crate) const BITS_OPEN: u32 = FOPEN_DIRECT_IO | FOPEN_STREAM | FOPEN_NOFLUSH;
+/// How `stats` is opened: the same, but with a file position, as its reads
+/// go on at growing offsets of one snapshot (non-seekable all the same).
+pub(crate) const STATS_OPEN: u32 = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_NOFLUSH;
 
 /// `d_type` of a directory and of a regular file, for `readdir`.
 pub(crate) const DT_DIR: u32 = 4;
@@ -228,14 +233,15 @@ impl Device {
             return Err(FsError::ReadOnly);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if ino == STATS {
-            let text = self.stats_text();
-            self.snapshots
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(fh, text);
+        if ino != STATS {
+            return Ok((fh, BITS_OPEN));
         }
-        Ok((fh, OPEN_FLAGS))
+        let text = self.stats_text();
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(fh, text);
+        Ok((fh, STATS_OPEN))
     }
 
     fn stats_text(&self) -> Arc<[u8]> {
@@ -453,10 +459,12 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn open_is_direct_nonseekable_and_read_only() {
+    fn open_is_direct_unflushed_and_read_only() {
         let (d, _) = device();
         let (_, flags) = d.open(BITS, RDONLY).unwrap();
-        assert_eq!(flags, FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE);
+        assert_eq!(flags, FOPEN_DIRECT_IO | FOPEN_STREAM | FOPEN_NOFLUSH);
+        let (_, flags) = d.open(STATS, RDONLY).unwrap();
+        assert_eq!(flags, FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_NOFLUSH);
         let wronly = u32::try_from(libc::O_WRONLY).unwrap();
         let rdwr = u32::try_from(libc::O_RDWR).unwrap();
         assert_eq!(d.open(BITS, wronly), Err(FsError::ReadOnly));

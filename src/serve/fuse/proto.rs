@@ -29,6 +29,8 @@ pub(crate) mod init {
 /// `fuse_open_out.open_flags`.
 pub(crate) const FOPEN_DIRECT_IO: u32 = 1 << 0;
 pub(crate) const FOPEN_NONSEEKABLE: u32 = 1 << 2;
+pub(crate) const FOPEN_STREAM: u32 = 1 << 4;
+pub(crate) const FOPEN_NOFLUSH: u32 = 1 << 5;
 
 /// The opcodes pilfered answers; every other one gets `ENOSYS`.
 pub(crate) mod op {
