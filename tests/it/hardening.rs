@@ -202,7 +202,7 @@ fn fifo_modes() {
 on_both_transports! {
     /// Writes are refused (read-only mount), seeks fail with ESPIPE, shared
     /// mappings with ENODEV, and a private mapping faults on first touch (the
-    /// file's size is 0) instead of reaching the page cache.
+    /// daemon refuses the page cache's read) instead of holding bytes.
     fn bits_refuses_writes_seeks_and_mmap(t: Transport) {
         use nix::sys::mman::{MapFlags, ProtFlags, mmap};
         if !fuse_available() {

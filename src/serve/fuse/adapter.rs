@@ -82,11 +82,16 @@ pub(crate) fn handle(
         Op::Open { flags } => device
             .open(ino, flags)
             .map(|(fh, open_flags)| reply.send(&proto::open_out(fh, open_flags))),
-        Op::Read { fh, offset, size } => {
-            device.read(ino, fh, offset, size, reply).inspect_err(|e| {
+        Op::Read {
+            fh,
+            offset,
+            size,
+            for_cache,
+        } => device
+            .read(ino, fh, offset, size, for_cache, reply)
+            .inspect_err(|e| {
                 e.log(&format!("read of {size} bytes of {}", device::name(ino)));
-            })
-        }
+            }),
         Op::Release { fh } => {
             device.release(fh);
             reply.send(&[]);
@@ -228,6 +233,7 @@ mod tests {
             fh: 1,
             offset: 0,
             size: 64,
+            for_cache: false,
         };
         let a = ask(OWNER, 1000, op::READ, BITS, &read);
         assert_eq!(a.out.bytes, (0..64).collect::<Vec<u8>>());

@@ -5,8 +5,12 @@
 //!
 //! `bits` is opened with direct I/O and as a stream: the kernel then
 //! passes every read straight to us (no page cache, so no byte is served
-//! twice and its size of 0 does not end reads), keeps no file position and
-//! refuses `lseek` and `mmap`.
+//! twice), keeps no file position and refuses `lseek` and shared `mmap`.
+//! Its size is [`BITS_SIZE`], not 0, because the kernel ends asynchronous
+//! reads (io_uring, Linux AIO) at the size even with direct I/O; what
+//! would read through the page cache up to that size (`splice`,
+//! `sendfile`, a private `mmap`, readahead) is refused request by request
+//! ([`FsError::PageCache`]), so the page cache never holds a byte of it.
 //!
 //! A read hands its reply to an [`Out`], the transport's way of sending
 //! bytes: a read of exactly what the queue's front chunk holds is sent from
@@ -51,6 +55,12 @@ pub(crate) const BITS_OPEN: u32 = FOPEN_DIRECT_IO | FOPEN_STREAM | FOPEN_NOFLUSH
 /// go on at growing offsets of one snapshot (non-seekable all the same).
 pub(crate) const STATS_OPEN: u32 = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_NOFLUSH;
 
+/// The size `bits` shows: as large as a file can be (the kernel ends
+/// asynchronous reads at the size), with the low half `i32::MAX`, so that
+/// `FIONREAD`, which the kernel truncates to an `int`, says "plenty" rather
+/// than a negative number.
+pub(crate) const BITS_SIZE: u64 = 0x7fff_ffff_7fff_ffff;
+
 /// `d_type` of a directory and of a regular file, for `readdir`.
 pub(crate) const DT_DIR: u32 = 4;
 pub(crate) const DT_REG: u32 = 8;
@@ -82,6 +92,10 @@ pub(crate) enum FsError {
     NotADirectory,
     /// The root opened or read as a file.
     IsADirectory,
+    /// A read of `bits` for the kernel's page cache (`splice`, `sendfile`,
+    /// a private `mmap`, readahead): its bytes go to `read()` alone, so
+    /// that no cache ever holds one to hand out again.
+    PageCache,
     /// Opened for writing: the device is read-only.
     ReadOnly,
     /// A `stats` read on a handle that was never opened or already released.
@@ -99,6 +113,8 @@ impl FsError {
             FsError::NotFound => libc::ENOENT,
             FsError::NotADirectory => libc::ENOTDIR,
             FsError::IsADirectory => libc::EISDIR,
+            // What splice(2) says of a file that does not support it.
+            FsError::PageCache => libc::EINVAL,
             // A judgement call: the mount is read-only too (EROFS), but the
             // kernel asks us only after its own permission check, and the
             // file's mode (0444) is what refuses writing.
@@ -121,6 +137,7 @@ impl FsError {
             FsError::NotFound
             | FsError::NotADirectory
             | FsError::IsADirectory
+            | FsError::PageCache
             | FsError::ReadOnly
             | FsError::UnknownHandle => {}
         }
@@ -193,14 +210,16 @@ impl Device {
 
     /// Attributes of inode `ino`.
     pub(crate) fn attr(&self, ino: u64) -> Result<Attr, FsError> {
-        let (mode, nlink) = match ino {
-            ROOT => (libc::S_IFDIR | self.mode | (self.mode & 0o444) >> 2, 2),
-            BITS | STATS => (libc::S_IFREG | self.mode, 1),
+        let (mode, nlink, size) = match ino {
+            ROOT => (libc::S_IFDIR | self.mode | (self.mode & 0o444) >> 2, 2, 0),
+            BITS => (libc::S_IFREG | self.mode, 1, BITS_SIZE),
+            STATS => (libc::S_IFREG | self.mode, 1, 0),
             _ => return Err(FsError::NotFound),
         };
         Ok(Attr {
             ino,
             mode,
+            size,
             nlink,
             uid: self.uid,
             gid: self.gid,
@@ -259,7 +278,8 @@ impl Device {
             .remove(&fh);
     }
 
-    /// Reads `size` bytes of `ino` at `offset` into `out`.
+    /// Reads `size` bytes of `ino` at `offset` into `out`; `for_cache`
+    /// when the kernel reads for its page cache, not for a `read()`.
     ///
     /// For `bits` that is always exactly `size` fresh bytes from the queue,
     /// waiting for the generator if need be; the offset is meaningless.
@@ -269,10 +289,12 @@ impl Device {
         fh: u64,
         offset: u64,
         size: u32,
+        for_cache: bool,
         out: &mut impl Out,
     ) -> Result<(), FsError> {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         match ino {
+            BITS if for_cache => Err(FsError::PageCache),
             BITS => self.read_bits(size, out),
             STATS => {
                 let text = self
@@ -382,7 +404,7 @@ pub(super) mod tests {
         size: u32,
     ) -> Result<Kept, FsError> {
         let mut out = Kept::default();
-        d.read(ino, fh, offset, size, &mut out).map(|()| out)
+        d.read(ino, fh, offset, size, false, &mut out).map(|()| out)
     }
 
     /// A device over a queue of four 64-byte chunks holding 0..64 each.
@@ -445,6 +467,7 @@ pub(super) mod tests {
             (FsError::NotFound, libc::ENOENT),
             (FsError::NotADirectory, libc::ENOTDIR),
             (FsError::IsADirectory, libc::EISDIR),
+            (FsError::PageCache, libc::EINVAL),
             (FsError::ReadOnly, libc::EACCES),
             (FsError::UnknownHandle, libc::EBADF),
             (FsError::ShuttingDown, libc::EIO),
@@ -487,6 +510,23 @@ pub(super) mod tests {
         let text = d.stats.snapshot(&queue).render();
         assert!(text.contains("bytes_served_fuse 128\n"), "{text}");
         assert!(text.contains("fuse_reads 2\n"), "{text}");
+    }
+
+    /// `bits` shows a size, but the page cache gets none of its bytes: a
+    /// read for it is refused and takes nothing from the queue.
+    #[test]
+    fn bits_has_a_size_but_no_page_cache_reads() {
+        let (d, queue) = device();
+        assert_eq!(d.attr(BITS).unwrap().size, BITS_SIZE);
+        assert_eq!(d.attr(STATS).unwrap().size, 0);
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        let mut out = Kept::default();
+        assert_eq!(
+            d.read(BITS, fh, 0, 64, true, &mut out),
+            Err(FsError::PageCache)
+        );
+        assert_eq!(queue.queued_bytes(), 256, "nothing taken");
+        assert_eq!(read(&d, BITS, fh, 0, 64).unwrap().bytes.len(), 64);
     }
 
     #[test]
