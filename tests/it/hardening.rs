@@ -567,3 +567,51 @@ fn readers_are_released_when_the_daemon_stops() {
     assert_ne!(ends[0], "eof", "FUSE reader: {}", ends[0]);
     assert_eq!(ends[1], "eof");
 }
+
+/// The daemon's resident memory in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+on_both_transports! {
+    /// Issue 27: each held open of `stats` keeps a snapshot, so held opens
+    /// are bounded (1024): one more fails with ENFILE, as an open does when
+    /// the kernel's file table is full, the daemon grows by little, and a
+    /// close makes room again.
+    fn held_opens_of_stats_are_bounded(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let d = Daemon::start_on(t, &["--no-fifo"]);
+        let stats = d.mount.join("stats");
+        let pid = d.pid().as_raw() as u32;
+        // Once the generators have filled the queue, the daemon stops growing.
+        assert!(wait_until(Duration::from_secs(10), || {
+            let s = d.stats();
+            s["queue_bytes"] == s["queue_capacity"]
+        }));
+        let before = rss_kib(pid);
+        let mut held: Vec<File> = (0..1024).map(|_| File::open(&stats).unwrap()).collect();
+        let err = File::open(&stats).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENFILE), "{err}");
+        let grown = rss_kib(pid).saturating_sub(before);
+        eprintln!("1024 held opens of stats: the daemon grew by {grown} KiB");
+        assert!(grown < 4096, "grew by {grown} KiB");
+        // bits keeps nothing per open and is not limited.
+        let bits: Vec<File> = (0..64).map(|_| File::open(d.bits()).unwrap()).collect();
+        drop(bits);
+        // A close releases its snapshot (the kernel sends the release
+        // after close() returns).
+        held.pop();
+        let mut reopened = None;
+        assert!(wait_until(Duration::from_secs(10), || {
+            reopened = File::open(&stats).ok();
+            reopened.is_some()
+        }));
+        let mut text = String::new();
+        reopened.unwrap().read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("bytes_generated "), "{text}");
+    }
+}

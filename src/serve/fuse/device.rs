@@ -61,6 +61,12 @@ pub(crate) const STATS_OPEN: u32 = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_N
 /// than a negative number.
 pub(crate) const BITS_SIZE: u64 = 0x7fff_ffff_7fff_ffff;
 
+/// How many opens of `stats` may be held at once. Each keeps its snapshot
+/// (under 1 KiB) until released; past this many, an open fails with
+/// ENFILE, as any open does when the kernel's own file table is full, so
+/// that whoever may read the mount cannot grow the daemon without bound.
+pub(crate) const MAX_STATS_OPENS: usize = 1024;
+
 /// `d_type` of a directory and of a regular file, for `readdir`.
 pub(crate) const DT_DIR: u32 = 4;
 pub(crate) const DT_REG: u32 = 8;
@@ -98,6 +104,8 @@ pub(crate) enum FsError {
     PageCache,
     /// Opened for writing: the device is read-only.
     ReadOnly,
+    /// `stats` opened while [`MAX_STATS_OPENS`] opens of it are held.
+    TooManyOpens,
     /// A `stats` read on a handle that was never opened or already released.
     UnknownHandle,
     /// The queue is closed: the daemon is shutting down.
@@ -119,6 +127,7 @@ impl FsError {
             // kernel asks us only after its own permission check, and the
             // file's mode (0444) is what refuses writing.
             FsError::ReadOnly => libc::EACCES,
+            FsError::TooManyOpens => libc::ENFILE,
             FsError::UnknownHandle => libc::EBADF,
             // What a reader of a device that went away gets.
             FsError::ShuttingDown => libc::EIO,
@@ -139,6 +148,7 @@ impl FsError {
             | FsError::IsADirectory
             | FsError::PageCache
             | FsError::ReadOnly
+            | FsError::TooManyOpens
             | FsError::UnknownHandle => {}
         }
     }
@@ -256,10 +266,14 @@ impl Device {
             return Ok((fh, BITS_OPEN));
         }
         let text = self.stats_text();
-        self.snapshots
+        let mut snapshots = self
+            .snapshots
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(fh, text);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if snapshots.len() >= MAX_STATS_OPENS {
+            return Err(FsError::TooManyOpens);
+        }
+        snapshots.insert(fh, text);
         Ok((fh, STATS_OPEN))
     }
 
@@ -469,6 +483,7 @@ pub(super) mod tests {
             (FsError::IsADirectory, libc::EISDIR),
             (FsError::PageCache, libc::EINVAL),
             (FsError::ReadOnly, libc::EACCES),
+            (FsError::TooManyOpens, libc::ENFILE),
             (FsError::UnknownHandle, libc::EBADF),
             (FsError::ShuttingDown, libc::EIO),
             (FsError::OutOfMemory, libc::ENOMEM),
@@ -527,6 +542,20 @@ pub(super) mod tests {
         );
         assert_eq!(queue.queued_bytes(), 256, "nothing taken");
         assert_eq!(read(&d, BITS, fh, 0, 64).unwrap().bytes.len(), 64);
+    }
+
+    /// Held opens of `stats` are bounded: one past the limit fails, and
+    /// a release makes room again.
+    #[test]
+    fn held_opens_of_stats_are_bounded() {
+        let (d, _) = device();
+        let held: Vec<u64> = (0..MAX_STATS_OPENS)
+            .map(|_| d.open(STATS, RDONLY).unwrap().0)
+            .collect();
+        assert_eq!(d.open(STATS, RDONLY), Err(FsError::TooManyOpens));
+        assert!(d.open(BITS, RDONLY).is_ok(), "bits keeps nothing");
+        d.release(held[0]);
+        assert!(d.open(STATS, RDONLY).is_ok());
     }
 
     #[test]
