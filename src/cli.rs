@@ -96,6 +96,12 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub no_fifo: bool,
 
+    /// Mount even on a directory that is not empty, hiding its files until
+    /// the daemon stops (libfuse's old '-o nonempty'). Never below /proc,
+    /// /sys or /dev.
+    #[arg(long, conflicts_with = "no_fuse")]
+    pub nonempty: bool,
+
     /// Size of each chunk of random bytes the generator produces (a multiple
     /// of 64 bytes).
     #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = parse_size)]
@@ -246,6 +252,8 @@ pub(crate) const MAX_QUEUE_CAPACITY: u64 = 4 << 30;
 pub(crate) struct ServeConfig {
     /// `None` with `--no-fuse`.
     pub mount: Option<PathBuf>,
+    /// `--nonempty`: a mount point with files in it is mounted over.
+    pub nonempty: bool,
     /// `None` with `--no-fifo`.
     pub fifo: Option<PathBuf>,
     pub chunk_size: usize,
@@ -318,6 +326,7 @@ impl ServeArgs {
         };
         Ok(ServeConfig {
             mount: (!self.no_fuse).then_some(self.mount),
+            nonempty: self.nonempty,
             fifo: (!self.no_fifo).then_some(self.fifo),
             chunk_size: in_memory("--chunk-size", self.chunk_size)?,
             queue_capacity: in_memory("--queue-capacity", self.queue_capacity)?,

@@ -85,7 +85,11 @@ pub(super) fn plan(cfg: &ServeConfig) -> Result<Plan, Error> {
             trust::group(name).map_err(|why| Error::usage(format!("--group {name}: {why}")))
         })
         .transpose()?;
-    let mut mount = cfg.mount.as_deref().map(plan_mount).transpose()?;
+    let mut mount = cfg
+        .mount
+        .as_deref()
+        .map(|path| plan_mount(path, cfg.nonempty))
+        .transpose()?;
     if let Some(m) = &mut mount {
         m.transport = plan_transport(cfg.fuse_transport)?;
     }
@@ -153,8 +157,13 @@ fn resolve_pipe_size(requested: Option<usize>) -> Result<usize, Error> {
     }
 }
 
-/// Checks `--mount`, clearing a dead pilfered mount there.
-fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
+/// The kernel's own file systems, never mounted on, even by root and with
+/// `--nonempty`.
+const KERNELS_OWN: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Checks `--mount`, clearing a dead pilfered mount there; a directory
+/// with files in it is refused unless `nonempty`.
+fn plan_mount(path: &Path, nonempty: bool) -> Result<MountPlan, Error> {
     let shown = path.display().to_string();
     let abs = std::path::absolute(path)
         .map_err(|e| Error::usage(format!("--mount {shown}: {}", describe(&e))))?;
@@ -171,11 +180,16 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
         e => Error::usage(format!("--mount {shown}: {e}")),
     })?;
     let path = parent.path.join(&name);
+    if let Some(top) = KERNELS_OWN.iter().find(|top| path.starts_with(top)) {
+        return Err(Error::usage(format!(
+            "--mount {shown}: {top} and everything below it belong to the kernel; pilfered never mounts there, choose another directory"
+        )));
+    }
     let create = match fstatat(&parent.fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
         Err(Errno::ENOENT) => true,
         Err(e) if mounts::daemon_gone(e as i32) => {
             clear_stale_mount(&path, &shown)?;
-            return plan_mount(&path);
+            return plan_mount(&path, nonempty);
         }
         Err(e) => return Err(Error::usage(format!("--mount {shown}: {}", e.desc()))),
         Ok(st) => match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
@@ -187,10 +201,15 @@ fn plan_mount(path: &Path) -> Result<MountPlan, Error> {
                 };
                 if occupant(mounted_at(&path)?.as_ref(), dead, &shown)? == Occupant::DeadPilfered {
                     clear_stale_mount(&path, &shown)?;
-                    return plan_mount(&path);
+                    return plan_mount(&path, nonempty);
                 }
                 trust::trusted_dir(st.st_uid, st.st_mode, trust::me())
                     .map_err(|why| mountdir::untrusted(&shown, &path, why))?;
+                if !nonempty && !is_empty(&path, &shown)? {
+                    return Err(Error::runtime(format!(
+                        "--mount {shown}: the directory is not empty, and mounting would hide its files; empty it, choose another directory, or pass --nonempty"
+                    )));
+                }
                 false
             }
             SFlag::S_IFLNK => return Err(not_a_directory(&shown, "is a symbolic link")),
@@ -248,6 +267,18 @@ fn uring_unavailable(why: &uring::Unavailable) -> String {
             describe(e)
         ),
     }
+}
+
+/// Whether the directory at `path` (checked: only we or root can change
+/// what leads there) holds nothing.
+fn is_empty(path: &Path, shown: &str) -> Result<bool, Error> {
+    let failed = |e: std::io::Error| Error::runtime(format!("--mount {shown}: {}", describe(&e)));
+    Ok(std::fs::read_dir(path)
+        .map_err(failed)?
+        .next()
+        .transpose()
+        .map_err(failed)?
+        .is_none())
 }
 
 fn not_a_directory(shown: &str, what: &str) -> Error {

@@ -4,6 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use pilfered::internal::mounts;
+
 use crate::common::{refused, run};
 
 #[test]
@@ -347,13 +349,94 @@ fn bad_mount_points() {
         ),
     );
     // Something is mounted there already: refuse rather than stack.
-    refused(
-        &["serve", "--mount", "/proc", "--fifo", f],
-        1,
-        "--mount /proc: proc (proc) is already mounted there; unmount it first or choose another directory",
+    let tmpfs = dir.path().join("tmpfs");
+    std::fs::create_dir(&tmpfs).unwrap();
+    crate::common::mount_tmpfs(&tmpfs, false);
+    let t = tmpfs.to_str().unwrap();
+    let stacked = run(&["serve", "--mount", t, "--fifo", f]);
+    nix::mount::umount(&tmpfs).unwrap();
+    assert_eq!(
+        stacked,
+        (
+            1,
+            String::new(),
+            format!(
+                "pilfered: --mount {t}: tmpfs (tmpfs) is already mounted there; unmount it first or choose another directory\n"
+            )
+        )
     );
     assert!(!Path::new(&fifo).exists());
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// Issue 27: a directory with files in it is not mounted over (that hid
+/// them) unless `--nonempty` says so; its files stay as they were.
+#[test]
+fn a_nonempty_mount_point_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(mnt.join("notes"), b"mine").unwrap();
+    let m = mnt.to_str().unwrap();
+    refused(
+        &["serve", "--mount", m, "--no-fifo"],
+        1,
+        &format!(
+            "--mount {m}: the directory is not empty, and mounting would hide its files; empty it, choose another directory, or pass --nonempty"
+        ),
+    );
+    assert_eq!(std::fs::read(mnt.join("notes")).unwrap(), b"mine");
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 1);
+    assert!(mounts::mount_at(&mnt).unwrap().is_none(), "mounted");
+
+    // Asked for, it mounts there, and the files are back after the stop.
+    if !crate::common::fuse_available() {
+        return;
+    }
+    let fifo = dir.path().join("fifo");
+    let mut d =
+        crate::common::Daemon::start_at(dir, mnt.clone(), fifo, &["--no-fifo", "--nonempty"]);
+    assert_eq!(
+        crate::common::read_blocks(&d.bits(), 32, 32, true).len(),
+        32
+    );
+    assert!(
+        d.stop_with(
+            nix::sys::signal::Signal::SIGTERM,
+            std::time::Duration::from_secs(5)
+        )
+        .success()
+    );
+    assert_eq!(std::fs::read(mnt.join("notes")).unwrap(), b"mine");
+}
+
+/// The kernel's own file systems are never mounted on, by root, with
+/// `--nonempty`, nor below them (root once mounted over /proc/sys); no
+/// directory is made there.
+#[test]
+fn the_kernels_own_file_systems_are_refused() {
+    for (path, top) in [
+        ("/proc", "/proc"),
+        ("/proc/sys", "/proc"),
+        ("/sys/kernel", "/sys"),
+        ("/dev", "/dev"),
+        ("/dev/shm/pilfered-test-never-made", "/dev"),
+    ] {
+        let mounted_before = mounts::mount_at(Path::new(path)).unwrap();
+        refused(
+            &["serve", "--mount", path, "--no-fifo", "--nonempty"],
+            2,
+            &format!(
+                "--mount {path}: {top} and everything below it belong to the kernel; pilfered never mounts there, choose another directory"
+            ),
+        );
+        assert_eq!(
+            mounts::mount_at(Path::new(path)).unwrap(),
+            mounted_before,
+            "{path}"
+        );
+    }
+    assert!(!Path::new("/dev/shm/pilfered-test-never-made").exists());
 }
 
 /// A key file of `mode` holding `content`.

@@ -167,6 +167,17 @@ const CHECKS: &[(&str, Check)] = &[
         "/srv/x/y: cannot create it",
         Check::Run(&["serve", "--no-fifo", "--mount", "{T}/srv/x/y"], &["srv"]),
     ),
+    (
+        "/srv/notes: the directory is not empty",
+        Check::Run(
+            &["serve", "--no-fifo", "--mount", "{T}/srv/notes"],
+            &["srv/notes", "srv/notes/todo/"],
+        ),
+    ),
+    (
+        "belong to the kernel",
+        Check::Run(&["serve", "--no-fifo", "--mount", "/proc/sys"], &[]),
+    ),
     ("'4Q'", Check::Run(&["serve", "--chunk-size", "4Q"], &[])),
     (
         "--chunk-size 1M is larger",

@@ -325,18 +325,26 @@ fn a_second_daemon_on_the_same_mount_is_refused() {
 fn a_mount_point_that_cannot_be_made_is_refused_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo");
+    // A read-only file system, where mkdir fails even for root.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    crate::common::mount_tmpfs(&ro, true);
+    let mnt = ro.join("pilfered");
     let (status, _, stderr) = crate::common::run(&[
         "serve",
         "--mount",
-        "/proc/pilfered",
+        mnt.to_str().unwrap(),
         "--fifo",
         fifo.to_str().unwrap(),
     ]);
+    nix::mount::umount(&ro).unwrap();
     assert_eq!(status, 1, "{stderr}");
-    assert!(
-        stderr.starts_with("pilfered: --mount /proc/pilfered: cannot create it: ")
-            && stderr.lines().count() == 1,
-        "{stderr}"
+    assert_eq!(
+        stderr,
+        format!(
+            "pilfered: --mount {}: cannot create it: Read-only file system\n",
+            mnt.display()
+        )
     );
     assert!(!fifo.exists(), "FIFO left behind");
 }

@@ -513,7 +513,7 @@ fn mount_helper_option_mapping() {
     };
     let ran = fake(
         "rw,defaults,auto,user,users,owner,group,_netdev,nofail,nosuid,nodev,noexec,noatime,relatime,comment=x,x-systemd.requires=a.service,\
-         allow_other,fifo=/run/pilferedbits,chunk_size=64K,queue_capacity=32M,pipe_size=1M,fifo_mode=0640,generators=2,fuse_threads=4,fuse_transport=io-uring,rounds=12,log=/var/log/p.log,group=users",
+         allow_other,nonempty,fifo=/run/pilferedbits,chunk_size=64K,queue_capacity=32M,pipe_size=1M,fifo_mode=0640,generators=2,fuse_threads=4,fuse_transport=io-uring,rounds=12,log=/var/log/p.log,group=users",
         "",
     );
     assert_eq!(ran.code, 0, "{ran:?}");
@@ -521,7 +521,7 @@ fn mount_helper_option_mapping() {
         ran.stderr,
         format!(
             "mount.fuse.pilfered: would run (-f) {SCRIPTS}/pilfered-mount -q --log /var/log/p.log /mnt/p -- \
-             --allow-other --fifo /run/pilferedbits --chunk-size 64K --queue-capacity 32M --pipe-size 1M \
+             --allow-other --nonempty --fifo /run/pilferedbits --chunk-size 64K --queue-capacity 32M --pipe-size 1M \
              --fifo-mode 0640 --generators 2 --fuse-threads 4 --fuse-transport io-uring --rounds 12 --group users\n"
         )
     );
@@ -547,7 +547,7 @@ fn mount_helper_option_mapping() {
     assert_eq!(ran.code, 2);
     assert_eq!(
         ran.stderr,
-        "mount.fuse.pilfered: unknown option 'bogus=1' for a fuse.pilfered mount (known: fifo=PATH, nofifo, allow_other, group=NAME, chunk_size=SIZE, queue_capacity=SIZE, pipe_size=SIZE, fifo_mode=OCTAL, generators=N, fuse_threads=N, fuse_transport=T, rounds=N, log=FILE); see 'mount.fuse.pilfered --help'\n"
+        "mount.fuse.pilfered: unknown option 'bogus=1' for a fuse.pilfered mount (known: fifo=PATH, nofifo, allow_other, nonempty, group=NAME, chunk_size=SIZE, queue_capacity=SIZE, pipe_size=SIZE, fifo_mode=OCTAL, generators=N, fuse_threads=N, fuse_transport=T, rounds=N, log=FILE); see 'mount.fuse.pilfered --help'\n"
     );
     let ran = fake("bogus,nofifo", "-s");
     assert_eq!(ran.code, 0, "{ran:?}");
