@@ -151,6 +151,8 @@ pub(crate) struct ServeArgs {
     pub source: Vec<SourceSpec>,
 
     /// Lock the daemon's memory (queue, keys) so it is never swapped out.
+    /// Needs a locked-memory limit ('ulimit -l') of what the daemon
+    /// estimates it locks (a refusal says how much), or CAP_IPC_LOCK.
     #[arg(long)]
     pub mlock: bool,
 

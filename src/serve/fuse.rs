@@ -44,6 +44,7 @@ pub(crate) use adapter::Acl;
 pub use adapter::REQUEST_LOG;
 pub(crate) use device::{Bits, Device, GROUP_MODE, MODE};
 use proto::{InitReply, Op, init};
+pub(crate) use ring::THREADS_PER_QUEUE as RING_THREADS_PER_QUEUE;
 
 /// Which transport to serve over, as the preflight decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
