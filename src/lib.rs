@@ -127,6 +127,11 @@ pub mod internal {
         mounted.unmount().map(drop).map_err(|e| e.to_string())
     }
 
+    /// What `roll` says of `expr` if it is not dice notation.
+    pub fn dice_error(expr: &str) -> Option<Error> {
+        crate::client::dice::Dice::parse(expr).err()
+    }
+
     /// The mount table, and mounting as pilfered does.
     pub mod mounts {
         pub use crate::sys::mounts::{detach, mount_at, mount_fuse, parse_mountinfo};

@@ -6,8 +6,9 @@
 //! A `DeviceReader` has no buffer of its own: every byte it reads is one its
 //! caller asked for, so nothing is read ahead, wasted or kept around (each
 //! byte served by the device is used once, by one consumer). Short reads
-//! (normal on a pipe) and `EINTR` are retried; end of file means the daemon
-//! went away and is an error, never a silent short result.
+//! (normal on a pipe) and `EINTR` are retried; end of file is an error,
+//! never a silent short result: on the device it means the daemon went
+//! away, and a plain file given with `--from` just ended.
 //!
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -32,6 +33,9 @@ pub struct DeviceReader<R = File> {
     path: PathBuf,
     /// Bytes read so far.
     consumed: u64,
+    /// Whether `path` is the device (a FIFO or a FUSE file), whose end of
+    /// file means its daemon is gone, or a plain file, which just ends.
+    device: bool,
 }
 
 impl DeviceReader<File> {
@@ -47,7 +51,12 @@ impl DeviceReader<File> {
         if meta.is_dir() {
             return Err(fail("is a directory".to_string()));
         }
-        Self::blocking(file, path).map_err(|e| fail(describe(&e)))
+        let device = meta.file_type().is_fifo()
+            || nix::sys::statfs::fstatfs(&file)
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
+        let mut reader = Self::blocking(file, path).map_err(|e| fail(describe(&e)))?;
+        reader.device = device;
+        Ok(reader)
     }
 
     /// Opens the default device: `fuse_file` (normally `/mnt/pilfered/bits`)
@@ -130,6 +139,7 @@ impl<R: Read> DeviceReader<R> {
             inner,
             path: path.into(),
             consumed: 0,
+            device: true,
         }
     }
 
@@ -163,7 +173,12 @@ impl<R: Read> DeviceReader<R> {
 
     fn end_of_file(&self, got: usize, want: usize) -> Error {
         let path = self.path.display();
-        if self.consumed == 0 {
+        if !self.device {
+            Error::runtime(format!(
+                "{path}: the file ended after {} bytes (a plain file, not the device)",
+                self.consumed
+            ))
+        } else if self.consumed == 0 {
             Error::runtime(format!(
                 "{path}: end of file before the first byte: no daemon is serving it; start the device with 'pilfered serve'"
             ))
@@ -264,6 +279,23 @@ mod tests {
         assert_eq!(
             r.read_exact(&mut c).unwrap_err(),
             Error::runtime("/test/fifo: end of file after 0 of 1 bytes: the daemon went away")
+        );
+    }
+
+    /// A plain file given with `--from` just ends; no daemon is blamed.
+    #[test]
+    fn a_plain_file_just_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short.bin");
+        std::fs::write(&path, b"abc").unwrap();
+        let mut r = DeviceReader::open(&path).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            r.read_exact(&mut buf).unwrap_err(),
+            Error::runtime(format!(
+                "{}: the file ended after 3 bytes (a plain file, not the device)",
+                path.display()
+            ))
         );
     }
 

@@ -179,9 +179,9 @@ fn typos_get_a_suggestion_and_the_subcommands_help() {
         "unexpected argument '--cont' found (did you mean '--count'?); see 'pilfered nonce --help'",
     );
     refused(
-        &["roll", "-1d6"],
+        &["roll", "-x"],
         2,
-        "unexpected argument '-1' found (to pass '-1' as a value, use '-- -1'); see 'pilfered roll --help'",
+        "unexpected argument '-x' found (to pass '-x' as a value, use '-- -x'); see 'pilfered roll --help'",
     );
     refused(
         &["srve"],
@@ -192,6 +192,52 @@ fn typos_get_a_suggestion_and_the_subcommands_help() {
         &["--verbos", "serve"],
         2,
         "unexpected argument '--verbos' found (did you mean '--verbose'?); see 'pilfered --help'",
+    );
+}
+
+/// Issue 27: a negative number reaches the option's own check, which names
+/// the option and its rule (clap took it for an option: "unexpected
+/// argument '-1' found"); an expression starting with a hyphen is named
+/// whole (clap named '-3').
+#[test]
+fn negative_values_name_the_option_and_its_rule() {
+    let size =
+        "not a size (expected a number of bytes with an optional K, M or G suffix, like 4K or 16M)";
+    let threads = "expected a whole number from 1 to 64";
+    let duration =
+        "not a duration (expected seconds, or a number with an s, m or h suffix, like 60s or 5m)";
+    let octal = "expected an octal mode such as 0600 or 0644";
+    let count = "expected a whole number of at least 1";
+    let too_large = "too large: at most 18446744073709551615";
+    for (cmd, option, value, rule) in [
+        ("serve", "--queue-capacity <SIZE>", "-1", size),
+        ("serve", "--chunk-size <SIZE>", "-4K", size),
+        ("serve", "--generators <N>", "-3", threads),
+        ("serve", "--fuse-threads <N>", "-1", threads),
+        ("serve", "--reseed-interval <DURATION>", "-5s", duration),
+        ("serve", "--fifo-mode <OCTAL>", "-644", octal),
+        ("nonce", "--count <COUNT>", "-1", count),
+        (
+            "nonce",
+            "--count <COUNT>",
+            "99999999999999999999999",
+            too_large,
+        ),
+    ] {
+        let flag = option.split_once(' ').unwrap().0;
+        refused(
+            &[cmd, flag, value],
+            2,
+            &format!("invalid value '{value}' for '{option}': {rule}"),
+        );
+    }
+    let notation = "not dice notation; expected NdS, NdS+M or NdS-M like 3d6, d20 or 2d20-1";
+    refused(&["roll", "-3d6"], 2, &format!("roll -3d6: {notation}"));
+    refused(&["roll", "3d6", "-d6"], 2, &format!("roll -d6: {notation}"));
+    refused(
+        &["-v", "roll", "-1d6", "--from", "/dev/zero"],
+        2,
+        &format!("roll -1d6: {notation}"),
     );
 }
 

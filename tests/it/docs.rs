@@ -126,6 +126,8 @@ const CHECKS: &[(&str, Check)] = &[
     ),
     ("roll 3x6", Check::Run(&["roll", "3x6"], &[])),
     ("roll 0d6", Check::Run(&["roll", "0d6"], &[])),
+    ("roll -3d6", Check::Run(&["roll", "-3d6"], &[])),
+    ("'-1' for '--count", Check::Run(&["nonce", "-n", "-1"], &[])),
     ("roll 3d0", Check::Run(&["roll", "3d0"], &[])),
     (
         "no random source",
@@ -137,6 +139,10 @@ const CHECKS: &[(&str, Check)] = &[
     (
         "--from /tmp/bits",
         Check::Run(&["roll", "d6", "--from", "{T}/tmp/bits"], &["tmp"]),
+    ),
+    (
+        "/dev/null: the file ended",
+        Check::Run(&["nonce", "--from", "/dev/null"], &[]),
     ),
     (
         "end of file after 0 of 65536 bytes",
