@@ -118,6 +118,13 @@ const CHECKS: &[(&str, Check)] = &[
         ),
     ),
     (
+        "/stats: Permission denied: the pilfered daemon there",
+        Check::AssertedIn(
+            "status.rs",
+            "/stats: Permission denied: the pilfered daemon there lets only its own user (or its --group) read; start it with --group NAME and be a member of NAME, or with --allow-other",
+        ),
+    ),
+    (
         "/tmp/x is owned by uid 65534",
         Check::AssertedIn(
             "attacks.rs",
