@@ -349,6 +349,32 @@ fn failed_start_reports_the_daemons_error() {
     );
     // Only this start's output is shown, not the earlier failure's.
     assert!(!ran.stderr.contains("notes.txt"), "{ran:?}");
+    // Issue 27: and only this start's is kept, in the one log the message
+    // names; failed starts do not pile up in the state directory.
+    for _ in 0..3 {
+        let again = env.run(
+            "pilfered-mount",
+            &[
+                mnt.as_os_str(),
+                "--".as_ref(),
+                "--chunk-size".as_ref(),
+                "4Q".as_ref(),
+            ],
+        );
+        assert_eq!(again.code, 2, "{again:?}");
+    }
+    let kept = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(kept.matches(": starting ").count(), 1, "{kept}");
+    assert!(
+        kept.contains("unknown suffix 'Q'") && !kept.contains("notes.txt"),
+        "{kept}"
+    );
+    let logs: Vec<_> = std::fs::read_dir(env.rundir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
 
     assert!(env.daemons().is_empty());
     assert!(env.recorded_pid(&mnt).is_none());
