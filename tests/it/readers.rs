@@ -347,5 +347,10 @@ on_both_transports! {
         crate::common::assert_no_repeated_stretch(&got);
         let total: usize = got.iter().map(Vec::len).sum();
         assert_eq!(d.stats()["bytes_served_fuse"], before + total as u64);
+        // stats keeps its size of 0 (programs read it to its end), so over
+        // io_uring it ends at once, as docs/USAGE.md says.
+        let stats = File::open(d.mount.join("stats")).unwrap();
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(uring_read(&stats, &mut buf, 0).map_err(|e| e.to_string()), Ok(0), "stats");
     }
 }
