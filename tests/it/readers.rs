@@ -1,6 +1,5 @@
 //! Readers of `bits` beyond one `read()` loop: sendfile, splice, io_uring
-//! and Linux AIO, descriptors handed to another user, and threads sharing
-//! one descriptor.
+//! and Linux AIO, and descriptors handed to another user.
 //!
 //! `bits` is opened with direct I/O and as a stream, and shows a size
 //! (the kernel ends asynchronous reads at the size). What each of these
@@ -251,67 +250,6 @@ on_both_transports! {
             ),
             ("32 65534\nclosed\n".to_string(), String::new(), true)
         );
-    }
-}
-
-/// How many 32-byte reads of `small` one thread makes while another thread
-/// makes 64 reads of 1 MiB of `bulk`, per bulk read.
-fn small_reads_per_bulk_read(bulk: &File, small: &File) -> f64 {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let done = AtomicBool::new(false);
-    let small_reads = AtomicU64::new(0);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut buf = [0u8; 32];
-            let mut f = small;
-            while !done.load(Ordering::Relaxed) {
-                assert_eq!(f.read(&mut buf).unwrap(), 32);
-                small_reads.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        // Start counting once the small reader runs.
-        while small_reads.load(Ordering::Relaxed) == 0 {
-            std::thread::yield_now();
-        }
-        let start = small_reads.load(Ordering::Relaxed);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut f = bulk;
-        for _ in 0..64 {
-            f.read_exact(&mut buf).unwrap();
-        }
-        let n = small_reads.load(Ordering::Relaxed) - start;
-        done.store(true, Ordering::Relaxed);
-        n as f64 / 64.0
-    })
-}
-
-on_both_transports! {
-    /// Threads sharing one descriptor read side by side: `bits` is a stream
-    /// (`FOPEN_STREAM`), with no file position to lock or advance. A small
-    /// reader beside a bulk reader on one shared descriptor reads about as
-    /// often as on a descriptor of its own (with the position lock, an
-    /// eighth as often or less), and the position stays 0.
-    fn threads_sharing_a_descriptor_are_not_serialised(t: Transport) {
-        if !fuse_available() {
-            return;
-        }
-        let d = Daemon::start_on(t, &["--no-fifo"]);
-        let shared = File::open(d.bits()).unwrap();
-        let own = File::open(d.bits()).unwrap();
-        // Best of three of each, alternating, against the noise of a busy
-        // machine.
-        let (mut on_shared, mut on_own) = (0f64, 0f64);
-        for _ in 0..3 {
-            on_shared = on_shared.max(small_reads_per_bulk_read(&shared, &shared));
-            on_own = on_own.max(small_reads_per_bulk_read(&shared, &own));
-        }
-        eprintln!("32-byte reads per 1 MiB read: {on_shared:.1} on the shared descriptor, {on_own:.1} on their own");
-        assert!(
-            on_shared * 2.0 >= on_own,
-            "serialised: {on_shared:.1} small reads per bulk read on a shared descriptor, {on_own:.1} on their own"
-        );
-        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", shared.as_raw_fd())).unwrap();
-        assert!(fdinfo.starts_with("pos:\t0\n"), "{fdinfo}");
     }
 }
 
