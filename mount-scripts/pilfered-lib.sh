@@ -8,7 +8,7 @@
 # (/mnt/pilfered -> mnt-pilfered):
 #   NAME.pid   written by the daemon itself once it serves the mount: its
 #              PID and start time (src/sys/records.rs); removed when it exits
-#   NAME.log   its log (stderr) when pilfered-mount started it, appended to
+#   NAME.log   its log (stderr) when pilfered-mount started it, begun afresh
 #              by each start; the daemon removes it after a clean stop
 
 # Messages, sizes and escapes byte by byte, whatever the user's locale.

@@ -135,24 +135,30 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub no_fifo: bool,
 
+    /// Mount even on a directory that is not empty, hiding its files until
+    /// the daemon stops (libfuse's old '-o nonempty'). Never below /proc,
+    /// /sys or /dev.
+    #[arg(long, conflicts_with = "no_fuse")]
+    pub nonempty: bool,
+
     /// Size of each chunk of random bytes the generator produces (a multiple
     /// of 64 bytes).
-    #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = parse_size, allow_hyphen_values = true)]
     pub chunk_size: u64,
 
     /// Most random bytes kept ready in memory.
-    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size, allow_hyphen_values = true)]
     pub queue_capacity: u64,
 
     /// Pipe buffer size to ask for with F_SETPIPE_SZ [default: the system's
     /// /proc/sys/fs/pipe-max-size].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     pub pipe_size: Option<u64>,
 
     /// Mode of a FIFO we create (octal), e.g. 0644 to let others read. Never
     /// writable by group or others: they could inject chosen bytes. Given
     /// explicitly, it is also applied to a reused FIFO [default: 0600].
-    #[arg(long, value_name = "OCTAL", value_parser = parse_fifo_mode)]
+    #[arg(long, value_name = "OCTAL", value_parser = parse_fifo_mode, allow_hyphen_values = true)]
     pub fifo_mode: Option<u32>,
 
     /// Let every user read the FUSE file (mount option allow_other). A normal
@@ -170,11 +176,11 @@ pub(crate) struct ServeArgs {
 
     /// Reseed each generator from the OS (and any --source) this often:
     /// seconds, or with an s, m or h suffix.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub reseed_interval: Duration,
 
     /// Also reseed each generator after it has produced this many bytes.
-    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size, allow_hyphen_values = true)]
     pub reseed_bytes: u64,
 
     /// Mix an extra entropy source into every key: rdseed (the CPU
@@ -184,12 +190,14 @@ pub(crate) struct ServeArgs {
     pub source: Vec<SourceSpec>,
 
     /// Lock the daemon's memory (queue, keys) so it is never swapped out.
+    /// Needs a locked-memory limit ('ulimit -l') of what the daemon
+    /// estimates it locks (a refusal says how much), or CAP_IPC_LOCK.
     #[arg(long)]
     pub mlock: bool,
 
     /// Generator threads (1 to 64), each an independent ChaCha instance keyed
     /// from the OS [default: half the CPUs, at least 1; 1 with --seed].
-    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    #[arg(long, value_name = "N", value_parser = parse_threads, allow_hyphen_values = true)]
     pub generators: Option<u16>,
 
     /// How the kernel hands FUSE requests over: io-uring (FUSE over
@@ -203,12 +211,12 @@ pub(crate) struct ServeArgs {
     /// Threads reading /dev/fuse when the FUSE file is served over it
     /// (1 to 64; over io_uring there are two threads per CPU instead, and
     /// one for the few requests that still come through /dev/fuse).
-    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_threads)]
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_threads, allow_hyphen_values = true)]
     pub fuse_threads: u16,
 
     /// ChaCha rounds. 20 is the default and the conservative choice; 12 (what
     /// rand's StdRng uses) and 8 trade security margin for speed.
-    #[arg(long, value_name = "N", default_value = "20", value_parser = rounds_parser())]
+    #[arg(long, value_name = "N", default_value = "20", value_parser = rounds_parser(), allow_hyphen_values = true)]
     pub rounds: Rounds,
 
     /// Use this 256-bit ChaCha20 key (64 hex digits) instead of one from the
@@ -275,7 +283,7 @@ pub(crate) struct RollArgs {
 pub(crate) struct NonceArgs {
     /// How many nonces to print (at least 1).
     #[arg(short = 'n', long = "count", value_name = "COUNT", default_value_t = 1,
-          value_parser = parse_count)]
+          value_parser = parse_count, allow_hyphen_values = true)]
     pub count: u64,
 
     #[command(flatten)]
@@ -325,6 +333,7 @@ impl ServeArgs {
         };
         Ok(Config {
             mount: (!self.no_fuse).then_some(self.mount),
+            nonempty: self.nonempty,
             fifo: (!self.no_fifo).then_some(self.fifo),
             chunk_size: in_memory("--chunk-size", self.chunk_size)?,
             queue_capacity: in_memory("--queue-capacity", self.queue_capacity)?,
@@ -410,8 +419,12 @@ fn parse_threads(s: &str) -> Result<u16, String> {
 
 /// Parses `nonce --count`: a whole number, at least 1.
 fn parse_count(s: &str) -> Result<u64, String> {
+    use std::num::IntErrorKind;
     match s.parse::<u64>() {
         Ok(n) if n >= 1 => Ok(n),
+        Err(e) if e.kind() == &IntErrorKind::PosOverflow => {
+            Err(format!("too large: at most {}", u64::MAX))
+        }
         _ => Err("expected a whole number of at least 1".into()),
     }
 }

@@ -53,6 +53,11 @@ pub mod internal {
     pub use crate::serve::fuse::REQUEST_LOG as FUSE_REQUEST_LOG;
     pub use crate::units::format_bytes;
 
+    /// What `roll` says of `expr` if it is not dice notation.
+    pub fn dice_error(expr: &str) -> Option<Error> {
+        crate::client::dice::Dice::parse(expr).err()
+    }
+
     /// The mount table, and mounting as pilfered does.
     pub mod mounts {
         pub use crate::sys::mounts::{detach, mount_at, mount_fuse, parse_mountinfo};

@@ -22,7 +22,9 @@ fn main() -> ExitCode {
             eprint!("{}", e.render());
             return ExitCode::from(2);
         }
-        Err(e) => return fail(&Error::usage(clap_one_line(&e))),
+        Err(e) => {
+            return fail(&hyphened_dice(&e).unwrap_or_else(|| Error::usage(clap_one_line(&e))));
+        }
     };
     init_logging(cli.verbose, cli.quiet);
     // -v adds a throughput line every few seconds.
@@ -116,6 +118,26 @@ fn clap_suggestion(e: &clap::Error) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// `roll -3d6`: clap reads an expression that starts with a hyphen as
+/// options and names only its start ('-3'); this names the whole
+/// expression, and what is wrong with it, as `roll` does for any other.
+fn hyphened_dice(e: &clap::Error) -> Option<Error> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(start)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if e.kind() != ErrorKind::UnknownArgument || clap_command_path(e) != "pilfered roll" {
+        return None;
+    }
+    std::env::args()
+        .skip_while(|a| a != "roll")
+        .find(|a| {
+            a.starts_with(start.as_str())
+                && a[1..].starts_with(|c: char| c.is_ascii_digit() || c == 'd' || c == 'D')
+        })
+        .and_then(|expr| pilfered::internal::dice_error(&expr))
 }
 
 /// The command whose arguments clap was parsing, like "pilfered serve",

@@ -6,8 +6,9 @@
 //! A `DeviceReader` has no buffer of its own: every byte it reads is one its
 //! caller asked for, so nothing is read ahead, wasted or kept around (each
 //! byte served by the device is used once, by one consumer). Short reads
-//! (normal on a pipe) and `EINTR` are retried; end of file means the daemon
-//! went away and is an error, never a silent short result.
+//! (normal on a pipe) and `EINTR` are retried; end of file is an error,
+//! never a silent short result: on the device it means the daemon went
+//! away, and a plain file given with `--from` just ended.
 //!
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -42,6 +43,8 @@ enum Cause {
         fifo: String,
         fifo_path: PathBuf,
     },
+    /// A plain file (not the device) ended after `read` bytes.
+    FileEnded { read: u64 },
     /// End of file after `got` of the `want` bytes of a read; `first`: no
     /// byte had been read before.
     Ended {
@@ -87,6 +90,10 @@ impl fmt::Display for ReadError {
                 f,
                 "{path}: end of file before the first byte: no daemon is serving it; start the device with 'pilfered serve'"
             ),
+            Cause::FileEnded { read } => write!(
+                f,
+                "{path}: the file ended after {read} bytes (a plain file, not the device)"
+            ),
             Cause::Ended { got, want, .. } => write!(
                 f,
                 "{path}: end of file after {got} of {want} bytes: the daemon went away"
@@ -120,7 +127,7 @@ impl From<ReadError> for io::Error {
             Cause::Open(e) | Cause::Read(e) => e.kind(),
             Cause::IsADirectory => io::ErrorKind::IsADirectory,
             Cause::NoSource { .. } => io::ErrorKind::NotFound,
-            Cause::Ended { .. } => io::ErrorKind::UnexpectedEof,
+            Cause::Ended { .. } | Cause::FileEnded { .. } => io::ErrorKind::UnexpectedEof,
         };
         io::Error::new(kind, e)
     }
@@ -144,6 +151,9 @@ pub struct DeviceReader<R = File> {
     path: PathBuf,
     /// Bytes read so far.
     consumed: u64,
+    /// Whether `path` is the device (a FIFO or a FUSE file), whose end of
+    /// file means its daemon is gone, or a plain file, which just ends.
+    device: bool,
 }
 
 impl DeviceReader<File> {
@@ -155,10 +165,16 @@ impl DeviceReader<File> {
     pub fn open(path: &Path) -> Result<Self, ReadError> {
         let fail = |e| error(path, Cause::Open(e));
         let file = open_nonblocking(path, false).map_err(fail)?;
-        if file.metadata().map_err(fail)?.is_dir() {
+        let meta = file.metadata().map_err(fail)?;
+        if meta.is_dir() {
             return Err(error(path, Cause::IsADirectory));
         }
-        Self::blocking(file, path).map_err(fail)
+        let device = meta.file_type().is_fifo()
+            || nix::sys::statfs::fstatfs(&file)
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
+        let mut reader = Self::blocking(file, path).map_err(fail)?;
+        reader.device = device;
+        Ok(reader)
     }
 
     /// Opens the default device: `fuse_file` (normally `/mnt/pilfered/bits`)
@@ -235,6 +251,7 @@ impl<R: Read> DeviceReader<R> {
             inner,
             path: path.into(),
             consumed: 0,
+            device: true,
         }
     }
 
@@ -254,6 +271,10 @@ impl<R: Read> DeviceReader<R> {
         let mut got = 0;
         while got < buf.len() {
             match self.inner.read(&mut buf[got..]) {
+                Ok(0) if !self.device => {
+                    let read = self.consumed;
+                    return Err(error(&self.path, Cause::FileEnded { read }));
+                }
                 Ok(0) => {
                     let (want, first) = (buf.len(), self.consumed == 0);
                     return Err(error(&self.path, Cause::Ended { got, want, first }));
@@ -359,6 +380,23 @@ mod tests {
         assert_eq!(
             r.read_exact(&mut c).unwrap_err().to_string(),
             "/test/fifo: end of file after 0 of 1 bytes: the daemon went away"
+        );
+    }
+
+    /// A plain file given with `--from` just ends; no daemon is blamed.
+    #[test]
+    fn a_plain_file_just_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short.bin");
+        std::fs::write(&path, b"abc").unwrap();
+        let mut r = DeviceReader::open(&path).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            r.read_exact(&mut buf).unwrap_err().to_string(),
+            format!(
+                "{}: the file ended after 3 bytes (a plain file, not the device)",
+                path.display()
+            )
         );
     }
 

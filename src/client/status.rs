@@ -62,13 +62,13 @@ fn read_snapshot(dir: &Path) -> Result<(Snapshot, Vec<&'static str>), Error> {
     let shown = |p: &Path| printable(&p.display().to_string());
     let none =
         |why: String| Error::runtime(format!("no pilfered daemon serves {}: {why}", shown(dir)));
-    let mount_dev = pilfered_mount(dir).map_err(none)?;
+    let mount_dev = pilfered_mount(dir).map_err(|why| why.map_or_else(|| denied(dir), none))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(&path)
-        .map_err(|e| none(why_unreadable(dir, &e)))?;
-    let meta = file.metadata().map_err(|e| none(why_unreadable(dir, &e)))?;
+        .map_err(|e| unreadable(dir, &e))?;
+    let meta = file.metadata().map_err(|e| unreadable(dir, &e))?;
     if !meta.is_file() || meta.dev() != mount_dev {
         return Err(none(format!(
             "{} is not the daemon's stats file (not a regular file of the mount)",
@@ -78,7 +78,7 @@ fn read_snapshot(dir: &Path) -> Result<(Snapshot, Vec<&'static str>), Error> {
     let mut bytes = Vec::new();
     file.take(STATS_MAX + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| none(why_unreadable(dir, &e)))?;
+        .map_err(|e| unreadable(dir, &e))?;
     if bytes.len() as u64 > STATS_MAX {
         return Err(none(format!(
             "{} is larger than {STATS_MAX} bytes, not a pilfered stats file",
@@ -94,29 +94,64 @@ fn read_snapshot(dir: &Path) -> Result<(Snapshot, Vec<&'static str>), Error> {
 }
 
 /// The device number of the `fuse.pilfered` mount at `dir`, or why there
-/// is none, in the user's terms.
-fn pilfered_mount(dir: &Path) -> Result<u64, String> {
+/// is none, in the user's terms (`None`: a pilfered mount is there, but
+/// its daemon lets us in no further than the mount table).
+fn pilfered_mount(dir: &Path) -> Result<u64, Option<String>> {
     let shown = printable(&dir.display().to_string());
     let meta = match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => m,
-        Ok(_) => return Err(format!("{shown} is not a directory")),
+        Ok(_) => return Err(Some(format!("{shown} is not a directory"))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(format!("nothing is mounted there ({shown} does not exist)"));
+            return Err(Some(format!(
+                "nothing is mounted there ({shown} does not exist)"
+            )));
         }
-        Err(e) => return Err(why_unreadable(dir, &e)),
+        // Only the mounting user may even look at a FUSE mount without
+        // allow_other: the mount table says whose it is.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mounted = std::path::absolute(dir)
+                .ok()
+                .and_then(|a| mounts::mount_at(&a).ok().flatten());
+            return Err(match mounted {
+                Some(m) if m.fs_type == mounts::FS_TYPE => None,
+                _ => Some(why_unreadable(dir, &e)),
+            });
+        }
+        Err(e) => return Err(Some(why_unreadable(dir, &e))),
     };
     let mounted = dir
         .canonicalize()
         .ok()
         .and_then(|c| mounts::mount_at(&c).ok().flatten());
     match mounted {
-        None => Err("nothing is mounted there".to_string()),
+        None => Err(Some("nothing is mounted there".to_string())),
         Some(m) if m.fs_type == mounts::FS_TYPE => Ok(meta.dev()),
-        Some(m) => Err(printable(&format!(
+        Some(m) => Err(Some(printable(&format!(
             "{} ({}) is mounted there, not pilfered",
             m.source, m.fs_type
-        ))),
+        )))),
     }
+}
+
+/// `DIR/stats` could not be read: permission denied (a daemon is there),
+/// or why no daemon answers.
+fn unreadable(dir: &Path, e: &io::Error) -> Error {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        return denied(dir);
+    }
+    let shown = printable(&dir.display().to_string());
+    Error::runtime(format!(
+        "no pilfered daemon serves {shown}: {}",
+        why_unreadable(dir, e)
+    ))
+}
+
+/// A pilfered daemon serves `dir`, but not to us.
+fn denied(dir: &Path) -> Error {
+    let d = printable(&dir.display().to_string());
+    Error::runtime(format!(
+        "{d}/stats: Permission denied: the pilfered daemon there lets only its own user (or its --group) read; start it with --group NAME and be a member of NAME, or with --allow-other"
+    ))
 }
 
 /// Why `DIR/stats` could not be read, in the user's terms.

@@ -57,6 +57,8 @@ pub(crate) enum Bits {
 pub(crate) struct Config {
     /// `None` with `--no-fuse`.
     pub mount: Option<PathBuf>,
+    /// `--nonempty`: a mount point with files in it is mounted over.
+    pub nonempty: bool,
     /// `None` with `--no-fifo`.
     pub fifo: Option<PathBuf>,
     pub chunk_size: usize,
@@ -100,6 +102,7 @@ impl Config {
     ) -> Config {
         Config {
             mount: Some(mount.to_path_buf()),
+            nonempty: false,
             fifo: None,
             chunk_size: 4096,
             queue_capacity: 4096,

@@ -2,8 +2,8 @@
 //! wraps, each behind a safe function: `statx`, the kernel's new mount API
 //! (`fsopen`, `fsconfig`, `fsmount`, `move_mount`), `FIONREAD`,
 //! `FUSE_DEV_IOC_CLONE`, taking a descriptor out of an `SCM_RIGHTS`
-//! message, taking the descriptors of systemd's socket activation, and
-//! `RDSEED`.
+//! message, taking the descriptors of systemd's socket activation,
+//! `RDSEED`, and glibc's `mallopt`.
 //!
 //! This is where the `unsafe` of the system layer lives, so that it can be
 //! read in one place. Each function's only obligations are the ones its
@@ -304,6 +304,15 @@ pub(crate) fn install_wake() -> io::Result<()> {
 pub(crate) fn wake(thread: &std::thread::JoinHandle<()>) {
     use std::os::unix::thread::JoinHandleExt;
     let _ = nix::sys::pthread::pthread_kill(thread.as_pthread_t(), WAKE);
+}
+
+/// Lets glibc's malloc use its main arena only (`M_ARENA_MAX` 1), instead
+/// of making one per thread, each of which reserves 64 MiB that
+/// `mlockall(MCL_FUTURE)` counts as locked. For threads started after
+/// this; false if glibc refused.
+pub(crate) fn single_malloc_arena() -> bool {
+    // SAFETY: mallopt takes two integers and touches no memory of ours.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) == 1 }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use pilfered::internal::mounts;
+
 use crate::common::{refused, run};
 
 #[test]
@@ -177,9 +179,9 @@ fn typos_get_a_suggestion_and_the_subcommands_help() {
         "unexpected argument '--cont' found (did you mean '--count'?); see 'pilfered nonce --help'",
     );
     refused(
-        &["roll", "-1d6"],
+        &["roll", "-x"],
         2,
-        "unexpected argument '-1' found (to pass '-1' as a value, use '-- -1'); see 'pilfered roll --help'",
+        "unexpected argument '-x' found (to pass '-x' as a value, use '-- -x'); see 'pilfered roll --help'",
     );
     refused(
         &["srve"],
@@ -190,6 +192,52 @@ fn typos_get_a_suggestion_and_the_subcommands_help() {
         &["--verbos", "serve"],
         2,
         "unexpected argument '--verbos' found (did you mean '--verbose'?); see 'pilfered --help'",
+    );
+}
+
+/// Issue 27: a negative number reaches the option's own check, which names
+/// the option and its rule (clap took it for an option: "unexpected
+/// argument '-1' found"); an expression starting with a hyphen is named
+/// whole (clap named '-3').
+#[test]
+fn negative_values_name_the_option_and_its_rule() {
+    let size =
+        "not a size (expected a number of bytes with an optional K, M or G suffix, like 4K or 16M)";
+    let threads = "expected a whole number from 1 to 64";
+    let duration =
+        "not a duration (expected seconds, or a number with an s, m or h suffix, like 60s or 5m)";
+    let octal = "expected an octal mode such as 0600 or 0644";
+    let count = "expected a whole number of at least 1";
+    let too_large = "too large: at most 18446744073709551615";
+    for (cmd, option, value, rule) in [
+        ("serve", "--queue-capacity <SIZE>", "-1", size),
+        ("serve", "--chunk-size <SIZE>", "-4K", size),
+        ("serve", "--generators <N>", "-3", threads),
+        ("serve", "--fuse-threads <N>", "-1", threads),
+        ("serve", "--reseed-interval <DURATION>", "-5s", duration),
+        ("serve", "--fifo-mode <OCTAL>", "-644", octal),
+        ("nonce", "--count <COUNT>", "-1", count),
+        (
+            "nonce",
+            "--count <COUNT>",
+            "99999999999999999999999",
+            too_large,
+        ),
+    ] {
+        let flag = option.split_once(' ').unwrap().0;
+        refused(
+            &[cmd, flag, value],
+            2,
+            &format!("invalid value '{value}' for '{option}': {rule}"),
+        );
+    }
+    let notation = "not dice notation; expected NdS, NdS+M or NdS-M like 3d6, d20 or 2d20-1";
+    refused(&["roll", "-3d6"], 2, &format!("roll -3d6: {notation}"));
+    refused(&["roll", "3d6", "-d6"], 2, &format!("roll -d6: {notation}"));
+    refused(
+        &["-v", "roll", "-1d6", "--from", "/dev/zero"],
+        2,
+        &format!("roll -1d6: {notation}"),
     );
 }
 
@@ -347,13 +395,94 @@ fn bad_mount_points() {
         ),
     );
     // Something is mounted there already: refuse rather than stack.
-    refused(
-        &["serve", "--mount", "/proc", "--fifo", f],
-        1,
-        "--mount /proc: proc (proc) is already mounted there; unmount it first or choose another directory",
+    let tmpfs = dir.path().join("tmpfs");
+    std::fs::create_dir(&tmpfs).unwrap();
+    crate::common::mount_tmpfs(&tmpfs, false);
+    let t = tmpfs.to_str().unwrap();
+    let stacked = run(&["serve", "--mount", t, "--fifo", f]);
+    nix::mount::umount(&tmpfs).unwrap();
+    assert_eq!(
+        stacked,
+        (
+            1,
+            String::new(),
+            format!(
+                "pilfered: --mount {t}: tmpfs (tmpfs) is already mounted there; unmount it first or choose another directory\n"
+            )
+        )
     );
     assert!(!Path::new(&fifo).exists());
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// Issue 27: a directory with files in it is not mounted over (that hid
+/// them) unless `--nonempty` says so; its files stay as they were.
+#[test]
+fn a_nonempty_mount_point_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(mnt.join("notes"), b"mine").unwrap();
+    let m = mnt.to_str().unwrap();
+    refused(
+        &["serve", "--mount", m, "--no-fifo"],
+        1,
+        &format!(
+            "--mount {m}: the directory is not empty, and mounting would hide its files; empty it, choose another directory, or pass --nonempty"
+        ),
+    );
+    assert_eq!(std::fs::read(mnt.join("notes")).unwrap(), b"mine");
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 1);
+    assert!(mounts::mount_at(&mnt).unwrap().is_none(), "mounted");
+
+    // Asked for, it mounts there, and the files are back after the stop.
+    if !crate::common::fuse_available() {
+        return;
+    }
+    let fifo = dir.path().join("fifo");
+    let mut d =
+        crate::common::Daemon::start_at(dir, mnt.clone(), fifo, &["--no-fifo", "--nonempty"]);
+    assert_eq!(
+        crate::common::read_blocks(&d.bits(), 32, 32, true).len(),
+        32
+    );
+    assert!(
+        d.stop_with(
+            nix::sys::signal::Signal::SIGTERM,
+            std::time::Duration::from_secs(5)
+        )
+        .success()
+    );
+    assert_eq!(std::fs::read(mnt.join("notes")).unwrap(), b"mine");
+}
+
+/// The kernel's own file systems are never mounted on, by root, with
+/// `--nonempty`, nor below them (root once mounted over /proc/sys); no
+/// directory is made there.
+#[test]
+fn the_kernels_own_file_systems_are_refused() {
+    for (path, top) in [
+        ("/proc", "/proc"),
+        ("/proc/sys", "/proc"),
+        ("/sys/kernel", "/sys"),
+        ("/dev", "/dev"),
+        ("/dev/shm/pilfered-test-never-made", "/dev"),
+    ] {
+        let mounted_before = mounts::mount_at(Path::new(path)).unwrap();
+        refused(
+            &["serve", "--mount", path, "--no-fifo", "--nonempty"],
+            2,
+            &format!(
+                "--mount {path}: {top} and everything below it belong to the kernel; pilfered never mounts there, choose another directory"
+            ),
+        );
+        assert_eq!(
+            mounts::mount_at(Path::new(path)).unwrap(),
+            mounted_before,
+            "{path}"
+        );
+    }
+    assert!(!Path::new("/dev/shm/pilfered-test-never-made").exists());
 }
 
 /// A key file of `mode` holding `content`.

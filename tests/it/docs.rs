@@ -118,6 +118,13 @@ const CHECKS: &[(&str, Check)] = &[
         ),
     ),
     (
+        "/stats: Permission denied: the pilfered daemon there",
+        Check::AssertedIn(
+            "status.rs",
+            "/stats: Permission denied: the pilfered daemon there lets only its own user (or its --group) read; start it with --group NAME and be a member of NAME, or with --allow-other",
+        ),
+    ),
+    (
         "/tmp/x is owned by uid 65534",
         Check::AssertedIn(
             "attacks.rs",
@@ -126,6 +133,8 @@ const CHECKS: &[(&str, Check)] = &[
     ),
     ("roll 3x6", Check::Run(&["roll", "3x6"], &[])),
     ("roll 0d6", Check::Run(&["roll", "0d6"], &[])),
+    ("roll -3d6", Check::Run(&["roll", "-3d6"], &[])),
+    ("'-1' for '--count", Check::Run(&["nonce", "-n", "-1"], &[])),
     ("roll 3d0", Check::Run(&["roll", "3d0"], &[])),
     (
         "no random source",
@@ -137,6 +146,10 @@ const CHECKS: &[(&str, Check)] = &[
     (
         "--from /tmp/bits",
         Check::Run(&["roll", "d6", "--from", "{T}/tmp/bits"], &["tmp"]),
+    ),
+    (
+        "/dev/null: the file ended",
+        Check::Run(&["nonce", "--from", "/dev/null"], &[]),
     ),
     (
         "end of file after 0 of 65536 bytes",
@@ -166,6 +179,17 @@ const CHECKS: &[(&str, Check)] = &[
     (
         "/srv/x/y: cannot create it",
         Check::Run(&["serve", "--no-fifo", "--mount", "{T}/srv/x/y"], &["srv"]),
+    ),
+    (
+        "/srv/notes: the directory is not empty",
+        Check::Run(
+            &["serve", "--no-fifo", "--mount", "{T}/srv/notes"],
+            &["srv/notes", "srv/notes/todo/"],
+        ),
+    ),
+    (
+        "belong to the kernel",
+        Check::Run(&["serve", "--no-fifo", "--mount", "/proc/sys"], &[]),
     ),
     ("'4Q'", Check::Run(&["serve", "--chunk-size", "4Q"], &[])),
     (

@@ -173,9 +173,10 @@ fn pin_to(cpu: usize) {
 /// small-read reserve and waits in a daemon thread; then the stats file
 /// and 4 KiB of `bits` must still be read on that CPU, from the reserve,
 /// by another thread: over io_uring the second thread of that CPU's queue,
-/// over `/dev/fuse` the second thread reading it.
-fn answers_beside_a_waiting_read(d: &Daemon, cpu: usize) {
-    use std::sync::mpsc;
+/// over `/dev/fuse` the second thread reading it. With `shared`, the small
+/// read is made on the bulk reader's own descriptor.
+fn answers_beside_a_waiting_read(d: &Daemon, cpu: usize, shared: bool) {
+    use std::sync::{Arc, mpsc};
     let capacity = usize::try_from(d.stats()["queue_capacity"]).unwrap();
     let stopped = Stopped::thread(d, "generator-0");
     let (bits, stats) = (d.bits(), d.mount.join("stats"));
@@ -183,9 +184,11 @@ fn answers_beside_a_waiting_read(d: &Daemon, cpu: usize) {
         |stats: &Path| parse_stats(&std::fs::read_to_string(stats).unwrap())["consumer_waits"];
     let waits_before = waits(&stats);
     let (bulk_tx, bulk_done) = mpsc::channel();
+    let bulk_file = Arc::new(File::open(&bits).unwrap());
+    let probe_file = shared.then(|| bulk_file.clone());
     let bulk = std::thread::spawn(move || {
         pin_to(cpu);
-        let mut f = File::open(bits).unwrap();
+        let mut f = &*bulk_file;
         let mut buf = vec![0u8; (1 << 20) - 4096];
         // More than the queue holds: the last reads wait for the generator.
         for _ in 0..=capacity / buf.len() {
@@ -200,7 +203,10 @@ fn answers_beside_a_waiting_read(d: &Daemon, cpu: usize) {
         // Until the bulk read waits in the daemon.
         let waiting = wait_until(Duration::from_secs(10), || waits(&stats) > waits_before);
         let mut small = vec![0u8; 4096];
-        let got = File::open(bits).and_then(|mut f| f.read_exact(&mut small));
+        let got = match probe_file {
+            Some(f) => (&*f).read_exact(&mut small),
+            None => File::open(bits).and_then(|mut f| f.read_exact(&mut small)),
+        };
         let _ = probe_tx.send((waiting, got.map(|()| small)));
     });
     let (waiting, got) = probe
@@ -234,8 +240,29 @@ on_both_transports! {
         }
         let d = Daemon::start_on(t, &["--no-fifo", "--queue-capacity", "2M", "--generators", "1"]);
         for cpu in usable_cpus() {
-            answers_beside_a_waiting_read(&d, cpu);
+            answers_beside_a_waiting_read(&d, cpu, false);
         }
+    }
+}
+
+on_both_transports! {
+    /// Issue 27: threads sharing one descriptor read side by side. `bits`
+    /// is a stream (`FOPEN_STREAM`): no file position, so no position lock
+    /// that a read waiting for the generator would hold against a small
+    /// read on the same descriptor (with `FOPEN_NONSEEKABLE` the small read
+    /// waited, and the position advanced).
+    fn threads_sharing_a_descriptor_are_not_serialised(t: Transport) {
+        if !fuse_available() {
+            return;
+        }
+        let d = Daemon::start_on(t, &["--no-fifo", "--queue-capacity", "2M", "--generators", "1"]);
+        answers_beside_a_waiting_read(&d, usable_cpus()[0], true);
+        let f = File::open(d.bits()).unwrap();
+        let mut buf = [0u8; 100];
+        (&f).read_exact(&mut buf).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        assert!(fdinfo.starts_with("pos:\t0\n"), "{fdinfo}");
     }
 }
 
@@ -328,7 +355,7 @@ on_both_transports! {
         assert!(outputs.iter().all(|o| !o.is_empty()), "a reader got nothing");
         assert_no_repeated_stretch(&outputs);
         for cpu in usable_cpus() {
-            answers_beside_a_waiting_read(&d, cpu);
+            answers_beside_a_waiting_read(&d, cpu, false);
         }
     }
 }

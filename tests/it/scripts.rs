@@ -349,6 +349,32 @@ fn failed_start_reports_the_daemons_error() {
     );
     // Only this start's output is shown, not the earlier failure's.
     assert!(!ran.stderr.contains("notes.txt"), "{ran:?}");
+    // Issue 27: and only this start's is kept, in the one log the message
+    // names; failed starts do not pile up in the state directory.
+    for _ in 0..3 {
+        let again = env.run(
+            "pilfered-mount",
+            &[
+                mnt.as_os_str(),
+                "--".as_ref(),
+                "--chunk-size".as_ref(),
+                "4Q".as_ref(),
+            ],
+        );
+        assert_eq!(again.code, 2, "{again:?}");
+    }
+    let kept = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(kept.matches(": starting ").count(), 1, "{kept}");
+    assert!(
+        kept.contains("unknown suffix 'Q'") && !kept.contains("notes.txt"),
+        "{kept}"
+    );
+    let logs: Vec<_> = std::fs::read_dir(env.rundir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
 
     assert!(env.daemons().is_empty());
     assert!(env.recorded_pid(&mnt).is_none());
@@ -513,7 +539,7 @@ fn mount_helper_option_mapping() {
     };
     let ran = fake(
         "rw,defaults,auto,user,users,owner,group,_netdev,nofail,nosuid,nodev,noexec,noatime,relatime,comment=x,x-systemd.requires=a.service,\
-         allow_other,fifo=/run/pilferedbits,chunk_size=64K,queue_capacity=32M,pipe_size=1M,fifo_mode=0640,generators=2,fuse_threads=4,fuse_transport=io-uring,rounds=12,log=/var/log/p.log,group=users",
+         allow_other,nonempty,fifo=/run/pilferedbits,chunk_size=64K,queue_capacity=32M,pipe_size=1M,fifo_mode=0640,generators=2,fuse_threads=4,fuse_transport=io-uring,rounds=12,log=/var/log/p.log,group=users",
         "",
     );
     assert_eq!(ran.code, 0, "{ran:?}");
@@ -521,7 +547,7 @@ fn mount_helper_option_mapping() {
         ran.stderr,
         format!(
             "mount.fuse.pilfered: would run (-f) {SCRIPTS}/pilfered-mount -q --log /var/log/p.log /mnt/p -- \
-             --allow-other --fifo /run/pilferedbits --chunk-size 64K --queue-capacity 32M --pipe-size 1M \
+             --allow-other --nonempty --fifo /run/pilferedbits --chunk-size 64K --queue-capacity 32M --pipe-size 1M \
              --fifo-mode 0640 --generators 2 --fuse-threads 4 --fuse-transport io-uring --rounds 12 --group users\n"
         )
     );
@@ -547,7 +573,7 @@ fn mount_helper_option_mapping() {
     assert_eq!(ran.code, 2);
     assert_eq!(
         ran.stderr,
-        "mount.fuse.pilfered: unknown option 'bogus=1' for a fuse.pilfered mount (known: fifo=PATH, nofifo, allow_other, group=NAME, chunk_size=SIZE, queue_capacity=SIZE, pipe_size=SIZE, fifo_mode=OCTAL, generators=N, fuse_threads=N, fuse_transport=T, rounds=N, log=FILE); see 'mount.fuse.pilfered --help'\n"
+        "mount.fuse.pilfered: unknown option 'bogus=1' for a fuse.pilfered mount (known: fifo=PATH, nofifo, allow_other, nonempty, group=NAME, chunk_size=SIZE, queue_capacity=SIZE, pipe_size=SIZE, fifo_mode=OCTAL, generators=N, fuse_threads=N, fuse_transport=T, rounds=N, log=FILE); see 'mount.fuse.pilfered --help'\n"
     );
     let ran = fake("bogus,nofifo", "-s");
     assert_eq!(ran.code, 0, "{ran:?}");

@@ -225,3 +225,59 @@ fn stale_mount_is_explained() {
     );
     // The guard detaches the stale mount.
 }
+
+/// Issue 27: a user the daemon does not serve is told that permission was
+/// denied and how to share, not that no daemon serves the mount: as nobody
+/// beside root's daemon, and as a non-member beside `--group users`, whose
+/// members get the report.
+#[test]
+fn a_user_not_served_is_told_how_to_share() {
+    use crate::common::{MEMBER, NON_MEMBER, SHARED_GROUP, open_dir};
+    if !fuse_available() {
+        return;
+    }
+    let status_as = |who: &[&str], m: &str| {
+        let out = std::process::Command::new("setpriv")
+            .args(who)
+            .args([
+                crate::common::BIN,
+                "status",
+                "--interval",
+                "0",
+                "--mount",
+                m,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            err,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for group in [None, Some(SHARED_GROUP)] {
+        let dir = open_dir();
+        let (mount, fifo) = (dir.path().join("mnt"), dir.path().join("fifo"));
+        let mut extra = vec!["--no-fifo"];
+        extra.extend(group.map(|g| ["--group", g]).into_iter().flatten());
+        let d = Daemon::start_at(dir, mount, fifo, &extra);
+        let m = d.mount.to_str().unwrap();
+        let (code, err, _) = status_as(&NON_MEMBER, m);
+        assert_eq!(
+            (code, err),
+            (
+                Some(1),
+                format!(
+                    "pilfered: {m}/stats: Permission denied: the pilfered daemon there lets only its own user (or its --group) read; start it with --group NAME and be a member of NAME, or with --allow-other\n"
+                )
+            ),
+            "--group {group:?}"
+        );
+        if group.is_some() {
+            let (code, err, out) = status_as(&MEMBER, m);
+            assert_eq!((code, err.as_str()), (Some(0), ""));
+            assert_eq!(field(&out, "mount"), m);
+        }
+    }
+}

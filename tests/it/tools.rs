@@ -313,11 +313,6 @@ fn bad_expressions_are_refused_by_name() {
         "the following required arguments were not provided: <EXPR>...",
     );
     refused(
-        &["nonce", "-n", "-1"],
-        2,
-        "unexpected argument '-1' found; see 'pilfered nonce --help'",
-    );
-    refused(
         &["nonce", "-n", "many"],
         2,
         "invalid value 'many' for '--count <COUNT>': expected a whole number of at least 1",
@@ -345,6 +340,24 @@ fn missing_sources_are_named() {
         1,
         &format!("--from {d}: is a directory"),
     );
+
+    // Issue 27: a plain file that ends is said to, not blamed on a daemon
+    // ("the daemon went away", "no daemon is serving it").
+    let short = dir.path().join("short.bin");
+    std::fs::write(&short, b"abc").unwrap();
+    let s = path_str(&short);
+    refused(
+        &["nonce", "--from", s],
+        1,
+        &format!("{s}: the file ended after 3 bytes (a plain file, not the device)"),
+    );
+    for args in [
+        vec!["nonce", "--from", "/dev/null"],
+        vec!["roll", "2d6", "d20", "--from", "/dev/null"],
+    ] {
+        let line = "/dev/null: the file ended after 0 bytes (a plain file, not the device)";
+        refused(&args, 1, line);
+    }
 
     // A FIFO that no daemon holds (left behind by a killed daemon): opening
     // must not block, and the first read ends at once.

@@ -29,9 +29,11 @@ pub(crate) struct Served {
 
 impl Served {
     /// Whether `uid` may make request `opcode`. Some requests the kernel
-    /// makes on its own, with no meaningful uid: those always pass.
+    /// makes on its own, with no meaningful uid, or for whoever holds a
+    /// descriptor already opened (a `FLUSH` at `close()`, by a process that
+    /// was handed it or changed its user since): those always pass.
     fn permits(&self, uid: u32, opcode: u32) -> bool {
-        const KERNELS_OWN: [u32; 13] = [
+        const KERNELS_OWN: [u32; 14] = [
             op::INIT,
             op::DESTROY,
             op::READ,
@@ -42,6 +44,7 @@ impl Served {
             op::WRITE,
             op::FSYNC,
             op::FSYNCDIR,
+            op::FLUSH,
             op::RELEASE,
             op::RELEASEDIR,
             op::INTERRUPT,
@@ -73,12 +76,19 @@ pub(crate) fn handle(served: &Served, header: &InHeader, op: &Op<'_>, reply: &mu
         Op::Open { flags } => fs
             .open(ino, flags)
             .map(|(fh, open_flags)| reply.send(&proto::open_out(fh, open_flags))),
-        Op::Read { fh, offset, size } => fs.read(ino, fh, offset, size, reply).inspect_err(|e| {
-            e.log(&format!(
-                "read of {size} bytes of {}",
-                filesystem::name(ino)
-            ));
-        }),
+        Op::Read {
+            fh,
+            offset,
+            size,
+            for_cache,
+        } => fs
+            .read(ino, fh, offset, size, for_cache, reply)
+            .inspect_err(|e| {
+                e.log(&format!(
+                    "read of {size} bytes of {}",
+                    filesystem::name(ino)
+                ));
+            }),
         Op::Release { fh } => {
             fs.release(fh);
             reply.send(&[]);
@@ -221,6 +231,7 @@ mod tests {
             fh: 1,
             offset: 0,
             size: 64,
+            for_cache: false,
         };
         let a = ask(OWNER, 1000, op::READ, BITS, &read);
         assert_eq!(a.out.bytes, (0..64).collect::<Vec<u8>>());
@@ -272,5 +283,7 @@ mod tests {
         assert_eq!(ask(everyone, 1001, op::LOOKUP, ROOT, &lookup).error, None);
         let release = Op::Release { fh: 1 };
         assert_eq!(ask(OWNER, 1001, op::RELEASE, BITS, &release).error, None);
+        // close() by whoever holds a descriptor the owner opened.
+        assert_eq!(ask(OWNER, 1001, op::FLUSH, BITS, &Op::Flush).error, None);
     }
 }

@@ -3,10 +3,14 @@
 //! a `Result` and know nothing of the transport, so that they are tested
 //! without a mount.
 //!
-//! `bits` is opened with direct I/O and as non-seekable: the kernel then
+//! `bits` is opened with direct I/O and as a stream: the kernel then
 //! passes every read straight to us (no page cache, so no byte is served
-//! twice and its size of 0 does not end reads) and refuses `lseek` and
-//! `mmap`.
+//! twice), keeps no file position and refuses `lseek` and shared `mmap`.
+//! Its size is [`BITS_SIZE`], not 0, because the kernel ends asynchronous
+//! reads (io_uring, Linux AIO) at the size even with direct I/O; what
+//! would read through the page cache up to that size (`splice`,
+//! `sendfile`, a private `mmap`, readahead) is refused request by request
+//! ([`FsError::PageCache`]), so the page cache never holds a byte of it.
 //!
 //! A read hands its reply to an [`Out`], the transport's way of sending
 //! bytes: a read of exactly what the queue's front chunk holds is sent from
@@ -22,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{debug, warn};
 
-use super::proto::{Attr, FOPEN_DIRECT_IO, FOPEN_NONSEEKABLE};
+use super::proto::{Attr, FOPEN_DIRECT_IO, FOPEN_NOFLUSH, FOPEN_NONSEEKABLE, FOPEN_STREAM};
 use crate::engine::queue::{ChunkQueue, Closed};
 use crate::engine::stats::{self, Stats};
 
@@ -41,10 +45,27 @@ pub(crate) const GROUP_MODE: u32 = 0o440;
 /// never change while mounted.
 pub(crate) const TTL: u64 = 1;
 
-/// How every file is opened: direct I/O, so that the kernel passes each read
-/// to us and never serves bytes from (or keeps them in) its page cache, and
-/// non-seekable.
-pub(crate) const OPEN_FLAGS: u32 = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE;
+/// How `bits` is opened: direct I/O, so that the kernel passes each read
+/// to us and never serves bytes from (or keeps them in) its page cache; as
+/// a stream, so that it has no file position (no `lseek`, `pread` or
+/// position lock: threads sharing a descriptor read side by side); and
+/// with nothing to flush, so that `close()` costs no request.
+pub(crate) const BITS_OPEN: u32 = FOPEN_DIRECT_IO | FOPEN_STREAM | FOPEN_NOFLUSH;
+/// How `stats` is opened: the same, but with a file position, as its reads
+/// go on at growing offsets of one snapshot (non-seekable all the same).
+pub(crate) const STATS_OPEN: u32 = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_NOFLUSH;
+
+/// The size `bits` shows: as large as a file can be (the kernel ends
+/// asynchronous reads at the size), with the low half `i32::MAX`, so that
+/// `FIONREAD`, which the kernel truncates to an `int`, says "plenty" rather
+/// than a negative number.
+pub(crate) const BITS_SIZE: u64 = 0x7fff_ffff_7fff_ffff;
+
+/// How many opens of `stats` may be held at once. Each keeps its snapshot
+/// (under 1 KiB) until released; past this many, an open fails with
+/// ENFILE, as any open does when the kernel's own file table is full, so
+/// that whoever may read the mount cannot grow the daemon without bound.
+pub(crate) const MAX_STATS_OPENS: usize = 1024;
 
 /// `d_type` of a directory and of a regular file, for `readdir`.
 pub(crate) const DT_DIR: u32 = 4;
@@ -77,8 +98,14 @@ pub(crate) enum FsError {
     NotADirectory,
     /// The root opened or read as a file.
     IsADirectory,
+    /// A read of `bits` for the kernel's page cache (`splice`, `sendfile`,
+    /// a private `mmap`, readahead): its bytes go to `read()` alone, so
+    /// that no cache ever holds one to hand out again.
+    PageCache,
     /// Opened for writing: the device is read-only.
     ReadOnly,
+    /// `stats` opened while [`MAX_STATS_OPENS`] opens of it are held.
+    TooManyOpens,
     /// A `stats` read on a handle that was never opened or already released.
     UnknownHandle,
     /// The queue is closed: the daemon is shutting down.
@@ -94,10 +121,13 @@ impl FsError {
             FsError::NotFound => libc::ENOENT,
             FsError::NotADirectory => libc::ENOTDIR,
             FsError::IsADirectory => libc::EISDIR,
+            // What splice(2) says of a file that does not support it.
+            FsError::PageCache => libc::EINVAL,
             // A judgement call: the mount is read-only too (EROFS), but the
             // kernel asks us only after its own permission check, and the
             // file's mode (0444) is what refuses writing.
             FsError::ReadOnly => libc::EACCES,
+            FsError::TooManyOpens => libc::ENFILE,
             FsError::UnknownHandle => libc::EBADF,
             // What a reader of a device that went away gets.
             FsError::ShuttingDown => libc::EIO,
@@ -116,7 +146,9 @@ impl FsError {
             FsError::NotFound
             | FsError::NotADirectory
             | FsError::IsADirectory
+            | FsError::PageCache
             | FsError::ReadOnly
+            | FsError::TooManyOpens
             | FsError::UnknownHandle => {}
         }
     }
@@ -202,14 +234,16 @@ impl Filesystem {
 
     /// Attributes of inode `ino`.
     pub(crate) fn attr(&self, ino: u64) -> Result<Attr, FsError> {
-        let (mode, nlink) = match ino {
-            ROOT => (libc::S_IFDIR | self.mode | (self.mode & 0o444) >> 2, 2),
-            BITS | STATS => (libc::S_IFREG | self.mode, 1),
+        let (mode, nlink, size) = match ino {
+            ROOT => (libc::S_IFDIR | self.mode | (self.mode & 0o444) >> 2, 2, 0),
+            BITS => (libc::S_IFREG | self.mode, 1, BITS_SIZE),
+            STATS => (libc::S_IFREG | self.mode, 1, 0),
             _ => return Err(FsError::NotFound),
         };
         Ok(Attr {
             ino,
             mode,
+            size,
             nlink,
             uid: self.uid,
             gid: self.gid,
@@ -242,14 +276,19 @@ impl Filesystem {
             return Err(FsError::ReadOnly);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if ino == STATS {
-            let text = self.stats_text();
-            self.snapshots
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(fh, text);
+        if ino != STATS {
+            return Ok((fh, BITS_OPEN));
         }
-        Ok((fh, OPEN_FLAGS))
+        let text = self.stats_text();
+        let mut snapshots = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if snapshots.len() >= MAX_STATS_OPENS {
+            return Err(FsError::TooManyOpens);
+        }
+        snapshots.insert(fh, text);
+        Ok((fh, STATS_OPEN))
     }
 
     fn stats_text(&self) -> Arc<[u8]> {
@@ -271,7 +310,8 @@ impl Filesystem {
             .remove(&fh);
     }
 
-    /// Reads `size` bytes of `ino` at `offset` into `out`.
+    /// Reads `size` bytes of `ino` at `offset` into `out`; `for_cache`
+    /// when the kernel reads for its page cache, not for a `read()`.
     ///
     /// For `bits` that is always exactly `size` fresh bytes from the queue,
     /// waiting for the generator if need be; the offset is meaningless.
@@ -281,10 +321,12 @@ impl Filesystem {
         fh: u64,
         offset: u64,
         size: u32,
+        for_cache: bool,
         out: &mut impl Out,
     ) -> Result<(), FsError> {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         match ino {
+            BITS if for_cache => Err(FsError::PageCache),
             BITS => self.read_bits(size, out),
             STATS => {
                 let text = self
@@ -394,7 +436,7 @@ pub(super) mod tests {
         size: u32,
     ) -> Result<Kept, FsError> {
         let mut out = Kept::default();
-        d.read(ino, fh, offset, size, &mut out).map(|()| out)
+        d.read(ino, fh, offset, size, false, &mut out).map(|()| out)
     }
 
     /// A file system over a queue of four 64-byte chunks holding 0..64 each.
@@ -457,7 +499,9 @@ pub(super) mod tests {
             (FsError::NotFound, libc::ENOENT),
             (FsError::NotADirectory, libc::ENOTDIR),
             (FsError::IsADirectory, libc::EISDIR),
+            (FsError::PageCache, libc::EINVAL),
             (FsError::ReadOnly, libc::EACCES),
+            (FsError::TooManyOpens, libc::ENFILE),
             (FsError::UnknownHandle, libc::EBADF),
             (FsError::ShuttingDown, libc::EIO),
             (FsError::OutOfMemory, libc::ENOMEM),
@@ -471,10 +515,12 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn open_is_direct_nonseekable_and_read_only() {
+    fn open_is_direct_unflushed_and_read_only() {
         let (d, _) = filesystem();
         let (_, flags) = d.open(BITS, RDONLY).unwrap();
-        assert_eq!(flags, FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE);
+        assert_eq!(flags, FOPEN_DIRECT_IO | FOPEN_STREAM | FOPEN_NOFLUSH);
+        let (_, flags) = d.open(STATS, RDONLY).unwrap();
+        assert_eq!(flags, FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_NOFLUSH);
         let wronly = u32::try_from(libc::O_WRONLY).unwrap();
         let rdwr = u32::try_from(libc::O_RDWR).unwrap();
         assert_eq!(d.open(BITS, wronly), Err(FsError::ReadOnly));
@@ -497,6 +543,37 @@ pub(super) mod tests {
         let text = d.stats.snapshot(&queue).render();
         assert!(text.contains("bytes_served_fuse 128\n"), "{text}");
         assert!(text.contains("fuse_reads 2\n"), "{text}");
+    }
+
+    /// `bits` shows a size, but the page cache gets none of its bytes: a
+    /// read for it is refused and takes nothing from the queue.
+    #[test]
+    fn bits_has_a_size_but_no_page_cache_reads() {
+        let (d, queue) = filesystem();
+        assert_eq!(d.attr(BITS).unwrap().size, BITS_SIZE);
+        assert_eq!(d.attr(STATS).unwrap().size, 0);
+        let (fh, _) = d.open(BITS, RDONLY).unwrap();
+        let mut out = Kept::default();
+        assert_eq!(
+            d.read(BITS, fh, 0, 64, true, &mut out),
+            Err(FsError::PageCache)
+        );
+        assert_eq!(queue.queued_bytes(), 256, "nothing taken");
+        assert_eq!(read(&d, BITS, fh, 0, 64).unwrap().bytes.len(), 64);
+    }
+
+    /// Held opens of `stats` are bounded: one past the limit fails, and
+    /// a release makes room again.
+    #[test]
+    fn held_opens_of_stats_are_bounded() {
+        let (d, _) = filesystem();
+        let held: Vec<u64> = (0..MAX_STATS_OPENS)
+            .map(|_| d.open(STATS, RDONLY).unwrap().0)
+            .collect();
+        assert_eq!(d.open(STATS, RDONLY), Err(FsError::TooManyOpens));
+        assert!(d.open(BITS, RDONLY).is_ok(), "bits keeps nothing");
+        d.release(held[0]);
+        assert!(d.open(STATS, RDONLY).is_ok());
     }
 
     #[test]

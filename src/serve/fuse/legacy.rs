@@ -182,7 +182,8 @@ mod tests {
         let (d, _) = filesystem();
         let mut buffer = Vec::new();
         let (fh, _) = d.open(BITS, 0).unwrap();
-        let written = reply_through_a_pipe(|r| d.read(BITS, fh, 0, 100, r).unwrap(), &mut buffer);
+        let written =
+            reply_through_a_pipe(|r| d.read(BITS, fh, 0, 100, false, r).unwrap(), &mut buffer);
         assert_eq!(written.len(), OUT_HEADER + 100);
         assert_eq!(written[..OUT_HEADER], proto::out_header(6, 0, 100));
         assert!(written[OUT_HEADER..].iter().any(|&b| b != 0));

@@ -48,6 +48,12 @@ pub(crate) mod notify {
 /// `fuse_open_out.open_flags`.
 pub(crate) const FOPEN_DIRECT_IO: u32 = 1 << 0;
 pub(crate) const FOPEN_NONSEEKABLE: u32 = 1 << 2;
+pub(crate) const FOPEN_STREAM: u32 = 1 << 4;
+pub(crate) const FOPEN_NOFLUSH: u32 = 1 << 5;
+
+/// `fuse_read_in.read_flags`: `lock_owner` is set, as it is on every read a
+/// process makes.
+const READ_LOCKOWNER: u32 = 1 << 1;
 
 /// The opcodes pilfered answers; every other one gets `ENOSYS`.
 pub(crate) mod op {
@@ -143,6 +149,11 @@ pub(crate) enum Op<'a> {
         fh: u64,
         offset: u64,
         size: u32,
+        /// The kernel reads for its page cache (`read_folio`, readahead:
+        /// what `splice`, `sendfile` and `mmap` read through), not for a
+        /// process's `read()`: such requests carry no lock owner
+        /// (`FUSE_READ_LOCKOWNER`), which every direct read has.
+        for_cache: bool,
     },
     Release {
         fh: u64,
@@ -236,6 +247,7 @@ pub(crate) fn parse<'a>(opcode: u32, op_in: &[u8], payload: &'a [u8]) -> Result<
             fh: f.u64(0).ok_or(Malformed)?,
             offset: f.u64(8).ok_or(Malformed)?,
             size: f.u32(16).ok_or(Malformed)?,
+            for_cache: f.u32(20).ok_or(Malformed)? & READ_LOCKOWNER == 0,
         },
         op::RELEASE => Op::Release {
             fh: f.u64(0).ok_or(Malformed)?,
@@ -306,6 +318,8 @@ pub(crate) struct Attr {
     pub(crate) ino: u64,
     /// The file type bits and permissions (`st_mode`).
     pub(crate) mode: u32,
+    /// `st_size`.
+    pub(crate) size: u64,
     pub(crate) nlink: u32,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -314,11 +328,12 @@ pub(crate) struct Attr {
     pub(crate) blksize: u32,
 }
 
-/// `struct fuse_attr` (88 bytes). Sizes and block counts are 0.
+/// `struct fuse_attr` (88 bytes). Block counts are 0.
 fn attr_bytes(a: &Attr) -> [u8; 88] {
     let (secs, nsecs) = a.time;
     Body::<88>::new()
         .u64(0, a.ino)
+        .u64(8, a.size)
         .u64(24, secs)
         .u64(32, secs)
         .u64(40, secs)
@@ -481,9 +496,19 @@ mod tests {
             Op::Read {
                 fh: 7,
                 offset: 4096,
-                size: 65536
+                size: 65536,
+                for_cache: true
             }
         );
+        read_in[20..24].copy_from_slice(&READ_LOCKOWNER.to_ne_bytes());
+        let r = request(op::READ, 43, 2, &read_in);
+        assert!(matches!(
+            parsed(&r).1,
+            Op::Read {
+                for_cache: false,
+                ..
+            }
+        ));
 
         let r = request(op::LOOKUP, 1, 1, b"bits\0");
         assert_eq!(
@@ -553,6 +578,7 @@ mod tests {
         let a = Attr {
             ino: 2,
             mode: libc::S_IFREG | 0o444,
+            size: 1 << 40,
             nlink: 1,
             uid: 1000,
             gid: 100,
@@ -560,6 +586,7 @@ mod tests {
             blksize: 4096,
         };
         let e = entry_out(&a, 1);
+        assert_eq!(e[40 + 8..40 + 16], (1u64 << 40).to_ne_bytes(), "attr.size");
         assert_eq!(e[0..8], 2u64.to_ne_bytes(), "nodeid");
         assert_eq!(e[16..24], 1u64.to_ne_bytes(), "entry_valid");
         assert_eq!(e[40..48], 2u64.to_ne_bytes(), "attr.ino");

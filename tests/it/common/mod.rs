@@ -519,3 +519,13 @@ pub fn read_as(who: &[&str], path: &Path, n: usize) -> Result<Vec<u8>, String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// Mounts a tmpfs on `dir` (read-only if asked); the caller unmounts it.
+pub fn mount_tmpfs(dir: &Path, read_only: bool) {
+    let flags = if read_only {
+        nix::mount::MsFlags::MS_RDONLY
+    } else {
+        nix::mount::MsFlags::empty()
+    };
+    nix::mount::mount(Some("tmpfs"), dir, Some("tmpfs"), flags, None::<&str>).unwrap();
+}

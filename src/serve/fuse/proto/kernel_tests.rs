@@ -52,6 +52,7 @@ fn lookup_of(fd: BorrowedFd<'_>, name: &str) -> u64 {
                     nlink: 2,
                     uid: 0,
                     gid: 0,
+                    size: 0,
                     time: (0, 0),
                     blksize: 4096,
                 };
