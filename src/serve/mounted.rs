@@ -73,6 +73,9 @@ impl FusePart {
                     Error::runtime(format!("--mount {}: {e}", dir.path.display()))
                 };
                 let session = Session::resume(t.channel, t.init, fs, options).map_err(failed)?;
+                if let Transport::IoUring { queues } = session.transport() {
+                    wake_queues(&dir.path, queues);
+                }
                 let mount = FuseMount {
                     mount_point: dir.path.clone(),
                     id: t.mount_id,
@@ -200,6 +203,27 @@ impl FusePart {
         self.dir.remove_if_made();
         ended
     }
+}
+
+/// Asks the mount one question from each CPU, so that every kernel queue
+/// hands a request to one of our new ring entries: the kernel gives a
+/// newly registered entry only requests that come after it, and fetches
+/// those that queued up while no entry was there (between two daemons)
+/// only as an entry commits a reply. `statfs` is never answered from a
+/// cache.
+fn wake_queues(mount: &Path, queues: usize) {
+    std::thread::scope(|s| {
+        for cpu in 0..queues {
+            s.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                let pinned = set.set(cpu).is_ok()
+                    && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok();
+                if pinned && let Err(e) = nix::sys::statvfs::statvfs(mount) {
+                    warn!("statfs of {} from CPU {cpu}: {}", mount.display(), e.desc());
+                }
+            });
+        }
+    });
 }
 
 /// Claims the mount point and mounts; the mount, unmounted again on a

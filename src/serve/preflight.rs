@@ -245,11 +245,7 @@ const KERNELS_OWN: [&str; 3] = ["/proc", "/sys", "/dev"];
 /// Checks `--mount`, clearing a dead pilfered mount there (a directory
 /// with files in it is refused unless `nonempty`); or checks that the
 /// connection to take over is the live pilfered mount there.
-fn plan_mount(
-    path: &Path,
-    takeover: Option<Takeover>,
-    nonempty: bool,
-) -> Result<MountPlan, Error> {
+fn plan_mount(path: &Path, takeover: Option<Takeover>, nonempty: bool) -> Result<MountPlan, Error> {
     let shown = path.display().to_string();
     let abs = std::path::absolute(path)
         .map_err(|e| Error::usage(format!("--mount {shown}: {}", describe(&e))))?;

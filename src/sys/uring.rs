@@ -158,6 +158,8 @@ pub(crate) enum Ended {
     Disconnected,
     /// The wait was interrupted by a signal; the entries wait on.
     Interrupted,
+    /// [`FuseRing::next_now`] found no request.
+    Idle,
 }
 
 impl FuseRing {
@@ -238,13 +240,38 @@ impl FuseRing {
     /// `EAGAIN` is handed back to the kernel and waited for again;
     /// `ENOTCONN` means the connection ended.
     pub(crate) fn next(&mut self) -> io::Result<Result<Fetched<'_>, Ended>> {
+        self.next_with(true)
+    }
+
+    /// The next request if the kernel has one for us now (running the
+    /// task work that hands one over), without waiting.
+    pub(crate) fn next_now(&mut self) -> io::Result<Result<Fetched<'_>, Ended>> {
+        self.next_with(false)
+    }
+
+    fn next_with(&mut self, block: bool) -> io::Result<Result<Fetched<'_>, Ended>> {
         loop {
             let completion = self
                 .pending
                 .pop_front()
                 .or_else(|| self.ring.completion().next());
             let Some(c) = completion else {
-                match self.ring.submit_and_wait(1) {
+                let waited = if block {
+                    self.ring.submit_and_wait(1)
+                } else {
+                    let now = types::Timespec::new();
+                    let args = types::SubmitArgs::new().timespec(&now);
+                    match self.ring.submitter().submit_with_args(1, &args) {
+                        Err(e) if e.raw_os_error() == Some(libc::ETIME) => {
+                            if self.ring.completion().is_empty() {
+                                return Ok(Err(Ended::Idle));
+                            }
+                            continue;
+                        }
+                        other => other,
+                    }
+                };
+                match waited {
                     Ok(_) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
                         return Ok(Err(Ended::Interrupted));

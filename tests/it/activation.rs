@@ -338,6 +338,12 @@ fn ready_once_bits_and_the_fifo_serve() {
     let (fifo, mnt) = (systemd.fifo.to_str().unwrap(), mount.to_str().unwrap());
     let mut service = systemd.start(&["--mount", mnt, "--fifo", fifo]);
     let _unmount = Unmount(mount.clone());
+    // The FUSE connection goes to the store first (three entries), then
+    // READY=1.
+    for _ in 0..3 {
+        let note = systemd.notified(&mut service);
+        assert!(note.starts_with("FDSTORE=1\n"), "{note}");
+    }
     assert_eq!(systemd.notified(&mut service), "READY=1\n");
     let mut buf = [0u8; 64];
     File::open(mount.join("bits"))

@@ -14,27 +14,49 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::sys::signal::Signal;
+
+use crate::common::manager::{Manager, Service};
 use crate::common::{
-    Daemon, Transport, assert_no_repeated_stretch, fuse_available, on_both_transports, wait_until,
+    Daemon, Transport, assert_no_repeated_stretch, fuse_available, on_both_transports,
+    uring_available, uring_on, wait_until,
 };
 
 /// A reader that keeps one descriptor open and reads `block` bytes at a
 /// time until told to stop, keeping what it read; any error or end of file
-/// fails it.
+/// fails it, but for ECANCELED where `canceled` allows it (FUSE over
+/// io_uring, see [`canceled_allowed`]), which it counts and reads on.
 struct Reader {
     stop: Arc<AtomicBool>,
     read: Arc<AtomicU64>,
+    canceled: Arc<AtomicU64>,
     thread: JoinHandle<Result<(Vec<u8>, Duration), String>>,
+}
+
+/// Whether a reader of the FUSE file over `t` may see ECANCELED once per
+/// handover: over io_uring the kernel has no way for a daemon to withdraw
+/// its ring entries, and a request it hands to one in the instant the old
+/// daemon's ring closes (or that a crashed daemon held) ends so; the next
+/// read works (docs/OPERATIONS.md, "What a reader sees").
+fn canceled_allowed(t: Transport) -> bool {
+    t == Transport::IoUring
 }
 
 impl Reader {
     fn start(path: &Path, block: usize) -> Reader {
+        Reader::start_allowing(path, block, false)
+    }
+
+    fn start_allowing(path: &Path, block: usize, canceled_ok: bool) -> Reader {
         let mut f = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (stop, read) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicU64::new(0)),
         );
-        let (s, r) = (stop.clone(), read.clone());
+        let canceled = Arc::new(AtomicU64::new(0));
+        let (s, r, c) = (stop.clone(), read.clone(), canceled.clone());
         let shown = path.display().to_string();
         let thread = std::thread::spawn(move || {
             let (mut got, mut buf) = (Vec::new(), vec![0u8; block]);
@@ -48,12 +70,20 @@ impl Reader {
                         longest = longest.max(last.elapsed());
                         last = Instant::now();
                     }
+                    Err(e) if canceled_ok && e.raw_os_error() == Some(libc::ECANCELED) => {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(e) => return Err(format!("{shown}: {e} after {} bytes", got.len())),
                 }
             }
             Ok((got, longest))
         });
-        Reader { stop, read, thread }
+        Reader {
+            stop,
+            read,
+            canceled,
+            thread,
+        }
     }
 
     /// Waits until it has read `more` bytes beyond what it had.
@@ -69,12 +99,23 @@ impl Reader {
         );
     }
 
-    fn finish(self) -> (Vec<u8>, Duration) {
+    /// Its bytes and longest wait; at most `handovers` ECANCELEDs allowed.
+    fn finish(self, handovers: u64) -> (Vec<u8>, Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
+        let got = self
+            .thread
             .join()
             .unwrap()
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let canceled = self.canceled.load(Ordering::Relaxed);
+        assert!(
+            canceled <= handovers,
+            "{canceled} ECANCELED in {handovers} handovers"
+        );
+        if canceled > 0 {
+            eprintln!("ECANCELED {canceled} times in {handovers} handovers");
+        }
+        got
     }
 }
 
@@ -118,6 +159,9 @@ impl OneMount {
     }
 }
 
+/// Handovers per test.
+const HANDOVERS: u64 = 3;
+
 fn inode(path: &Path) -> (u64, u64) {
     let m = std::fs::metadata(path).unwrap();
     (m.dev(), m.ino())
@@ -144,13 +188,13 @@ on_both_transports! {
         let mut d = Daemon::start_on(t, &[]);
         let (fifo_before, id_before) = (inode(&d.fifo), mount_id(&d.mount));
         let one = OneMount::watch(&d.mount);
-        let bits = Reader::start(&d.bits(), 4096);
-        let small = Reader::start(&d.bits(), 64);
+        let bits = Reader::start_allowing(&d.bits(), 4096, canceled_allowed(t));
+        let small = Reader::start_allowing(&d.bits(), 64, canceled_allowed(t));
         let fifo = Reader::start(&d.fifo, 65536);
         for r in [&bits, &small, &fifo] {
             r.reads_on(1 << 16);
         }
-        for _ in 0..3 {
+        for _ in 0..HANDOVERS {
             let (status, log) = d.replace();
             assert!(status.success(), "the old daemon exited {status}: {log}");
             assert!(log.contains("handed over to pilfered "), "{log}");
@@ -168,7 +212,7 @@ on_both_transports! {
         let outputs: Vec<Vec<u8>> = [bits, small, fifo]
             .into_iter()
             .map(|r| {
-                let (got, longest) = r.finish();
+                let (got, longest) = r.finish(HANDOVERS);
                 eprintln!("longest wait between two reads: {longest:?}");
                 got
             })
@@ -224,4 +268,188 @@ fn replace_with_other_paths_is_refused() {
     let mut buf = [0u8; 32];
     File::open(d.bits()).unwrap().read_exact(&mut buf).unwrap();
     assert!(d.child.is_some() && d.is_mounted());
+}
+
+/// Detaches whatever is mounted at its path when dropped: a test that
+/// fails while a manager holds the connection leaves no mount behind.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        while pilfered::internal::mounts::mount_at(&self.0)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.fs_type == "fuse.pilfered")
+        {
+            if pilfered::internal::mounts::detach(&self.0).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// A service of the stand-in manager: `pilfered serve` on `dir`'s paths,
+/// over `t`, its log in `dir/NAME.log`.
+fn start_service(m: &Manager, dir: &Path, t: Transport, name: &str) -> Service {
+    let log = File::create(dir.join(format!("{name}.log"))).unwrap();
+    let (mount, fifo) = (dir.join("mnt"), dir.join("bits.fifo"));
+    let mut args: Vec<&std::ffi::OsStr> = vec!["serve".as_ref(), "--mount".as_ref()];
+    args.extend([mount.as_os_str(), "--fifo".as_ref(), fifo.as_os_str()]);
+    args.extend(t.args().map(std::ffi::OsStr::new));
+    let run = dir.join("run");
+    m.start(Path::new(crate::common::BIN), &args, |cmd| {
+        cmd.env("PILFERED_RUNDIR", &run)
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+    })
+}
+
+fn log_of(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// A service under the stand-in manager whose restarts (`how`: SIGUSR1,
+/// the unit's RestartKillSignal, or SIGKILL, a crash) no reader notices:
+/// the connection waits in the store, and every start takes it over.
+fn restarts_under_a_manager(t: Transport, how: Signal) {
+    if !fuse_available() {
+        return;
+    }
+    let _uring = (t == Transport::IoUring).then(|| {
+        assert!(uring_available(), "no FUSE over io_uring to test");
+        uring_on()
+    });
+    let tmp = tempfile::Builder::new()
+        .prefix("pilfered-test")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
+    let _unmount = Unmount(dir.join("mnt"));
+    let mut m = Manager::new();
+    // The socket unit's FIFO, which systemd makes and holds.
+    let fifo = dir.join("bits.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    m.listen("pilfered.socket", held.into());
+
+    let mut service = start_service(&m, dir, t, "start-0");
+    m.await_ready(&mut service)
+        .unwrap_or_else(|e| panic!("{e}: {}", log_of(dir, "start-0")));
+    let mut stored = m.stored();
+    stored.sort_unstable();
+    assert_eq!(
+        stored,
+        ["fuse", "fuse-dir", "fuse-state"],
+        "{}",
+        log_of(dir, "start-0")
+    );
+    let id_before = mount_id(&dir.join("mnt"));
+    let one = OneMount::watch(&dir.join("mnt"));
+    // Over io_uring a crash strands the requests the dead daemon's ring
+    // entries held: the kernel cannot send them again, and their readers
+    // wait for good (docs/OPERATIONS.md). There the FUSE file is read by
+    // fresh opens after each restart instead of by readers held open.
+    let stranding = t == Transport::IoUring && how == Signal::SIGKILL;
+    let bits_path = dir.join("mnt/bits");
+    let held = |block| {
+        (!stranding).then(|| Reader::start_allowing(&bits_path, block, canceled_allowed(t)))
+    };
+    let (bits, small) = (held(4096), held(64));
+    let piped = Reader::start(&fifo, 65536);
+    let readers = || {
+        [bits.as_ref(), small.as_ref(), Some(&piped)]
+            .into_iter()
+            .flatten()
+    };
+    let fresh = |got: &mut Vec<Vec<u8>>| {
+        let mut buf = vec![0u8; 1 << 16];
+        File::open(&bits_path)
+            .unwrap()
+            .read_exact(&mut buf)
+            .unwrap();
+        got.push(buf);
+    };
+    let mut fresh_reads = Vec::new();
+    for r in readers() {
+        r.reads_on(1 << 16);
+    }
+    for round in 1..=HANDOVERS {
+        let status = service.stop(how, Duration::from_secs(10));
+        let name = format!("start-{round}");
+        if how == Signal::SIGUSR1 {
+            assert!(
+                status.success(),
+                "{status}: {}",
+                log_of(dir, &format!("start-{}", round - 1))
+            );
+        }
+        service = start_service(&m, dir, t, &name);
+        let notes = m
+            .await_ready(&mut service)
+            .unwrap_or_else(|e| panic!("{e}: {}", log_of(dir, &name)));
+        let log = log_of(dir, &name);
+        assert!(
+            !notes.iter().any(|n| n.contains("FDSTORE=1")),
+            "a start given the connection stored it again: {notes:?}"
+        );
+        if t == Transport::IoUring {
+            assert!(log.contains("(io_uring, "), "{log}");
+        }
+        for r in readers() {
+            r.reads_on(1 << 16);
+        }
+        fresh(&mut fresh_reads);
+    }
+    assert_eq!(mount_id(&dir.join("mnt")), id_before, "another mount");
+    one.finish();
+    let mut outputs: Vec<Vec<u8>> = [bits, small, Some(piped)]
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let (got, longest) = r.finish(HANDOVERS);
+            eprintln!("longest wait between two reads: {longest:?}");
+            got
+        })
+        .collect();
+    outputs.extend(fresh_reads);
+    assert_no_repeated_stretch(&outputs);
+    // A stop (systemctl stop: SIGTERM) still unmounts and empties the store.
+    let status = service.stop(Signal::SIGTERM, Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "{status}: {}",
+        log_of(dir, &format!("start-{HANDOVERS}"))
+    );
+    while !m.stored().is_empty() {
+        m.receive()
+            .unwrap_or_else(|e| panic!("{e}; still stored: {:?}", m.stored()));
+    }
+    assert!(
+        pilfered::internal::mounts::mount_at(&dir.join("mnt"))
+            .unwrap()
+            .is_none(),
+        "the mount stayed after a stop"
+    );
+}
+
+on_both_transports! {
+    /// `systemctl restart`: the unit's RestartKillSignal (SIGUSR1) makes
+    /// the daemon let go to the store, and the next start serves on.
+    fn a_restart_under_systemd_keeps_the_mount(t: Transport) {
+        restarts_under_a_manager(t, Signal::SIGUSR1);
+    }
+}
+
+on_both_transports! {
+    /// A crash (kill -9) while the manager holds the connection: the next
+    /// start takes it over and has the kernel resend what the dead daemon
+    /// had taken (FUSE_NOTIFY_RESEND), so no reader gets an error.
+    fn a_crash_under_systemd_keeps_the_mount(t: Transport) {
+        restarts_under_a_manager(t, Signal::SIGKILL);
+    }
 }

@@ -1,10 +1,9 @@
 //! The classic transport: threads that `read` requests from `/dev/fuse` and
 //! `writev` the replies, one system call each way.
 //!
-//! Each thread has a `/dev/fuse` descriptor of its own where this process
-//! may open `/dev/fuse` (`FUSE_DEV_IOC_CLONE`), so that the kernel queues
-//! each thread's requests apart. A reply sent from a chunk goes out with the
-//! header in one `writev`, with no copy; one filled through the thread's
+//! Every thread reads the session's one open file (see [`descriptor`]). A
+//! reply sent from a chunk goes out with the header in one `writev`, with
+//! no copy; one filled through the thread's
 //! reply buffer has that buffer wiped right after. Over io_uring one such
 //! thread stays, for what the kernel still sends here: interrupts, forgets,
 //! and anything before every ring queue is ready.
@@ -26,10 +25,13 @@ use super::proto::{self, OUT_HEADER};
 /// requests are a header, a struct and a name.
 pub(crate) const REQUEST_BUFFER: usize = 64 << 10;
 
-/// One thread's descriptor: a clone of `session` if `/dev/fuse` can be
-/// opened, else `session` itself, shared.
+/// One thread's descriptor: `session` itself, shared (a duplicate). Not a
+/// clone (`FUSE_DEV_IOC_CLONE`): the kernel ends the requests read on a
+/// clone the moment it closes, as when its daemon dies, while those read on
+/// the session's own open file wait, in a manager's store, for a successor
+/// to have them sent again (`FUSE_NOTIFY_RESEND`).
 pub(crate) fn descriptor(session: &OwnedFd) -> io::Result<OwnedFd> {
-    crate::sys::raw::clone_fuse(session.as_fd()).or_else(|_| session.try_clone())
+    session.try_clone()
 }
 
 /// Reads the next request from `fd` into `buf`: its length, or `None` once

@@ -72,16 +72,23 @@ pub(crate) fn pin_to(cpu: usize) {
 }
 
 /// Serves the requests of `ring` until the connection ends, or until
-/// `stop` is set and the thread woken: then between two requests, every
-/// one it took answered. Dropping the ring then hands its idle entries
-/// back to the kernel.
+/// `stop` is set and the thread woken: then it serves what the kernel has
+/// already handed over, without waiting, and returns once there is none,
+/// every request it took answered. Dropping the ring then hands its idle
+/// entries back to the kernel. (A request the kernel hands to an entry in
+/// the instant between the last look and that drop ends with ECANCELED:
+/// FUSE over io_uring has no way to withdraw an entry; docs/OPERATIONS.md.)
 pub(crate) fn serve(mut ring: FuseRing, served: &Served, stop: &AtomicBool) -> io::Result<()> {
     let mut request = Vec::new();
     loop {
-        let mut fetched = match ring.next()? {
+        let next = if stop.load(Ordering::Acquire) {
+            ring.next_now()?
+        } else {
+            ring.next()?
+        };
+        let mut fetched = match next {
             Ok(fetched) => fetched,
-            Err(Ended::Disconnected) => return Ok(()),
-            Err(Ended::Interrupted) if stop.load(Ordering::Acquire) => return Ok(()),
+            Err(Ended::Disconnected | Ended::Idle) => return Ok(()),
             Err(Ended::Interrupted) => continue,
         };
         fetched.copy_request(&mut request);
