@@ -36,7 +36,6 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::socket::{
     self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
 };
-use nix::sys::stat::{SFlag, fstat};
 
 use super::handover::Init;
 use crate::error::{Error, printable};
@@ -251,7 +250,9 @@ pub(crate) fn sort(fds: Vec<(OwnedFd, String)>) -> Result<Passed, Error> {
             )));
         }
         (Some(fd), Some(memfd)) => {
-            is_dev_fuse(fd.as_fd())?;
+            super::handover::check_dev_fuse(fd.as_fd()).map_err(|e| {
+                Error::usage(format!("{LISTEN}: the descriptor stored as {FUSE} {e}"))
+            })?;
             let state = read_state(memfd.as_fd()).map_err(|e| {
                 Error::usage(format!(
                     "{LISTEN}: the stored {STATE} is not what a pilfered daemon stored: {e}"
@@ -276,24 +277,6 @@ pub(crate) fn sort(fds: Vec<(OwnedFd, String)>) -> Result<Passed, Error> {
         }
     };
     Ok(passed)
-}
-
-/// `/dev/fuse`'s device number (`misc` major 10, minor 229).
-fn dev_fuse() -> u64 {
-    nix::sys::stat::makedev(10, 229)
-}
-
-fn is_dev_fuse(fd: BorrowedFd<'_>) -> Result<(), Error> {
-    let st = fstat(fd)
-        .map_err(|e| Error::runtime(format!("{LISTEN}: the stored {FUSE}: {}", e.desc())))?;
-    let chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
-    if chr && st.st_rdev == dev_fuse() {
-        Ok(())
-    } else {
-        Err(Error::usage(format!(
-            "{LISTEN}: the descriptor stored as {FUSE} is not a /dev/fuse connection"
-        )))
-    }
 }
 
 #[cfg(test)]

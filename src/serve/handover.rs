@@ -543,7 +543,11 @@ impl Listener {
                 asked.shown()
             ));
         }
-        Ok(Some(Pending { stream, pid }))
+        Ok(Some(Pending {
+            stream,
+            pid,
+            paths: asked,
+        }))
     }
 }
 
@@ -561,6 +565,8 @@ impl Drop for Listener {
 pub(crate) struct Pending {
     stream: OwnedFd,
     pid: i32,
+    /// Ours, which it asked for.
+    paths: Paths,
 }
 
 impl Pending {
@@ -572,14 +578,14 @@ impl Pending {
     /// Sends `offer` (the caller has stopped serving at a request
     /// boundary) and waits until the successor says it holds the
     /// descriptors. An error means it does not: serve on.
-    pub(crate) fn offer(self, offer: &Offer<'_>, paths: &Paths) -> Result<(), Error> {
+    pub(crate) fn offer(self, offer: &Offer<'_>) -> Result<(), Error> {
         let mut body = Vec::new();
         match offer.fuse {
             Some((_, init, _)) => body.extend_from_slice(&init.encode()),
             None => body.extend_from_slice(&[0; Init::LEN]),
         }
         body.extend_from_slice(&offer.mount_id.to_le_bytes());
-        put_paths(&mut body, paths);
+        put_paths(&mut body, &self.paths);
         let fds: Vec<RawFd> = offer
             .fuse
             .map(|(fd, _, dir)| [fd.as_raw_fd(), dir.as_raw_fd()])
@@ -696,12 +702,45 @@ fn decode_offer(reply: Message, paths: &Paths, stream: OwnedFd) -> Result<Option
         (fd, init, fds.next().expect("counted"))
     });
     let fifo = paths.fifo.as_ref().map(|_| fds.next().expect("counted"));
+    if let Some((fd, _, _)) = &fuse {
+        check_dev_fuse(fd.as_fd()).map_err(|e| bad(format!("its FUSE connection {e}")))?;
+    }
+    if let Some(fd) = &fifo {
+        check_type(fd.as_fd(), SFlag::S_IFIFO).map_err(|e| bad(format!("its FIFO {e}")))?;
+    }
     Ok(Some(Taken {
         fuse,
         mount_id,
         fifo,
         stream,
     }))
+}
+
+/// `/dev/fuse`'s device number (`misc` major 10, minor 229).
+fn dev_fuse() -> u64 {
+    nix::sys::stat::makedev(10, 229)
+}
+
+/// Whether `fd` is open on `/dev/fuse`, or what is wrong (worded to
+/// follow the descriptor's name).
+pub(crate) fn check_dev_fuse(fd: BorrowedFd<'_>) -> Result<(), String> {
+    let st = check_type(fd, SFlag::S_IFCHR)?;
+    if st.st_rdev == dev_fuse() {
+        Ok(())
+    } else {
+        Err("is not /dev/fuse".into())
+    }
+}
+
+fn check_type(fd: BorrowedFd<'_>, kind: SFlag) -> Result<nix::sys::stat::FileStat, String> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| format!("cannot be examined: {}", e.desc()))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind {
+        Ok(st)
+    } else if kind == SFlag::S_IFIFO {
+        Err("is not a FIFO".into())
+    } else {
+        Err("is not /dev/fuse".into())
+    }
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ impl Watch {
             mount_id: served.map_or(0, |s| s.3),
             fifo: fifo.map(|w| w.fifo().fd()),
         };
-        successor.offer(&offer, &self.paths)
+        successor.offer(&offer)
     }
 }
 

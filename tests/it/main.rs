@@ -21,6 +21,7 @@ mod lifecycle;
 mod load;
 mod logging;
 mod manager;
+mod qemu;
 mod quality;
 mod readers;
 mod scripts;

@@ -153,7 +153,7 @@ fn what_systemd_passed_is_sorted_by_name() {
             named(fifo(), FUSE),
             named(state_memfd(&STATE_NOW).unwrap(), STATE)
         ]),
-        "LISTEN_FDS: the descriptor stored as fuse is not a /dev/fuse connection"
+        "LISTEN_FDS: the descriptor stored as fuse is not /dev/fuse"
     );
     assert_eq!(
         refused(vec![

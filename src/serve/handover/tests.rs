@@ -45,8 +45,14 @@ fn accept(listener: &Listener) -> Result<Pending, Error> {
 }
 
 /// Accepts the next successor and makes it `offer`.
-fn offer_to_next(listener: &Listener, offer: &Offer<'_>, served: &Paths) -> Result<(), Error> {
-    accept(listener).unwrap().offer(offer, served)
+fn offer_to_next(listener: &Listener, offer: &Offer<'_>) -> Result<(), Error> {
+    accept(listener).unwrap().offer(offer)
+}
+
+fn dev_fuse() -> OwnedFd {
+    let mut file = std::fs::File::options();
+    file.read(true).write(true);
+    file.open("/dev/fuse").expect("/dev/fuse").into()
 }
 
 fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) {
@@ -116,12 +122,7 @@ fn a_handover_passes_the_descriptors_and_the_init() {
         .path()
         .join(records::hashed_name("handover-", Path::new("/mnt/p")));
     assert!(sock.exists(), "{}", sock.display());
-    let fuse: OwnedFd = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .expect("/dev/fuse")
-        .into();
+    let fuse = dev_fuse();
     let (fifo, _w) = nix::unistd::pipe().unwrap();
     let mount_dir: OwnedFd = std::fs::File::open(_tmp.path()).unwrap().into();
 
@@ -138,7 +139,7 @@ fn a_handover_passes_the_descriptors_and_the_init() {
             mount_id: 77,
             fifo: Some(fifo.as_fd()),
         };
-        pending.offer(&offer, &served).unwrap();
+        pending.offer(&offer).unwrap();
         let taken = successor.join().unwrap();
         assert_eq!(taken.mount_id, 77);
         let (fuse2, init, dir2) = taken.fuse.unwrap();
@@ -160,6 +161,7 @@ fn a_handover_passes_the_descriptors_and_the_init() {
 fn a_handover_passes_only_what_is_served() {
     let (_tmp, dir) = state_dir();
     let (fifo, _w) = nix::unistd::pipe().unwrap();
+    let fuse = dev_fuse();
     for served in [
         Paths {
             mount: None,
@@ -178,11 +180,11 @@ fn a_handover_passes_only_what_is_served() {
                 fuse: served
                     .mount
                     .as_ref()
-                    .map(|_| (fifo.as_fd(), INIT, fifo.as_fd())),
+                    .map(|_| (fuse.as_fd(), INIT, fuse.as_fd())),
                 mount_id: 0,
                 fifo: served.fifo.as_ref().map(|_| fifo.as_fd()),
             };
-            offer_to_next(&listener, &offer, &served).unwrap();
+            offer_to_next(&listener, &offer).unwrap();
             let taken = successor.join().unwrap();
             assert_eq!(taken.fuse.is_some(), served.mount.is_some());
             assert_eq!(taken.fifo.is_some(), served.fifo.is_some());
@@ -242,7 +244,7 @@ fn different_paths_are_refused_on_both_sides() {
         };
         // An offer without the FIFO the paths name is one the successor
         // refuses: it never acks, and the old daemon hears so.
-        let e = offer_to_next(&listener, &offer, &served).unwrap_err();
+        let e = offer_to_next(&listener, &offer).unwrap_err();
         assert_eq!(
             e.to_string(),
             "handover: the other daemon hung up before its successor's done"
@@ -269,7 +271,7 @@ fn a_daemon_may_refuse_and_a_successor_must_say_done_plainly() {
             Error::usage("--replace: the running daemon refused: it is stopping")
         );
     });
-    let file = tempfile::tempfile().unwrap();
+    let file = dev_fuse();
     std::thread::scope(|s| {
         let successor = s.spawn(|| {
             let taken = request(&dir, &served).unwrap().unwrap();
@@ -286,7 +288,7 @@ fn a_daemon_may_refuse_and_a_successor_must_say_done_plainly() {
             mount_id: 0,
             fifo: None,
         };
-        let e = offer_to_next(&listener, &offer, &served).unwrap_err();
+        let e = offer_to_next(&listener, &offer).unwrap_err();
         assert_eq!(
             e.to_string(),
             "handover: the successor sent a message of kind Done with 1 descriptors, not done"
@@ -381,6 +383,23 @@ fn messages_over_a_socketpair() {
     let m = receive(b.as_fd(), "offer").unwrap();
     let e = decode_offer(m, &served, a.try_clone().unwrap()).unwrap_err();
     assert_eq!(e.to_string(), "handover offer: 1 descriptors, not 3");
+    // One whose descriptors are not what they are said to be.
+    let fuse = dev_fuse();
+    for (fds, why) in [
+        (
+            [file.as_raw_fd(), file.as_raw_fd(), file.as_raw_fd()],
+            "its FUSE connection is not /dev/fuse",
+        ),
+        (
+            [fuse.as_raw_fd(), file.as_raw_fd(), file.as_raw_fd()],
+            "its FIFO is not a FIFO",
+        ),
+    ] {
+        send_body(a.as_fd(), &header(Kind::Offer), &body, &fds).unwrap();
+        let m = receive(b.as_fd(), "offer").unwrap();
+        let e = decode_offer(m, &served, a.try_clone().unwrap()).unwrap_err();
+        assert_eq!(e.to_string(), format!("handover offer: {why}"));
+    }
     // And one for other paths.
     send_body(a.as_fd(), &header(Kind::Offer), &body, &raw).unwrap();
     let m = receive(b.as_fd(), "offer").unwrap();

@@ -3,6 +3,7 @@
 //! checks on the bytes readers got.
 
 pub(crate) mod manager;
+pub(crate) mod qemu;
 pub(crate) mod stretch;
 mod transport;
 
