@@ -453,3 +453,32 @@ on_both_transports! {
         restarts_under_a_manager(t, Signal::SIGKILL);
     }
 }
+
+/// A real long-lived client: QEMU guests whose virtio-rng reads `bits`
+/// (QEMU aborts the guest on one failed read) and the FIFO (it spins on end
+/// of file) read on across two `--replace`s.
+#[test]
+fn qemu_guests_read_on_across_replaces() {
+    use crate::common::qemu::Guest;
+    if !fuse_available() {
+        return;
+    }
+    let mut d = Daemon::start(&["--fuse-transport", "legacy"]);
+    let mut guests = [Guest::boot(&d.bits()), Guest::boot(&d.fifo)];
+    let within = Duration::from_secs(120);
+    for g in &mut guests {
+        g.wait_for_more(64 << 10, within).unwrap();
+    }
+    for _ in 0..2 {
+        let (status, log) = d.replace();
+        assert!(status.success(), "{status}: {log}");
+        for g in &mut guests {
+            g.wait_for_more(64 << 10, within)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    for g in &mut guests {
+        assert!(g.is_alive(), "{}", g.console_tail());
+        assert_eq!(g.failed_reads(), 0, "{}", g.console_tail());
+    }
+}
