@@ -126,7 +126,7 @@ fn normal_user_mount_and_allow_other() {
         &[NULL, FUSE],
         &format!(
             "{NOBODY} {serve} & pid=$!
-             i=0; while [ ! -r {d}/mnt/bits ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+             i=0; while ! {NOBODY} test -r {d}/mnt/bits && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
              {NOBODY} head -c 1000 {d}/mnt/bits | wc -c
              grep ' {d}/mnt ' /proc/self/mountinfo | awk -F' - ' '{{ split($1, a, \" \"); split($2, b, \" \"); print a[6], b[1] }}'
              head -c 10 {d}/mnt/bits 2>&1 >/dev/null | sed 's/.*: //'
