@@ -22,8 +22,8 @@
 //! the top.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-// `unsafe` only in the leaf modules that allow it: `sys::raw` and the
-// queue's `Block`.
+// `unsafe` only in the leaf modules that allow it: `sys::raw`, `sys::uring`
+// and `sys::memory`.
 #![deny(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 

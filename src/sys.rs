@@ -6,6 +6,8 @@
 //!   `unsafe`;
 //! - [`uring`]: FUSE over io_uring at the kernel's interface: ring entries,
 //!   their buffers (shared with the kernel, hence `unsafe`) and commands;
+//! - [`memory`]: memory mappings of pilfered's own (the ring buffers, the
+//!   queue's chunks), and the page size;
 //! - [`trust`]: who may write what pilfered serves, and the checked walk
 //!   along a path;
 //! - [`mounts`]: the mount table, and pilfered's own FUSE mounts;
@@ -13,6 +15,8 @@
 //! - [`records`]: what a daemon made, so that a restart after a crash can
 //!   take it over.
 
+#[allow(unsafe_code)]
+pub(crate) mod memory;
 pub(crate) mod mountdir;
 pub(crate) mod mounts;
 #[allow(unsafe_code)]

@@ -9,15 +9,22 @@ use shuttle::sync::Arc;
 use shuttle::thread;
 
 /// `src/engine/` as this file compiles it: the queue, and in place of its
-/// sibling `sync` (the only module it imports) shuttle's primitives.
+/// sibling `sync` shuttle's primitives.
 #[path = "../src/engine"]
 mod engine {
     pub(crate) mod sync {
         pub(crate) use shuttle::sync::{Condvar, Mutex, MutexGuard};
     }
     #[allow(dead_code, reason = "the model tests use part of the queue's API")]
-    #[allow(unsafe_code, reason = "the queue's Block, as in the library")]
     pub(crate) mod queue;
+}
+
+/// The other module the queue imports: its chunks' memory, as in the library.
+#[path = "../src/sys"]
+mod sys {
+    #[allow(dead_code, reason = "the queue uses part of it")]
+    #[allow(unsafe_code, reason = "the mappings, as in the library")]
+    pub(crate) mod memory;
 }
 
 use engine::queue::{ChunkQueue, Closed};

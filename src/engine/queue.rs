@@ -48,12 +48,19 @@
 //! last saw, and rekey before filling when it changed.
 //!
 //! # Memory
-//! [`ChunkQueue::preallocate`] allocates every chunk up front and fails
-//! cleanly if memory is short, so that the daemon refuses to start rather
-//! than abort later. Every later chunk allocation (chunks held outside the
-//! queue by the FIFO writer can make more than `capacity` bytes of chunks
-//! exist) is fallible: a producer that cannot allocate waits for a chunk to
-//! be recycled instead of aborting.
+//! Chunks are pieces of memory mappings of their own (`sys::memory`): kept
+//! out of core dumps and forked children, and each chunk of whole pages
+//! starts on a page, so that a read answered from it spans as few pages as
+//! it can (the kernel pins each one). Chunks are cut from one mapping per
+//! allocation, not one each: [`ChunkQueue::preallocate`] makes all of them
+//! with one mapping, so that starting and stopping a queue of a million
+//! chunks costs one `mmap` and one `munmap`. It fails cleanly if memory is
+//! short, so that the daemon refuses to start rather than abort later.
+//! Every later allocation (chunks held outside the queue by the FIFO writer
+//! or a large read can make more than `capacity` bytes of chunks exist; a
+//! producer's shortfall is cut from one new mapping) is fallible: a
+//! producer that cannot allocate waits for a chunk to be recycled instead
+//! of aborting.
 //!
 //! # Invariants
 //! - queued bytes + reserved chunks × chunk size ≤ capacity;
@@ -65,9 +72,9 @@
 //!
 //! # Imports
 //! The queue imports nothing of this crate but its sibling `super::sync`
-//! (and its own child `block`): `tests/queue_shuttle.rs` compiles this very
-//! file with shuttle's primitives as `sync`, and anything else it named
-//! would have to exist there too.
+//! and `sys::memory`: `tests/queue_shuttle.rs` compiles this very file with
+//! shuttle's primitives as `sync` (and the same `sys/memory.rs`), and
+//! anything else it named would have to exist there too.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -76,12 +83,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use zeroize::Zeroize;
 
 use super::sync::{Condvar, Mutex, MutexGuard};
-
-#[allow(unsafe_code)]
-mod block;
-
-use block::Block;
-pub(crate) use block::OutOfMemory;
+use crate::sys::memory::{self, Piece};
 
 /// Whole chunks [`ChunkQueue::take_exact`] takes at a time to copy outside
 /// the lock: a 1 MiB read of 4 KiB chunks in one go. (Three under test, so
@@ -114,6 +116,10 @@ pub(crate) struct Waiting {
     pub producers: usize,
 }
 
+/// A chunk could not be allocated: memory is exhausted (or limited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutOfMemory;
+
 /// Returned once the queue has been closed for shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
@@ -122,25 +128,26 @@ pub(crate) struct Closed;
 ///
 /// The bytes not yet handed out are `buf[pos..]`. Dropping a chunk wipes it.
 pub(crate) struct Chunk {
-    buf: Block,
+    buf: Piece,
     pos: usize,
     /// The queue's epoch when this chunk was handed to a producer.
     epoch: u64,
     /// Whether it was ever filled: a chunk that never was holds only the
-    /// allocator's zeros, and wiping it would only touch (and commit) its
+    /// kernel's zeros, and wiping it would only touch (and commit) its
     /// pages.
     filled: bool,
 }
 
 impl Chunk {
-    /// An empty chunk of `size` zeroed bytes, or `OutOfMemory`.
-    fn try_empty(size: usize) -> Result<Self, OutOfMemory> {
-        Ok(Chunk {
-            buf: Block::zeroed(size)?,
+    /// `count` empty chunks of `size` zeroed bytes, cut from one mapping.
+    fn empties(size: usize, count: usize) -> Result<impl Iterator<Item = Chunk>, OutOfMemory> {
+        let pieces = memory::pieces(size, count).map_err(|_| OutOfMemory)?;
+        Ok(pieces.map(move |buf| Chunk {
+            buf,
             pos: size,
             epoch: 0,
             filled: false,
-        })
+        }))
     }
 
     /// The epoch of the queue when the chunk was reserved.
@@ -161,7 +168,10 @@ impl Chunk {
     /// queue itself makes chunks with [`ChunkQueue::reserve`]).
     #[cfg(test)]
     pub(crate) fn with_bytes(bytes: &[u8]) -> Self {
-        let mut chunk = Chunk::try_empty(bytes.len()).expect("test memory");
+        let mut chunk = Chunk::empties(bytes.len(), 1)
+            .expect("test memory")
+            .next()
+            .expect("one chunk");
         chunk.refill(|buf| buf.copy_from_slice(bytes));
         chunk
     }
@@ -321,10 +331,7 @@ impl ChunkQueue {
             let mut st = q.lock();
             st.spare.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
             st.ready.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
-            for _ in 0..n {
-                let chunk = q.allocate()?;
-                st.spare.push(chunk);
-            }
+            st.spare.extend(q.allocate(n)?);
         }
         Ok(q)
     }
@@ -336,11 +343,17 @@ impl ChunkQueue {
         self.alloc_budget.store(n, Ordering::Relaxed);
     }
 
-    fn allocate(&self) -> Result<Chunk, OutOfMemory> {
-        self.alloc_budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-            .map_err(|_| OutOfMemory)?;
-        Chunk::try_empty(self.chunk_size)
+    /// Up to `n` (> 0) new empty chunks, all from one mapping: fewer only
+    /// if the test budget allows fewer, none if memory is short.
+    fn allocate(&self, n: usize) -> Result<impl Iterator<Item = Chunk>, OutOfMemory> {
+        let budget = self
+            .alloc_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b - b.min(n)))
+            .expect("the update always succeeds");
+        match budget.min(n) {
+            0 => Err(OutOfMemory),
+            granted => Chunk::empties(self.chunk_size, granted),
+        }
     }
 
     /// The current epoch: 0 at first, one more after each
@@ -434,11 +447,10 @@ impl ChunkQueue {
                 let start = out.len();
                 out.extend(st.spare.drain(from..));
                 drop(st);
-                for _ in reused..n {
-                    match self.allocate() {
-                        Ok(chunk) => out.push(chunk),
-                        Err(OutOfMemory) => break,
-                    }
+                if reused < n
+                    && let Ok(chunks) = self.allocate(n - reused)
+                {
+                    out.extend(chunks);
                 }
                 for chunk in &mut out[start..] {
                     chunk.epoch = epoch;

@@ -234,7 +234,7 @@ fn start_rings(
     ended: &Sender<io::Result<()>>,
 ) -> io::Result<usize> {
     let queues = crate::sys::uring::kernel_queues()?;
-    let payload = usize::from(MAX_PAGES) * page_size();
+    let payload = usize::from(MAX_PAGES) * crate::sys::memory::page_size();
     let (ready_tx, ready) = mpsc::channel();
     for qid in 0..queues {
         let q = u16::try_from(qid).map_err(|_| io::Error::other("more than 65536 CPUs"))?;
@@ -262,14 +262,6 @@ fn start_rings(
             .map_err(|_| io::Error::other("a ring thread ended before registering"))??;
     }
     Ok(queues)
-}
-
-fn page_size() -> usize {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|p| usize::try_from(p).ok())
-        .unwrap_or(4096)
 }
 
 impl Server {
