@@ -1,9 +1,5 @@
 //! The chunk queue on its own: generated operation sequences against a
 //! model, and real threads.
-#![expect(
-    clippy::cast_possible_truncation,
-    reason = "test data: byte patterns that wrap on purpose"
-)]
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -12,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::queue::{Chunk, ChunkQueue, Closed, REFILL, SMALL_READ, Waiting};
+use crate::units::low_byte;
 use proptest::prelude::*;
 
 /// The reference byte stream: byte `i` of the little-endian encoding of the
@@ -523,8 +520,8 @@ fn chunks_of_whole_pages_start_on_a_page() {
         q.reserve(4, &mut batch).unwrap();
         assert_eq!(batch.len(), 4);
         for (i, c) in batch.iter_mut().enumerate() {
-            c.refill(|b| b.fill(i as u8 + 1));
-            assert_eq!(c.unread(), vec![i as u8 + 1; size]);
+            c.refill(|b| b.fill(low_byte(i + 1)));
+            assert_eq!(c.unread(), vec![low_byte(i + 1); size]);
             let start = c.unread().as_ptr() as usize;
             if size % page == 0 {
                 assert_eq!(start % page, 0, "a chunk of {size} bytes at {start:#x}");
@@ -536,7 +533,7 @@ fn chunks_of_whole_pages_start_on_a_page() {
         assert!(
             all.chunks(size)
                 .enumerate()
-                .all(|(i, c)| c.iter().all(|&b| b == i as u8 + 1))
+                .all(|(i, c)| c.iter().all(|&b| b == low_byte(i + 1)))
         );
     }
 }
