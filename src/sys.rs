@@ -15,13 +15,13 @@
 //! - [`records`]: what a daemon made, so that a restart after a crash can
 //!   take it over.
 
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "a leaf: the mappings and their pieces")]
 pub(crate) mod memory;
 pub(crate) mod mountdir;
 pub(crate) mod mounts;
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "a leaf: system calls without a safe wrapper")]
 pub(crate) mod raw;
 pub(crate) mod records;
 pub(crate) mod trust;
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "a leaf: buffers the kernel shares")]
 pub(crate) mod uring;
