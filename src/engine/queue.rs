@@ -41,10 +41,10 @@
 //! chunks onto the front too ([`Order::Freshest`], the default): the bytes
 //! handed out next are those made last, still in the CPU's cache, and the
 //! oldest sink to the back, where they stay as the reserve until the queue
-//! runs low. A queue kept full then costs a bulk reader nothing: taking
-//! from the back, it copied bytes made a whole queue ago, out of the cache
-//! (16 MiB against a 1 MiB L2), and keeping the queue shallow instead would
-//! have left small reads without a reserve. Only a partly read chunk stays
+//! runs low. A queue kept full then costs a bulk reader nothing; taking
+//! the oldest first, it copied bytes made a whole queue ago, out of the
+//! cache (16 MiB against a 1 MiB L2), and keeping the queue shallow
+//! instead would have left small reads without a reserve. Only a partly read chunk stays
 //! in front of new ones, so that the front chunk is the only partly read
 //! one. Seeded mode, whose output is one keystream in order, pushes to the
 //! back ([`Order::Made`]): each byte then leaves in the order it was made.
@@ -113,9 +113,8 @@ const HELD: usize = if cfg!(test) { 3 } else { 256 };
 /// generator's 64 KiB batches. Refilling in 4 MiB bursts from three
 /// quarters of a 16 MiB queue instead left 4 KiB reads over io_uring at
 /// 38 % of the null server's speed in the benchmark, against 95 to 96 %.
-/// It costs the FIFO in some runs: a queue kept full holds older bytes,
-/// which the FIFO writer copies more slowly (docs/PERFORMANCE.md, "Small
-/// reads over io_uring").
+/// That the queue is then kept full costs bulk readers nothing, as they
+/// get the freshest bytes (see "Freshest first" above).
 pub(crate) const REFILL: usize = 128 << 10;
 
 /// Reads of at most this many bytes may use the small-read reserve.
