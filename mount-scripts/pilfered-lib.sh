@@ -227,11 +227,25 @@ detach() {
     fi
 }
 
-# wait_gone PID: waits up to TIMEOUT seconds for PID to exit.
+# wait_gone PID: waits for PID to exit for as long as it makes progress,
+# and returns 1 once it has made none for TIMEOUT seconds: no second in
+# which it used a tenth of a CPU or gave memory back. An exiting daemon
+# does both (it wipes and frees its queue, which takes longer on a busy
+# machine); a stuck one does neither.
 wait_gone() {
-    local deadline=$((SECONDS + TIMEOUT))
+    local last=$SECONDS tenth=$(($(getconf CLK_TCK) / 10)) polls=0 cpu rss was_cpu='' was_rss=''
     while is_alive "$1"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
+        if [ $((polls % 20)) -eq 0 ]; then
+            # utime + stime (fields 14 and 15) and rss (24) of /proc/PID/stat.
+            read -r cpu rss < <(awk '{ sub(/^.*\) /, ""); print $12 + $13, $22 }' "/proc/$1/stat" 2>/dev/null) || return 0
+            if [ -z "$was_cpu" ] || [ $((cpu - was_cpu)) -ge "$tenth" ] || [ "$rss" -lt "$was_rss" ]; then
+                last=$SECONDS
+            elif [ $((SECONDS - last)) -ge "$TIMEOUT" ]; then
+                return 1
+            fi
+            was_cpu=$cpu was_rss=$rss
+        fi
+        polls=$((polls + 1))
         sleep 0.05
     done
 }

@@ -24,7 +24,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 // `unsafe` only in the leaf modules that allow it: `sys::raw`, `sys::uring`
-// and the queue's `Block`.
+// and `sys::memory`.
 #![deny(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 

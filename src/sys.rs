@@ -6,6 +6,8 @@
 //!   `unsafe`;
 //! - [`uring`]: FUSE over io_uring at the kernel's interface: ring entries,
 //!   their buffers (shared with the kernel, hence `unsafe`) and commands;
+//! - [`memory`]: memory mappings of pilfered's own (the ring buffers, the
+//!   queue's chunks), and the page size;
 //! - [`trust`]: who may write what pilfered serves, and the checked walk
 //!   along a path;
 //! - [`mounts`]: the mount table, and pilfered's own FUSE mounts;
@@ -13,20 +15,13 @@
 //! - [`records`]: what a daemon made, so that a restart after a crash can
 //!   take it over.
 
+#[expect(unsafe_code, reason = "a leaf: the mappings and their pieces")]
+pub(crate) mod memory;
 pub(crate) mod mountdir;
 pub(crate) mod mounts;
-#[expect(unsafe_code, reason = "system calls without a safe wrapper")]
+#[expect(unsafe_code, reason = "a leaf: system calls without a safe wrapper")]
 pub(crate) mod raw;
 pub(crate) mod records;
 pub(crate) mod trust;
-#[expect(unsafe_code, reason = "ring buffers the kernel shares")]
+#[expect(unsafe_code, reason = "a leaf: buffers the kernel shares")]
 pub(crate) mod uring;
-
-/// The size of a memory page.
-pub(crate) fn page_size() -> usize {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|p| usize::try_from(p).ok())
-        .unwrap_or(4096)
-}

@@ -8,6 +8,12 @@
 
 use std::time::Duration;
 
+/// The low byte of `n`: test data in byte patterns that wrap on purpose.
+#[cfg(test)]
+pub(crate) fn low_byte(n: usize) -> u8 {
+    n.to_le_bytes()[0]
+}
+
 /// Parses a byte count with an optional `K`, `M` or `G` suffix (powers of
 /// 1024, either case): `4096`, `4K`, `16M`, `1G`.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {

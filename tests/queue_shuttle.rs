@@ -9,18 +9,25 @@ use shuttle::sync::Arc;
 use shuttle::thread;
 
 /// `src/engine/` as this file compiles it: the queue, and in place of its
-/// sibling `sync` (the only module it imports) shuttle's primitives.
+/// sibling `sync` shuttle's primitives.
 #[path = "../src/engine"]
 mod engine {
     pub(crate) mod sync {
         pub(crate) use shuttle::sync::{Condvar, Mutex, MutexGuard};
     }
     #[allow(dead_code, reason = "the model tests use part of the queue's API")]
-    #[allow(unsafe_code, reason = "the queue's Block, as in the library")]
     pub(crate) mod queue;
 }
 
-use engine::queue::{ChunkQueue, Closed};
+/// The other module the queue imports: its chunks' memory, as in the library.
+#[path = "../src/sys"]
+mod sys {
+    #[allow(dead_code, reason = "the queue uses part of it")]
+    #[allow(unsafe_code, reason = "the mappings, as in the library")]
+    pub(crate) mod memory;
+}
+
+use engine::queue::{ChunkQueue, Closed, Order};
 
 /// Reads `n` bytes as the FUSE file does: from the front chunk itself when
 /// it holds exactly `n`, else by copying.
@@ -145,9 +152,9 @@ fn no_byte_is_handed_out_twice() {
 
 /// A read longer than the whole queue (37 bytes of a 24-byte queue, taken
 /// three held chunks at a time under test) completes, in one producer's
-/// order, while a chunk taker competes.
+/// order (`Order::Made`, as seeded mode runs), while a chunk taker competes.
 fn long_read() {
-    let q = queue(3, None);
+    let q = Arc::new(ChunkQueue::with_order(CHUNK, CHUNK * 3, Order::Made));
     let made = producers(&q, 1, None);
     let q2 = q.clone();
     let chunks = thread::spawn(move || take_chunks(&q2, 6, 8));
@@ -162,6 +169,29 @@ fn long_read() {
 #[test]
 fn a_read_longer_than_the_queue_completes() {
     check(long_read);
+}
+
+/// `Order::Made` (seeded mode) with readers of all three kinds at once:
+/// each gets the one producer's stream in order, a rising run of its
+/// sequence numbers, and no byte goes to two of them.
+fn made_order() {
+    let q = Arc::new(ChunkQueue::with_order(CHUNK, CHUNK * 3, Order::Made));
+    let made = producers(&q, 1, None);
+    let (q1, q2) = (q.clone(), q.clone());
+    let exact = thread::spawn(move || [3usize, 8, 5, 8].map(|n| read(&q1, n)).concat());
+    let chunks = thread::spawn(move || take_chunks(&q2, 6, 20));
+    let long = read(&q, 30);
+    let (a, b) = (exact.join().unwrap(), chunks.join().unwrap());
+    close(&q, made);
+    for out in [&a, &b, &long] {
+        assert!(out.windows(2).all(|w| w[0] < w[1]), "out of order: {out:?}");
+    }
+    assert_each_byte_once(&[&a, &b, &long]);
+}
+
+#[test]
+fn made_order_hands_each_reader_the_stream_in_order() {
+    check(made_order);
 }
 
 /// With 8 chunks of capacity the last chunk's worth is the small-read

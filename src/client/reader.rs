@@ -325,12 +325,9 @@ impl<R: Read> DeviceReader<R> {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "test data: byte patterns that wrap on purpose"
-)]
 mod tests {
     use super::*;
+    use crate::units::low_byte;
 
     /// A reader that hands out its bytes in pieces of 1 to 3 bytes, with an
     /// `EINTR` before every other piece, then ends.
@@ -447,7 +444,7 @@ mod tests {
     #[test]
     fn read_each_reads_exactly_what_is_asked_in_batches() {
         let bytes: Vec<u8> = (0..3 * MAX_READ_BYTES + 100)
-            .map(|i| (i ^ (i >> 8)) as u8)
+            .map(|i| low_byte(i ^ (i >> 8)))
             .collect();
         let mut r = source(&bytes);
         let mut got = Vec::new();

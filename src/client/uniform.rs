@@ -100,10 +100,6 @@ impl Uniform {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "test data: byte patterns that wrap on purpose"
-)]
 mod tests {
     use super::*;
 
@@ -113,7 +109,7 @@ mod tests {
 
     /// `count` values of `u` drawn from `src` in one `sample_each`.
     fn draws(u: &Uniform, src: &mut DeviceReader<&[u8]>, count: u64) -> Vec<u64> {
-        let mut got = Vec::with_capacity(count as usize);
+        let mut got = Vec::with_capacity(usize::try_from(count).unwrap());
         u.sample_each(src, count, |v| {
             got.push(v);
             Ok::<_, ReadError>(())
@@ -130,7 +126,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                (x >> 32) as u8
+                (x >> 32).to_le_bytes()[0]
             })
             .collect()
     }
@@ -165,11 +161,11 @@ mod tests {
             let u = Uniform::new(n);
             let k = u.bytes_per_draw();
             let range = 1u64 << (8 * k);
-            let mut hits = vec![0u64; n as usize];
+            let mut hits = vec![0u64; usize::try_from(n).unwrap()];
             let mut rejected = 0;
             for v in 0..range {
                 match u.accept(&v.to_le_bytes()[..k]) {
-                    Some(x) => hits[x as usize] += 1,
+                    Some(x) => hits[usize::try_from(x).unwrap()] += 1,
                     None => rejected += 1,
                 }
             }

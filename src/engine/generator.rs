@@ -374,12 +374,9 @@ pub(crate) struct ReseedPolicy {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "test data: byte patterns that wrap on purpose"
-)]
 mod tests {
     use super::*;
+    use crate::units::low_byte;
     use rand_core::Rng;
 
     fn key(bytes: [u8; 32]) -> Key {
@@ -479,7 +476,7 @@ mod tests {
     /// gives the same two blocks.
     #[test]
     fn the_block_counter_is_64_bits() {
-        let k: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let k: [u8; 32] = std::array::from_fn(low_byte);
         let mut g = Generator::from_key(&key(k), Rounds::R20);
         g.cipher.set_block_pos(u32::MAX as u64);
         let mut ours = vec![0u8; 128];
@@ -510,7 +507,7 @@ mod tests {
         let odd = [
             1usize, 3, 5, 63, 65, 2, 127, 1, 1023, 4097, 7, 0, 1, 66, 3001,
         ];
-        let key = key(std::array::from_fn(|i| i as u8));
+        let key = key(std::array::from_fn(low_byte));
         for sizes in [&words[..], &odd[..]] {
             let mut whole = vec![0u8; sizes.iter().sum()];
             Generator::from_key(&key, Rounds::R20).fill(&mut whole);
@@ -540,7 +537,7 @@ mod tests {
     #[test]
     fn matches_rand_chacha_for_every_round_count() {
         use rand_chacha::{ChaCha8Rng, ChaCha12Rng, ChaCha20Rng};
-        let k: [u8; 32] = std::array::from_fn(|i| (i * 7 + 3) as u8);
+        let k: [u8; 32] = std::array::from_fn(|i| low_byte(i * 7 + 3));
         let mut reference = vec![0u8; 1 << 16];
         let mut ours = vec![0u8; 1 << 16];
         for rounds in [Rounds::R20, Rounds::R12, Rounds::R8] {

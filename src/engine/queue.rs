@@ -36,6 +36,19 @@
 //! empty, and a small read, such as a program asking for a 16-byte key,
 //! would queue behind them for the generator.
 //!
+//! # Freshest first
+//! Consumers take from the front of `ready`, and producers push their
+//! chunks onto the front too ([`Order::Freshest`], the default): the bytes
+//! handed out next are those made last, still in the CPU's cache, and the
+//! oldest sink to the back, where they stay as the reserve until the queue
+//! runs low. A queue kept full then costs a bulk reader nothing; taking
+//! the oldest first, it copied bytes made a whole queue ago, out of the
+//! cache (16 MiB against a 1 MiB L2), and keeping the queue shallow
+//! instead would have left small reads without a reserve. Only a partly read chunk stays
+//! in front of new ones, so that the front chunk is the only partly read
+//! one. Seeded mode, whose output is one keystream in order, pushes to the
+//! back ([`Order::Made`]): each byte then leaves in the order it was made.
+//!
 //! # Epochs: wiping on a VM fork
 //! [`ChunkQueue::wipe`] (called when the VM was cloned from a snapshot)
 //! starts a new epoch: every queued byte is zeroized and dropped at once,
@@ -48,26 +61,35 @@
 //! last saw, and rekey before filling when it changed.
 //!
 //! # Memory
-//! [`ChunkQueue::preallocate`] allocates every chunk up front and fails
-//! cleanly if memory is short, so that the daemon refuses to start rather
-//! than abort later. Every later chunk allocation (chunks held outside the
-//! queue by the FIFO writer can make more than `capacity` bytes of chunks
-//! exist) is fallible: a producer that cannot allocate waits for a chunk to
-//! be recycled instead of aborting.
+//! Chunks are pieces of memory mappings of their own (`sys::memory`): kept
+//! out of core dumps and forked children, and each chunk of whole pages
+//! starts on a page, so that a read answered from it spans as few pages as
+//! it can (the kernel pins each one). Chunks are cut from one mapping per
+//! allocation, not one each: [`ChunkQueue::preallocate`] makes all of them
+//! with one mapping, so that starting and stopping a queue of a million
+//! chunks costs one `mmap` and one `munmap`. It fails cleanly if memory is
+//! short, so that the daemon refuses to start rather than abort later.
+//! Every later allocation (chunks held outside the queue by the FIFO writer
+//! or a large read can make more than `capacity` bytes of chunks exist; a
+//! producer's shortfall is cut from one new mapping) is fallible: a
+//! producer that cannot allocate waits for a chunk to be recycled instead
+//! of aborting.
 //!
 //! # Invariants
 //! - queued bytes + reserved chunks × chunk size ≤ capacity;
 //! - only the front chunk of `ready` may be partly read, so the ready list
 //!   holds at most capacity / chunk size chunks;
+//! - with [`Order::Made`], `ready` is in the order the chunks were filled
+//!   (reserved and pushed by one producer, as seeded mode runs);
 //! - every chunk in `ready` belongs to the current epoch;
 //! - a byte leaves the queue at most once, and never after a wipe that
 //!   found it queued.
 //!
 //! # Imports
 //! The queue imports nothing of this crate but its sibling `super::sync`
-//! (and its own child `block`): `tests/queue_shuttle.rs` compiles this very
-//! file with shuttle's primitives as `sync`, and anything else it named
-//! would have to exist there too.
+//! and `sys::memory`: `tests/queue_shuttle.rs` compiles this very file with
+//! shuttle's primitives as `sync` (and the same `sys/memory.rs`), and
+//! anything else it named would have to exist there too.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -76,12 +98,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use zeroize::Zeroize;
 
 use super::sync::{Condvar, Mutex, MutexGuard};
-
-#[expect(unsafe_code, reason = "a chunk's page-mapped memory")]
-mod block;
-
-use block::Block;
-pub(crate) use block::OutOfMemory;
+use crate::sys::memory::{self, Piece};
 
 /// Whole chunks [`ChunkQueue::take_exact`] takes at a time to copy outside
 /// the lock: a 1 MiB read of 4 KiB chunks in one go. (Three under test, so
@@ -96,9 +113,8 @@ const HELD: usize = if cfg!(test) { 3 } else { 256 };
 /// generator's 64 KiB batches. Refilling in 4 MiB bursts from three
 /// quarters of a 16 MiB queue instead left 4 KiB reads over io_uring at
 /// 38 % of the null server's speed in the benchmark, against 95 to 96 %.
-/// It costs the FIFO in some runs: a queue kept full holds older bytes,
-/// which the FIFO writer copies more slowly (docs/PERFORMANCE.md, "Small
-/// reads over io_uring").
+/// That the queue is then kept full costs bulk readers nothing, as they
+/// get the freshest bytes (see "Freshest first" above).
 pub(crate) const REFILL: usize = 128 << 10;
 
 /// Reads of at most this many bytes may use the small-read reserve.
@@ -114,6 +130,19 @@ pub(crate) struct Waiting {
     pub producers: usize,
 }
 
+/// Which queued bytes consumers get first; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Those made last, still cache-warm.
+    Freshest,
+    /// Those made first: each byte in the order it was made.
+    Made,
+}
+
+/// A chunk could not be allocated: memory is exhausted (or limited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutOfMemory;
+
 /// Returned once the queue has been closed for shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
@@ -122,25 +151,26 @@ pub(crate) struct Closed;
 ///
 /// The bytes not yet handed out are `buf[pos..]`. Dropping a chunk wipes it.
 pub(crate) struct Chunk {
-    buf: Block,
+    buf: Piece,
     pos: usize,
     /// The queue's epoch when this chunk was handed to a producer.
     epoch: u64,
     /// Whether it was ever filled: a chunk that never was holds only the
-    /// allocator's zeros, and wiping it would only touch (and commit) its
+    /// kernel's zeros, and wiping it would only touch (and commit) its
     /// pages.
     filled: bool,
 }
 
 impl Chunk {
-    /// An empty chunk of `size` zeroed bytes, or `OutOfMemory`.
-    fn try_empty(size: usize) -> Result<Self, OutOfMemory> {
-        Ok(Chunk {
-            buf: Block::zeroed(size)?,
+    /// `count` empty chunks of `size` zeroed bytes, cut from one mapping.
+    fn empties(size: usize, count: usize) -> Result<impl Iterator<Item = Chunk>, OutOfMemory> {
+        let pieces = memory::pieces(size, count).map_err(|_| OutOfMemory)?;
+        Ok(pieces.map(move |buf| Chunk {
+            buf,
             pos: size,
             epoch: 0,
             filled: false,
-        })
+        }))
     }
 
     /// The epoch of the queue when the chunk was reserved.
@@ -161,7 +191,10 @@ impl Chunk {
     /// queue itself makes chunks with [`ChunkQueue::reserve`]).
     #[cfg(test)]
     pub(crate) fn with_bytes(bytes: &[u8]) -> Self {
-        let mut chunk = Chunk::try_empty(bytes.len()).expect("test memory");
+        let mut chunk = Chunk::empties(bytes.len(), 1)
+            .expect("test memory")
+            .next()
+            .expect("one chunk");
         chunk.refill(|buf| buf.copy_from_slice(bytes));
         chunk
     }
@@ -251,6 +284,7 @@ pub(crate) struct ChunkQueue {
     space_ready: Condvar,
     chunk_size: usize,
     capacity: usize,
+    order: Order,
     low_water: usize,
     /// Bytes bulk consumers leave for small reads.
     small_reserve: usize,
@@ -269,11 +303,18 @@ impl fmt::Debug for ChunkQueue {
 }
 
 impl ChunkQueue {
-    /// A queue of `chunk_size`-byte chunks holding at most `capacity` bytes.
+    /// A queue of `chunk_size`-byte chunks holding at most `capacity` bytes,
+    /// handing out the freshest first.
     ///
     /// # Panics
     /// Unless `0 < chunk_size <= capacity` (the command line checks this first).
+    #[cfg(test)]
     pub(crate) fn new(chunk_size: usize, capacity: usize) -> Self {
+        Self::with_order(chunk_size, capacity, Order::Freshest)
+    }
+
+    /// Like [`ChunkQueue::new`], handing out bytes in `order`.
+    pub(crate) fn with_order(chunk_size: usize, capacity: usize, order: Order) -> Self {
         assert!(
             chunk_size > 0 && chunk_size <= capacity,
             "chunk size {chunk_size} must be in 1..={capacity}"
@@ -296,6 +337,7 @@ impl ChunkQueue {
             space_ready: Condvar::new(),
             chunk_size,
             capacity,
+            order,
             low_water: capacity - (capacity / 4).min(REFILL),
             // At most capacity - 2 chunks, so that a full queue always has a
             // whole chunk for bulk consumers (see `take_chunks`).
@@ -309,22 +351,23 @@ impl ChunkQueue {
         }
     }
 
-    /// Like [`ChunkQueue::new`], but allocates every chunk (and the lists
-    /// that hold them) now, failing cleanly if memory is short; what was
-    /// allocated is freed again. The daemon uses this, so that a queue too
-    /// large for the memory available refuses the start instead of aborting
-    /// later.
-    pub(crate) fn preallocate(chunk_size: usize, capacity: usize) -> Result<Self, OutOfMemory> {
-        let q = ChunkQueue::new(chunk_size, capacity);
+    /// Like [`ChunkQueue::with_order`], but allocates every chunk (and the
+    /// lists that hold them) now, failing cleanly if memory is short; what
+    /// was allocated is freed again. The daemon uses this, so that a queue
+    /// too large for the memory available refuses the start instead of
+    /// aborting later.
+    pub(crate) fn preallocate(
+        chunk_size: usize,
+        capacity: usize,
+        order: Order,
+    ) -> Result<Self, OutOfMemory> {
+        let q = ChunkQueue::with_order(chunk_size, capacity, order);
         let n = capacity / chunk_size;
         {
             let mut st = q.lock();
             st.spare.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
             st.ready.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
-            for _ in 0..n {
-                let chunk = q.allocate()?;
-                st.spare.push(chunk);
-            }
+            st.spare.extend(q.allocate(n)?);
         }
         Ok(q)
     }
@@ -336,11 +379,17 @@ impl ChunkQueue {
         self.alloc_budget.store(n, Ordering::Relaxed);
     }
 
-    fn allocate(&self) -> Result<Chunk, OutOfMemory> {
-        self.alloc_budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-            .map_err(|_| OutOfMemory)?;
-        Chunk::try_empty(self.chunk_size)
+    /// Up to `n` (> 0) new empty chunks, all from one mapping: fewer only
+    /// if the test budget allows fewer, none if memory is short.
+    fn allocate(&self, n: usize) -> Result<impl Iterator<Item = Chunk>, OutOfMemory> {
+        let budget = self
+            .alloc_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b - b.min(n)))
+            .expect("the update always succeeds");
+        match budget.min(n) {
+            0 => Err(OutOfMemory),
+            granted => Chunk::empties(self.chunk_size, granted),
+        }
     }
 
     /// The current epoch: 0 at first, one more after each
@@ -434,11 +483,10 @@ impl ChunkQueue {
                 let start = out.len();
                 out.extend(st.spare.drain(from..));
                 drop(st);
-                for _ in reused..n {
-                    match self.allocate() {
-                        Ok(chunk) => out.push(chunk),
-                        Err(OutOfMemory) => break,
-                    }
+                if reused < n
+                    && let Ok(chunks) = self.allocate(n - reused)
+                {
+                    out.extend(chunks);
                 }
                 for chunk in &mut out[start..] {
                     chunk.epoch = epoch;
@@ -508,18 +556,31 @@ impl ChunkQueue {
             return 0;
         }
         let mut stale = 0;
+        // A partly read front chunk stays in front (see the module docs).
+        let partly_read = match self.order {
+            Order::Freshest if st.ready.front().is_some_and(|c| c.len() < self.chunk_size) => {
+                st.ready.pop_front()
+            }
+            _ => None,
+        };
         for mut chunk in chunks.drain(..) {
             // An unfilled chunk would sit in `ready` with nothing to read,
             // breaking the invariant that only the front one is partly read.
             debug_assert_eq!(chunk.len(), self.chunk_size, "push of an unfilled chunk");
             if chunk.epoch == st.epoch {
                 st.queued += chunk.len();
-                st.ready.push_back(chunk);
+                match self.order {
+                    Order::Freshest => st.ready.push_front(chunk),
+                    Order::Made => st.ready.push_back(chunk),
+                }
             } else {
                 stale += chunk.len();
                 chunk.wipe();
                 self.to_spare(&mut st, chunk);
             }
+        }
+        if let Some(chunk) = partly_read {
+            st.ready.push_front(chunk);
         }
         if st.queued >= st.wanted {
             self.wake_consumers(&mut st);

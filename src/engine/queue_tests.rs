@@ -1,9 +1,5 @@
 //! The chunk queue on its own: generated operation sequences against a
 //! model, and real threads.
-#![expect(
-    clippy::cast_possible_truncation,
-    reason = "test data: byte patterns that wrap on purpose"
-)]
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -11,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::queue::{Chunk, ChunkQueue, Closed, REFILL, SMALL_READ, Waiting};
+use super::queue::{Chunk, ChunkQueue, Closed, Order, REFILL, SMALL_READ, Waiting};
+use crate::units::low_byte;
 use proptest::prelude::*;
 
 /// The reference byte stream: byte `i` of the little-endian encoding of the
@@ -52,31 +49,80 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The queue's ready list as the model sees it: the unread bytes of each
+/// chunk, the next to be read first, kept by the rule the module docs give.
+struct Ready {
+    chunks: VecDeque<Vec<u8>>,
+    order: Order,
+    chunk_size: usize,
+}
+
+impl Ready {
+    fn push(&mut self, chunk: Vec<u8>) {
+        match self.order {
+            Order::Made => self.chunks.push_back(chunk),
+            Order::Freshest => {
+                // Only a partly read chunk stays in front of a new one.
+                let partly = self
+                    .chunks
+                    .front()
+                    .is_some_and(|c| c.len() < self.chunk_size);
+                let at = usize::from(partly);
+                self.chunks.insert(at, chunk);
+            }
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    /// The next `n` bytes.
+    fn take(&mut self, mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while n > 0 {
+            let front = self.chunks.front_mut().expect("the model holds n bytes");
+            let k = front.len().min(n);
+            out.extend(front.drain(..k));
+            n -= k;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+        out
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// One consumer, any mix of operations, with the chunks allocated up
     /// front or on demand and any number of allocations failing: capacity
     /// is never exceeded, a producer gets exactly as many chunks as the
-    /// spares and the allocations left allow, and the bytes handed out are
-    /// exactly the stream, in order, once each, minus what wipes discarded:
-    /// the queued and pending bytes at each wipe, and every chunk reserved
-    /// before it.
+    /// spares and the allocations left allow, every take hands out what the
+    /// model of the ready list says (the freshest chunk first, or the
+    /// oldest in `Order::Made`), and the bytes handed out are exactly the
+    /// stream, once each (in order, in `Order::Made`), minus what wipes
+    /// discarded: the queued and pending bytes at each wipe, and every
+    /// chunk reserved before it.
     #[test]
-    fn sequences_hand_out_the_stream_once_in_order(
+    fn sequences_hand_out_the_stream_once(
         chunk_words in 16usize..80,
         chunks_cap in 1usize..6,
         preallocated in any::<bool>(),
+        made in any::<bool>(),
         alloc_budget in prop::option::of(0usize..8),
         ops in prop::collection::vec(op(), 1..200),
     ) {
         let chunk_size = chunk_words * 4;
         let capacity = chunk_size * chunks_cap + chunk_size / 2;
+        let order = if made { Order::Made } else { Order::Freshest };
         let q = if preallocated {
-            ChunkQueue::preallocate(chunk_size, capacity).unwrap()
+            ChunkQueue::preallocate(chunk_size, capacity, order).unwrap()
         } else {
-            ChunkQueue::new(chunk_size, capacity)
+            ChunkQueue::with_order(chunk_size, capacity, order)
         };
+        let mut model = Ready { chunks: VecDeque::new(), order, chunk_size };
         // Chunks in existence, and allocations still allowed.
         let mut chunks = if preallocated { chunks_cap } else { 0 };
         let mut budget = alloc_budget.unwrap_or(usize::MAX);
@@ -89,6 +135,7 @@ proptest! {
         let mut pending: VecDeque<Chunk> = VecDeque::new();
         let mut out: Vec<u8> = Vec::new();
         let mut kept: Vec<u8> = Vec::new();
+        let mut discarded = 0;
         for op in ops {
             match op {
                 Op::Produce(max) | Op::ReserveOnly(max) => {
@@ -114,16 +161,19 @@ proptest! {
                             c.refill(|b| for (j, x) in b.iter_mut().enumerate() { *x = stream_byte(produced + j) });
                             if c.epoch() == epoch {
                                 kept.extend((0..chunk_size).map(|j| stream_byte(produced + j)));
+                                model.push(c.unread().to_vec());
                             } else {
                                 stale += chunk_size;
                             }
                             produced += chunk_size;
                         }
                         prop_assert_eq!(q.push(&mut held), stale);
+                        discarded += stale;
                         prop_assert!(held.is_empty());
                     }
                 }
                 Op::Wipe => {
+                    discarded += q.queued_bytes() + pending.iter().map(Chunk::len).sum::<usize>();
                     // The consumer wipes what it holds, as the FIFO writer does.
                     for c in &mut pending {
                         c.wipe();
@@ -133,6 +183,7 @@ proptest! {
                     let (e, wiped) = q.wipe();
                     prop_assert_eq!((e, wiped), (epoch + 1, queued));
                     prop_assert_eq!(q.queued_bytes(), 0);
+                    model.chunks.clear();
                     epoch = e;
                     kept.truncate(out.len());
                 }
@@ -142,6 +193,7 @@ proptest! {
                     if q.queued_bytes() >= n {
                         let mut buf = vec![0u8; n];
                         prop_assert_eq!(q.take_exact(&mut buf), Ok(0));
+                        prop_assert!(buf == model.take(n), "take_exact({}) off the model", n);
                         out.extend_from_slice(&buf);
                     }
                 }
@@ -159,6 +211,7 @@ proptest! {
                             prop_assert!(queued > 0 && len == front);
                             prop_assert_eq!(c.len(), len);
                             prop_assert_eq!(q.queued_bytes(), queued - len);
+                            prop_assert!(c.unread() == model.take(len), "take_front off the model");
                             out.extend_from_slice(c.unread());
                             c.consume(len);
                             q.recycle([c]);
@@ -173,10 +226,13 @@ proptest! {
                     flush(&mut pending, &mut out, &q);
                     if q.queued_bytes() > 0 {
                         let before = q.queued_bytes();
+                        let was_pending = pending.len();
                         let moved = q.take_chunks(want, &mut pending).unwrap();
                         prop_assert!(moved >= want.min(before));
                         prop_assert!(moved > 0);
                         prop_assert_eq!(q.queued_bytes(), before - moved);
+                        let taken: Vec<u8> = pending.iter().skip(was_pending).flat_map(|c| c.unread().to_vec()).collect();
+                        prop_assert!(taken == model.take(moved), "take_chunks off the model");
                         // Hand out part of it, keep a cursor in the rest.
                         let mut left = consume.min(moved);
                         while left > 0 {
@@ -191,14 +247,19 @@ proptest! {
                 }
             }
             prop_assert!(q.queued_bytes() + held.len() * chunk_size <= capacity);
+            prop_assert_eq!(q.queued_bytes(), model.queued());
         }
         flush(&mut pending, &mut out, &q);
         let rest = q.queued_bytes();
         let mut tail = vec![0u8; rest];
         q.take_exact(&mut tail).unwrap();
+        prop_assert!(tail == model.take(rest), "the rest off the model");
         out.extend_from_slice(&tail);
-        prop_assert_eq!(out.len(), kept.len());
-        prop_assert!(out == kept, "bytes handed out differ from the stream");
+        // Every byte made is handed out or discarded, never both.
+        prop_assert_eq!(out.len() + discarded, produced);
+        if order == Order::Made {
+            prop_assert!(out == kept, "bytes handed out differ from the stream");
+        }
         if epoch == 0 {
             prop_assert_eq!(kept.len(), produced);
         }
@@ -343,6 +404,64 @@ fn small_read_reserve_is_kept_from_bulk_consumers() {
     q.close();
     assert_eq!(bulk_read.join().unwrap(), Err(Closed));
     assert_eq!(fifo.join().unwrap(), Err(Closed));
+}
+
+/// Freshest first: on a full queue of old bytes, the batch pushed after a
+/// bulk read is what the next reads get, small and bulk, and the old bytes
+/// stay behind as the reserve; a partly read chunk is finished before a
+/// newer one is started. In `Order::Made` the oldest come first.
+#[test]
+fn reads_get_the_freshest_bytes_first() {
+    const CHUNK: usize = 4096;
+    let fill = |q: &ChunkQueue, byte: u8| {
+        let mut batch = Vec::new();
+        q.reserve(16, &mut batch).unwrap();
+        assert_eq!(batch.len(), 16);
+        batch.iter_mut().for_each(|c| c.refill(|b| b.fill(byte)));
+        q.push(&mut batch);
+    };
+    let take = |q: &ChunkQueue, n: usize| {
+        let mut buf = vec![0u8; n];
+        q.take_exact(&mut buf).unwrap();
+        buf
+    };
+    for order in [Order::Freshest, Order::Made] {
+        let q = ChunkQueue::with_order(CHUNK, 1 << 20, order);
+        for _ in 0..16 {
+            fill(&q, 1);
+        }
+        assert_eq!(q.queued_bytes(), 1 << 20);
+        assert!(take(&q, SMALL_READ * 2).iter().all(|&b| b == 1));
+        fill(&q, 2);
+        let fresh = if order == Order::Freshest { 2 } else { 1 };
+        let small = take(&q, 100);
+        assert!(small.iter().all(|&b| b == fresh), "{order:?}");
+        // The rest of that chunk comes before the next batch.
+        fill(&q, 3);
+        let rest = take(&q, CHUNK - 100);
+        assert!(rest.iter().all(|&b| b == fresh), "{order:?}");
+        let bulk = take(&q, SMALL_READ + CHUNK);
+        if order == Order::Freshest {
+            assert!(bulk[..SMALL_READ].iter().all(|&b| b == 3));
+            assert!(bulk[SMALL_READ..].iter().all(|&b| b == 2));
+        } else {
+            assert!(bulk.iter().all(|&b| b == 1));
+        }
+        // What is left: in Freshest order, the oldest bytes, at the back.
+        let mut left = Vec::new();
+        while q.queued_bytes() > 0 {
+            left.extend(take(&q, CHUNK));
+        }
+        let runs: &[(u8, usize)] = match order {
+            Order::Freshest => &[(2, 14), (1, 224)],
+            Order::Made => &[(1, 206), (2, 16), (3, 16)],
+        };
+        let expected: Vec<u8> = runs
+            .iter()
+            .flat_map(|&(byte, chunks)| vec![byte; chunks * CHUNK])
+            .collect();
+        assert!(left == expected, "{order:?}");
+    }
 }
 
 /// A 1 MiB read that finds the queue empty sleeps until the queue holds the
@@ -518,13 +637,13 @@ fn threads_never_hand_out_a_word_twice() {
 fn chunks_of_whole_pages_start_on_a_page() {
     let page = 4096;
     for size in [64, 192, 4032, 6016, 4096, 8192, 65536, 1 << 20] {
-        let q = ChunkQueue::new(size, size * 4);
+        let q = ChunkQueue::with_order(size, size * 4, Order::Made);
         let mut batch = Vec::new();
         q.reserve(4, &mut batch).unwrap();
         assert_eq!(batch.len(), 4);
         for (i, c) in batch.iter_mut().enumerate() {
-            c.refill(|b| b.fill(i as u8 + 1));
-            assert_eq!(c.unread(), vec![i as u8 + 1; size]);
+            c.refill(|b| b.fill(low_byte(i + 1)));
+            assert_eq!(c.unread(), vec![low_byte(i + 1); size]);
             let start = c.unread().as_ptr() as usize;
             if size % page == 0 {
                 assert_eq!(start % page, 0, "a chunk of {size} bytes at {start:#x}");
@@ -536,7 +655,7 @@ fn chunks_of_whole_pages_start_on_a_page() {
         assert!(
             all.chunks(size)
                 .enumerate()
-                .all(|(i, c)| c.iter().all(|&b| b == i as u8 + 1))
+                .all(|(i, c)| c.iter().all(|&b| b == low_byte(i + 1)))
         );
     }
 }
@@ -559,7 +678,7 @@ fn a_producer_that_cannot_allocate_waits_for_a_recycled_chunk() {
     q.recycle(pending.drain(..));
     assert_eq!(producer.join().unwrap(), Ok(()));
     // A queue allocated up front needs no allocation at all.
-    let q = ChunkQueue::preallocate(64, 64 * 4).unwrap();
+    let q = ChunkQueue::preallocate(64, 64 * 4, Order::Freshest).unwrap();
     q.limit_allocations(0);
     let mut batch = Vec::new();
     q.reserve(8, &mut batch).unwrap();

@@ -19,7 +19,7 @@ use log::{debug, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::engine::generator::{self, Generator, ReseedPolicy};
-use crate::engine::queue::{ChunkQueue, OutOfMemory};
+use crate::engine::queue::{ChunkQueue, Order, OutOfMemory};
 use crate::engine::seeding::{Key, Seed, Seeder};
 use crate::engine::stats::{Report, Stats};
 use crate::error::{Error, describe};
@@ -74,7 +74,13 @@ pub(crate) fn serve(cfg: &Config) -> Result<(), Error> {
     let plan = preflight::plan(cfg)?;
     // All of the queue now, before anything is created or mounted: memory
     // too short for it refuses the start instead of aborting later.
-    let queue = ChunkQueue::preallocate(cfg.chunk_size, cfg.queue_capacity)
+    // Seeded mode's output is its keystream, in order.
+    let order = if cfg.seed.is_some() {
+        Order::Made
+    } else {
+        Order::Freshest
+    };
+    let queue = ChunkQueue::preallocate(cfg.chunk_size, cfg.queue_capacity, order)
         .map_err(|OutOfMemory| queue_oom(cfg.queue_capacity))?;
     let (tx, events) = mpsc::channel();
     let signal_tx = tx.clone();

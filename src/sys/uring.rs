@@ -19,10 +19,10 @@
 //! and only then are the buffers read and written, through slices made
 //! fresh from their mappings.
 //!
-//! The buffers are mappings of their own, unmapped only once the kernel has
-//! released every entry (a completion with `ENOTCONN`, when the connection
-//! ends) or never had one. Otherwise they are left mapped until the process
-//! exits, rather than freed under the kernel.
+//! The buffers are mappings of their own (`sys::memory`), unmapped only
+//! once the kernel has released every entry (a completion with `ENOTCONN`,
+//! when the connection ends) or never had one. Otherwise they are left
+//! mapped until the process exits, rather than freed under the kernel.
 //!
 //! # Wiping
 //! The payload buffer carries the random bytes of a reply, and is wiped of
@@ -39,12 +39,12 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{Ordering, fence};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 use zeroize::Zeroize;
+
+use crate::sys::memory::{Mapping, page_size};
 
 /// `FUSE_IO_URING_CMD_REGISTER` and `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
 const CMD_REGISTER: u32 = 1;
@@ -67,49 +67,6 @@ const COMMIT_ID: usize = ENT_IN_OUT + 8;
 const PAYLOAD_SZ: usize = ENT_IN_OUT + 16;
 const HEADER_LEN: usize = ENT_IN_OUT + 32;
 
-/// A zero-filled private anonymous mapping, owned alone, and unmapped
-/// only by [`Mapping::unmap`]: dropping one leaves the memory mapped.
-#[derive(Debug)]
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
-        let size = std::num::NonZeroUsize::new(len).ok_or(io::ErrorKind::InvalidInput)?;
-        // SAFETY: a new private anonymous mapping aliases no other memory.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                size,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }?;
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    /// The mapping's bytes. The caller holds the entry (see the module
-    /// docs), so the kernel is not writing them.
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points to `len` bytes mapped until drop; `&mut
-        // self` makes this the only reference; the kernel does not write
-        // an entry's buffers while its owner may read them (module docs).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// Unmaps it.
-    fn unmap(self) {
-        // SAFETY: mapped with this length in `new`, and unmapped once: the
-        // mapping is consumed. No reference into it outlives the call.
-        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// One ring entry: its buffers, and where it stands.
 #[derive(Debug)]
 struct Entry {
@@ -128,8 +85,8 @@ struct Entry {
     last: (u32, u64),
 }
 
-// SAFETY: the raw pointers in the mappings and `iov` point to memory this
-// entry owns alone; moving it to another thread moves that ownership.
+// SAFETY: the raw pointers in `iov` point to the mappings this entry owns
+// alone; moving it to another thread moves that ownership.
 unsafe impl Send for Entry {}
 
 /// An io_uring of FUSE ring entries, all for queue `qid` of one connection.
@@ -182,16 +139,16 @@ impl FuseRing {
         ring.submitter().register_files(&[fuse.as_raw_fd()])?;
         let mut entries = Vec::with_capacity(depth);
         for _ in 0..depth {
-            let header = Mapping::new(HEADER_LEN.next_multiple_of(super::page_size()))?;
+            let header = Mapping::new(HEADER_LEN.next_multiple_of(page_size()))?;
             let payload = Mapping::new(payload)?;
             let iov = [
                 libc::iovec {
-                    iov_base: header.ptr.as_ptr().cast(),
-                    iov_len: header.len,
+                    iov_base: header.as_mut_ptr().cast(),
+                    iov_len: header.len(),
                 },
                 libc::iovec {
-                    iov_base: payload.ptr.as_ptr().cast(),
-                    iov_len: payload.len,
+                    iov_base: payload.as_mut_ptr().cast(),
+                    iov_len: payload.len(),
                 },
             ];
             entries.push(Entry {
@@ -320,7 +277,7 @@ impl FuseRing {
             );
             let payload_len = usize::try_from(payload_len)
                 .unwrap_or(usize::MAX)
-                .min(entry.payload.len);
+                .min(entry.payload.len());
             // What the last reply left beyond this request's payload.
             let dirty = std::mem::take(&mut entry.dirty);
             if dirty > payload_len {
@@ -389,16 +346,16 @@ fn set_sqe_len(sqe: &mut squeue::Entry128, len: u32) {
 impl Drop for FuseRing {
     fn drop(&mut self) {
         let kernel_holds_one = self.entries.iter().any(|e| e.in_kernel && !e.released);
-        if kernel_holds_one {
-            // Freeing memory the kernel may still write into would let a
-            // request land in whatever is mapped there next: the mappings
-            // (which unmap only when told to) stay until the process ends.
-            return;
-        }
         for mut e in self.entries.drain(..) {
-            e.payload.bytes().zeroize();
-            e.header.unmap();
-            e.payload.unmap();
+            if kernel_holds_one {
+                // Freeing memory the kernel may still write into would let
+                // a request land in whatever is mapped there next: the
+                // mappings stay until the process ends.
+                e.header.leak();
+                e.payload.leak();
+            } else {
+                e.payload.bytes().zeroize();
+            }
         }
     }
 }
@@ -443,7 +400,7 @@ impl Fetched<'_> {
             ..
         } = self;
         let entry = &mut ring.entries[index];
-        let body_len = body_len.min(entry.payload.len);
+        let body_len = body_len.min(entry.payload.len());
         let header = entry.header.bytes();
         header[IN_OUT..IN_OUT + 16].copy_from_slice(out_header);
         let len = u32::try_from(body_len).map_err(|_| io::ErrorKind::InvalidInput)?;

@@ -854,3 +854,44 @@ fn script_defaults_are_the_binarys() {
         )
     );
 }
+
+/// The scripts' wait after SIGTERM follows the process, not a clock: one
+/// still working (as a daemon wiping and freeing a large queue on a busy
+/// machine is) is waited for past PILFERED_TIMEOUT, and only one that does
+/// nothing for that long is given up on as stuck.
+#[test]
+fn the_wait_after_sigterm_lasts_while_the_process_makes_progress() {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-scripts/pilfered-lib.sh");
+    let script = r#"PROG=test; . "$1"; TIMEOUT=1
+        bash -c 'end=$((SECONDS + 4)); while [ $SECONDS -lt $end ]; do :; done' & busy=$!
+        start=$SECONDS; status=0; wait_gone $busy || status=$?
+        echo "working $status $((SECONDS - start))"
+        sleep 60 & stuck=$!; trap 'kill $stuck' EXIT
+        start=$SECONDS; status=0; wait_gone $stuck || status=$?
+        echo "stuck $status $((SECONDS - start))""#;
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("bash")
+        .arg(&lib)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split(' ').collect()).collect();
+    assert!(
+        out.status.success() && lines.len() == 2,
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secs = |l: &[&str]| l[2].parse::<u64>().unwrap();
+    assert_eq!(lines[0][..2], ["working", "0"], "{stdout}");
+    assert!(
+        secs(&lines[0]) >= 2,
+        "returned before the process exited: {stdout}"
+    );
+    assert_eq!(lines[1][..2], ["stuck", "1"], "{stdout}");
+    assert!(
+        secs(&lines[1]) <= 10,
+        "waited too long for a stuck process: {stdout}"
+    );
+}

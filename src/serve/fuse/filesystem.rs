@@ -397,12 +397,9 @@ impl Filesystem {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "test data: byte patterns that wrap on purpose"
-)]
 pub(super) mod tests {
     use super::*;
+    use crate::units::low_byte;
 
     /// An [`Out`] that keeps what was sent, and how.
     #[derive(Debug, Default)]
@@ -445,7 +442,7 @@ pub(super) mod tests {
         let mut chunks = Vec::new();
         queue.reserve(4, &mut chunks).unwrap();
         for c in &mut chunks {
-            c.refill(|b| b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8));
+            c.refill(|b| b.iter_mut().enumerate().for_each(|(i, x)| *x = low_byte(i)));
         }
         queue.push(&mut chunks);
         let d = Filesystem::new(
@@ -538,7 +535,7 @@ pub(super) mod tests {
         let b = read(&d, BITS, fh, 0, 28).unwrap().bytes;
         assert_eq!(a.len(), 100);
         assert_eq!(b.len(), 28);
-        let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
+        let expected: Vec<u8> = (0..128).map(|i| low_byte(i % 64)).collect();
         assert_eq!([a, b].concat(), expected);
         let text = d.stats.snapshot(&queue).render();
         assert!(text.contains("bytes_served_fuse 128\n"), "{text}");
@@ -635,7 +632,7 @@ pub(super) mod tests {
         // The rest of the front chunk: from the chunk again.
         let rest = read(&d, BITS, fh, 0, 54).unwrap();
         assert!(!rest.buffered);
-        let expected: Vec<u8> = (0..128).map(|i| (i % 64) as u8).collect();
+        let expected: Vec<u8> = (0..128).map(|i| low_byte(i % 64)).collect();
         assert_eq!([whole.bytes, part.bytes, rest.bytes].concat(), expected);
         let text = d.stats.snapshot(&queue).render();
         assert!(text.contains("bytes_served_fuse 128\n"), "{text}");

@@ -368,7 +368,7 @@ impl Session {
         ended: &Sender<io::Result<()>>,
     ) -> Result<usize, RingError> {
         let queues = crate::sys::uring::kernel_queues().map_err(RingError::Local)?;
-        let payload = usize::from(MAX_PAGES) * crate::sys::page_size();
+        let payload = usize::from(MAX_PAGES) * crate::sys::memory::page_size();
         let (ready_tx, ready) = mpsc::channel();
         for qid in 0..queues {
             let q = u16::try_from(qid)
