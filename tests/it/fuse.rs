@@ -614,3 +614,83 @@ on_both_transports! {
         );
     }
 }
+
+/// A start whose own threads cannot be had (a pids cgroup's limit) says so
+/// in one line, never that the kernel refused a ring, and leaves nothing
+/// mounted or made. Limits from 3 threads up are tried until one lets the
+/// rings start; at least one stops exactly while they start.
+#[test]
+fn a_thread_limit_while_the_rings_start_is_said_for_what_it_is() {
+    if !fuse_available() || !uring_available() {
+        return;
+    }
+    let _on = uring_on();
+    let pids = Path::new("/sys/fs/cgroup/pids");
+    assert!(
+        pids.join("cgroup.procs").exists(),
+        "no pids cgroup controller at {}: this test cannot limit threads",
+        pids.display()
+    );
+    let group = pids.join(format!("pilfered-test-{}", std::process::id()));
+    std::fs::create_dir(&group).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _remove = Remove(group.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut while_rings_start = 0;
+    for limit in 3..64 {
+        std::fs::write(group.join("pids.max"), limit.to_string()).unwrap();
+        let mount = dir.path().join(format!("mnt-{limit}"));
+        // (timeout: a limit the whole start fits in serves until stopped.)
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec timeout -s TERM 5 "$@""#)
+            .arg(&group)
+            .arg(crate::common::BIN)
+            .args([
+                "serve",
+                "--no-fifo",
+                "--generators",
+                "1",
+                "--fuse-transport",
+                "io-uring",
+            ])
+            .arg("--mount")
+            .arg(&mount)
+            .env("PILFERED_RUNDIR", dir.path().join("run"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("refused a ring"),
+            "limit {limit}: {stderr}"
+        );
+        let at_the_rings = stderr.contains(&format!(
+            "pilfered: --mount {}: cannot start the FUSE threads: Try again; this is a limit of this process (threads, memory), not of the kernel's FUSE",
+            mount.display()
+        ));
+        while_rings_start += u32::from(at_the_rings);
+        let past_the_rings = out.status.success() || (while_rings_start > 0 && !at_the_rings);
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounted.contains(mount.to_str().unwrap()),
+            "limit {limit}: left mounted"
+        );
+        assert!(
+            !mount.exists(),
+            "limit {limit}: the mount point it made stayed"
+        );
+        if past_the_rings {
+            break;
+        }
+    }
+    assert!(
+        while_rings_start > 0,
+        "no limit stopped the start while the rings started"
+    );
+}

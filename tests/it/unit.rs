@@ -477,13 +477,20 @@ on_both_transports! {
             None => eprintln!("NOTE: no vmgenid device here: the netlink socket was not tried"),
         }
 
-        // Readiness, as systemd hears it: READY=1 on the notify socket, sent
-        // from inside the sandbox.
+        // The FUSE connection left in the store (its three entries, the
+        // memfd among them made inside the sandbox), then readiness, as
+        // systemd hears them on the notify socket.
         let mut buf = [0u8; 256];
-        let n = notify
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no READY=1 ({e}): {}", d.log_text()));
-        assert_eq!(&buf[..n], b"READY=1\n");
+        let mut next = || {
+            let n = notify
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no READY=1 ({e}): {}", d.log_text()));
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        for name in ["fuse-state", "fuse-dir", "fuse"] {
+            assert_eq!(next(), format!("FDSTORE=1\nFDNAME={name}\n"));
+        }
+        assert_eq!(next(), "READY=1\n");
 
         let status = d.stop_with(Signal::SIGTERM, Duration::from_secs(10));
         assert_eq!(status.code(), Some(0), "{}", d.log_text());
