@@ -4,6 +4,7 @@
 //! - [`config`]: what the daemon is told (`Config`), with the defaults and
 //!   limits of what it configures;
 //! - [`daemon`]: start and shutdown order, signals, the event loop;
+//! - [`startup`]: its threads, the generators, the serving line;
 //! - [`preflight`]: every check that can refuse a start, as one `Plan`;
 //! - [`mounted`]: the daemon's FUSE mount: mounting, serving, unmounting;
 //! - [`fuse`]: the FUSE file system (`bits`, `stats`), its adapter and its
@@ -24,6 +25,7 @@ pub(crate) mod fuse;
 mod handover;
 mod mounted;
 mod preflight;
+mod startup;
 mod successor;
 mod vmfork;
 

@@ -12,15 +12,14 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::engine::generator::{self, Generator, ReseedPolicy};
 use crate::engine::queue::{ChunkQueue, Order, OutOfMemory};
-use crate::engine::seeding::{Key, Seed, Seeder};
+use crate::engine::seeding::Seed;
 use crate::engine::stats::{Report, Stats};
 use crate::error::{Error, describe};
 use crate::serve::config::{Bits, Config};
@@ -28,10 +27,10 @@ use crate::serve::fifo::{self, Fifo};
 use crate::serve::fuse::Source;
 use crate::serve::mounted::{self, FusePart};
 use crate::serve::preflight::{self, Plan};
+use crate::serve::startup::{self, spawn};
 use crate::serve::vmfork;
 use crate::serve::{handover, successor};
 use crate::sys::records;
-use crate::units::format_size;
 
 /// How long shutdown waits for the FUSE threads to finish after an unmount
 /// that ended the connection, before the process exits anyway (exiting
@@ -81,7 +80,7 @@ pub(crate) fn serve(cfg: &Config) -> Result<(), Error> {
         Order::Freshest
     };
     let queue = ChunkQueue::preallocate(cfg.chunk_size, cfg.queue_capacity, order)
-        .map_err(|OutOfMemory| queue_oom(cfg.queue_capacity))?;
+        .map_err(|OutOfMemory| startup::queue_oom(cfg.queue_capacity))?;
     let (tx, events) = mpsc::channel();
     let signal_tx = tx.clone();
     spawn("signals", move || {
@@ -139,7 +138,8 @@ impl Daemon {
         }
         let seeder = Arc::new(plan.seeder);
         if cfg.bits == Bits::Random {
-            self.start_generators(cfg, plan.seed.as_ref(), &seeder)?;
+            self.generators =
+                startup::generators(cfg, plan.seed.as_ref(), &seeder, &self.queue, &self.stats)?;
         }
         if let Some(p) = plan.fifo {
             let fifo = Fifo::open(p.spot, cfg.fifo_mode, plan.group.as_ref(), p.pipe_size)?;
@@ -169,7 +169,16 @@ impl Daemon {
             records::serving(fuse.path());
             self.fuse = Some(fuse);
         }
-        self.log_serving(cfg, &seeder, &vmfork);
+        info!(
+            "{}",
+            startup::serving_line(
+                cfg,
+                self.fuse.as_ref(),
+                self.fifo.as_ref(),
+                &seeder,
+                &vmfork
+            )
+        );
         // Both interfaces serve: the daemon we replace may let go.
         if let Some(p) = plan.predecessor
             && let Err(e) = p.ack()
@@ -191,67 +200,6 @@ impl Daemon {
             );
         }
         Ok(())
-    }
-
-    /// Starts `cfg.generators` generator threads: keyed by `seed` (seeded
-    /// mode, which runs one), else each from `seeder`.
-    fn start_generators(
-        &mut self,
-        cfg: &Config,
-        seed: Option<&Key>,
-        seeder: &Arc<Seeder>,
-    ) -> Result<(), Error> {
-        let policy = ReseedPolicy {
-            interval: cfg.reseed_interval,
-            bytes: cfg.reseed_bytes,
-        };
-        for i in 0..cfg.generators {
-            let generator = match seed {
-                Some(key) => Generator::from_key(key, cfg.rounds),
-                None => Generator::from_key_erasing(&seeder.key()?, cfg.rounds),
-            };
-            let (queue, stats, seeder) = (self.queue.clone(), self.stats.clone(), seeder.clone());
-            self.generators
-                .push(spawn(&format!("generator-{i}"), move || {
-                    generator.run(&queue, &stats, &seeder, policy)
-                })?);
-        }
-        Ok(())
-    }
-
-    /// The one line that says what is being served, with which settings.
-    fn log_serving(&self, cfg: &Config, seeder: &Seeder, vmfork: &str) {
-        let fuse = self.fuse.as_ref().map_or("off".into(), |f| {
-            let bits = f.path().join("bits");
-            format!("{} ({})", bits.display(), f.transport())
-        });
-        let fifo = self.fifo.as_ref().map_or("off".into(), |f| {
-            let size = f.fifo().pipe_size().map(|n| format_size(n as u64));
-            format!(
-                "{} (pipe {}{})",
-                f.fifo().path().display(),
-                size.unwrap_or_default(),
-                if f.fifo().held_by_systemd() {
-                    ", from systemd"
-                } else {
-                    ""
-                }
-            )
-        });
-        // Seeded mode's generator never takes a key from the OS.
-        let sources = match cfg.seed {
-            Some(Seed::Argv(_)) => "the --seed key (predictable)".into(),
-            Some(Seed::File(_)) => "the --seed-file key (predictable)".into(),
-            None => seeder.describe(),
-        };
-        info!(
-            "serving: FUSE {fuse}, FIFO {fifo}; chunk {}, queue {}, {} ChaCha{} ({}) generator(s) keyed from {sources}; VM-fork detection {vmfork}",
-            format_size(cfg.chunk_size as u64),
-            format_size(cfg.queue_capacity as u64),
-            cfg.generators,
-            cfg.rounds.count(),
-            generator::backend(),
-        );
     }
 
     /// Waits for the event that ends the daemon, logging throughput every
@@ -388,16 +336,6 @@ impl Daemon {
     }
 }
 
-pub(super) fn spawn(
-    name: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, Error> {
-    thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map_err(|e| Error::runtime(format!("cannot start thread {name}: {}", describe(&e))))
-}
-
 /// Blocks the termination signals in this thread (and so in every thread
 /// started after it); the returned set is waited for by one thread.
 fn block_signals() -> Result<SigSet, Error> {
@@ -408,11 +346,4 @@ fn block_signals() -> Result<SigSet, Error> {
     set.thread_block()
         .map_err(|e| Error::runtime(format!("cannot block signals: {}", e.desc())))?;
     Ok(set)
-}
-
-fn queue_oom(capacity: usize) -> Error {
-    Error::runtime(format!(
-        "--queue-capacity {}: not enough memory for the queue; choose a smaller --queue-capacity or raise the memory limit ('ulimit -v', or MemoryMax= in a systemd unit)",
-        format_size(capacity as u64)
-    ))
 }

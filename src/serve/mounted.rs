@@ -13,10 +13,10 @@ use log::warn;
 use crate::engine::stats::Stats;
 use crate::error::{Error, describe};
 use crate::serve::config::Config;
-use crate::serve::daemon::spawn;
 use crate::serve::fdstore;
 use crate::serve::fuse::{self, Filesystem, Init, Session, Source, Transport};
 use crate::serve::preflight::MountPlan;
+use crate::serve::startup::spawn;
 use crate::sys::mountdir::MountDir;
 use crate::sys::mounts::{self, FuseMount, Unmounted};
 

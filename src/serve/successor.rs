@@ -52,7 +52,7 @@ impl Watch {
             EventFd::new().map_err(|e| Error::runtime(format!("eventfd: {}", e.desc())))?,
         );
         let woken = stop.clone();
-        let thread = super::daemon::spawn("handover", move || {
+        let thread = super::startup::spawn("handover", move || {
             loop {
                 let mut fds = [
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
