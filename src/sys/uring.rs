@@ -1,14 +1,15 @@
-//! FUSE over io_uring, at the level of the kernel's interface
-//! (`Documentation/filesystems/fuse-io-uring.rst`, `include/uapi/linux/fuse.h`):
-//! one io_uring per thread, holding ring entries for one FUSE queue.
+//! Rings of command entries shared with the kernel, as FUSE over io_uring
+//! uses them (`IORING_OP_URING_CMD` on a device, 128-byte entries): one
+//! io_uring per thread, holding entries for one queue of the device. What
+//! the entries mean is the caller's, told once as an [`EntryFormat`]
+//! (FUSE's is `serve::fuse::proto::RING_ENTRY`); this module knows rings,
+//! buffers and who owns them, not FUSE.
 //!
 //! A ring entry is two buffers the kernel reads and writes: a header buffer
-//! (`fuse_uring_req_header`: the `fuse_in_header` or `fuse_out_header`, the
-//! opcode's own struct, and `fuse_uring_ent_in_out`) and a payload buffer.
-//! `FUSE_IO_URING_CMD_REGISTER` hands an entry to the kernel; its completion
-//! is the first request. `FUSE_IO_URING_CMD_COMMIT_AND_FETCH` hands back
-//! the reply and the entry in one step, and completes with the next
-//! request.
+//! and a payload buffer. The format's `register` command hands an entry to
+//! the kernel; its completion is the first request. Its `commit` command
+//! hands back the reply and the entry in one step, and completes with the
+//! next request.
 //!
 //! # Who owns a buffer
 //! From submission to completion an entry's buffers belong to the kernel,
@@ -46,26 +47,32 @@ use zeroize::Zeroize;
 
 use crate::sys::memory::{Mapping, page_size};
 
-/// `FUSE_IO_URING_CMD_REGISTER` and `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
-const CMD_REGISTER: u32 = 1;
-const CMD_COMMIT_AND_FETCH: u32 = 2;
-
-/// Where the opcode's struct and the payload start in what
-/// [`Fetched::copy_request`] copies.
-pub(crate) const REQUEST_OP: usize = IN_OUT_LEN;
-pub(crate) const REQUEST_PAYLOAD: usize = IN_OUT_LEN + OP_IN_LEN;
-
-/// The header buffer's layout (`struct fuse_uring_req_header`): the
-/// `fuse_in_header` / `fuse_out_header` area, the opcode's struct, then
-/// `struct fuse_uring_ent_in_out` (flags, commit_id, payload_sz, ...).
-const IN_OUT: usize = 0;
-const IN_OUT_LEN: usize = 128;
-const OP_IN: usize = 128;
-const OP_IN_LEN: usize = 128;
-const ENT_IN_OUT: usize = 256;
-const COMMIT_ID: usize = ENT_IN_OUT + 8;
-const PAYLOAD_SZ: usize = ENT_IN_OUT + 16;
-const HEADER_LEN: usize = ENT_IN_OUT + 32;
+/// What a protocol's ring entries are, as far as the ring must know: the
+/// two commands, and where in the header buffer (and in the command's 80
+/// bytes) the fields the ring reads and writes itself are. Offsets are in
+/// bytes; integers are in the host's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryFormat {
+    /// The header buffer's length.
+    pub(crate) header_len: usize,
+    /// The command that hands an entry to the kernel (with the buffers'
+    /// two iovecs), and the one that hands back a reply and the entry.
+    pub(crate) register: u32,
+    pub(crate) commit: u32,
+    /// The areas of the header buffer that make a request's header, in
+    /// order, as [`Fetched::copy_request`] copies them (the payload after).
+    pub(crate) request: [(usize, usize); 2],
+    /// Where the reply's own header goes.
+    pub(crate) reply_header: usize,
+    /// The `u64` the kernel names the request by, to commit it with.
+    pub(crate) commit_id: usize,
+    /// The `u32` payload length, of the request and then of the reply.
+    pub(crate) payload_len: usize,
+    /// Where the command carries the commit ID (`u64`) and the queue
+    /// (`u16`).
+    pub(crate) command_commit_id: usize,
+    pub(crate) command_queue: usize,
+}
 
 /// One ring entry: its buffers, and where it stands.
 #[derive(Debug)]
@@ -90,8 +97,9 @@ struct Entry {
 unsafe impl Send for Entry {}
 
 /// An io_uring of FUSE ring entries, all for queue `qid` of one connection.
-pub(crate) struct FuseRing {
+pub(crate) struct Ring {
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    format: EntryFormat,
     qid: u16,
     entries: Vec<Entry>,
     /// Completions taken from the queue (to see whether a commit's entry
@@ -99,9 +107,9 @@ pub(crate) struct FuseRing {
     pending: std::collections::VecDeque<cqueue::Entry>,
 }
 
-impl std::fmt::Debug for FuseRing {
+impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FuseRing")
+        f.debug_struct("Ring")
             .field("qid", &self.qid)
             .field("entries", &self.entries.len())
             .finish_non_exhaustive()
@@ -115,20 +123,21 @@ pub(crate) enum Ended {
     Disconnected,
     /// The wait was interrupted by a signal; the entries wait on.
     Interrupted,
-    /// [`FuseRing::next_now`] found no request.
+    /// [`Ring::next_now`] found no request.
     Idle,
 }
 
-impl FuseRing {
+impl Ring {
     /// A ring of `depth` entries for queue `qid` of the FUSE connection
     /// `fuse`, each with a payload buffer of `payload` bytes (at least the
     /// connection's largest request or reply). Nothing is registered yet.
     pub(crate) fn new(
         fuse: BorrowedFd<'_>,
+        format: EntryFormat,
         qid: u16,
         depth: usize,
         payload: usize,
-    ) -> io::Result<FuseRing> {
+    ) -> io::Result<Ring> {
         let slots = u32::try_from(depth * 2).map_err(|_| io::ErrorKind::InvalidInput)?;
         // Task work (the kernel's copy of a request into an entry) only in
         // this thread's waits: see the module docs on wiping.
@@ -139,7 +148,7 @@ impl FuseRing {
         ring.submitter().register_files(&[fuse.as_raw_fd()])?;
         let mut entries = Vec::with_capacity(depth);
         for _ in 0..depth {
-            let header = Mapping::new(HEADER_LEN.next_multiple_of(page_size()))?;
+            let header = Mapping::new(format.header_len.next_multiple_of(page_size()))?;
             let payload = Mapping::new(payload)?;
             let iov = [
                 libc::iovec {
@@ -158,11 +167,12 @@ impl FuseRing {
                 in_kernel: false,
                 released: false,
                 dirty: 0,
-                last: (CMD_REGISTER, 0),
+                last: (format.register, 0),
             });
         }
-        Ok(FuseRing {
+        Ok(Ring {
             ring,
+            format,
             qid,
             entries,
             pending: std::collections::VecDeque::new(),
@@ -176,7 +186,7 @@ impl FuseRing {
     /// entries wait in the kernel for requests.
     pub(crate) fn register(&mut self) -> io::Result<()> {
         for index in 0..self.entries.len() {
-            self.submit_entry(index, CMD_REGISTER, 0)?;
+            self.submit_entry(index, self.format.register, 0)?;
         }
         self.ring.submit()?;
         // An immediate refusal is already in the completion queue.
@@ -263,18 +273,13 @@ impl FuseRing {
             // The kernel's writes into the buffers come before its
             // completion, which the queue's acquire load observed.
             fence(Ordering::Acquire);
+            let (at_id, at_len) = (self.format.commit_id, self.format.payload_len);
             let entry = &mut self.entries[index];
             let header = entry.header.bytes();
-            let commit_id = u64::from_ne_bytes(
-                header[COMMIT_ID..COMMIT_ID + 8]
-                    .try_into()
-                    .expect("8 bytes"),
-            );
-            let payload_len = u32::from_ne_bytes(
-                header[PAYLOAD_SZ..PAYLOAD_SZ + 4]
-                    .try_into()
-                    .expect("4 bytes"),
-            );
+            let commit_id =
+                u64::from_ne_bytes(header[at_id..at_id + 8].try_into().expect("8 bytes"));
+            let payload_len =
+                u32::from_ne_bytes(header[at_len..at_len + 4].try_into().expect("4 bytes"));
             let payload_len = usize::try_from(payload_len)
                 .unwrap_or(usize::MAX)
                 .min(entry.payload.len());
@@ -305,15 +310,17 @@ impl FuseRing {
     /// 0, commit_id, qid }`, and for REGISTER the entry's two iovecs.
     fn submit_entry(&mut self, index: usize, op: u32, commit_id: u64) -> io::Result<()> {
         let mut cmd = [0u8; 80];
-        cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
-        cmd[16..18].copy_from_slice(&self.qid.to_ne_bytes());
+        let (at_id, at_queue) = (self.format.command_commit_id, self.format.command_queue);
+        cmd[at_id..at_id + 8].copy_from_slice(&commit_id.to_ne_bytes());
+        cmd[at_queue..at_queue + 2].copy_from_slice(&self.qid.to_ne_bytes());
+        let register = op == self.format.register;
         let entry = &mut self.entries[index];
         let mut sqe = opcode::UringCmd80::new(types::Fixed(0), op).cmd(cmd);
-        if op == CMD_REGISTER {
+        if register {
             sqe = sqe.addr(Some(std::ptr::addr_of!(entry.iov) as u64));
         }
         let mut sqe = sqe.build().user_data(index as u64);
-        if op == CMD_REGISTER {
+        if register {
             // REGISTER also needs `len = 2` (two iovecs), which
             // `UringCmd80` leaves at 0.
             set_sqe_len(&mut sqe, 2);
@@ -343,7 +350,7 @@ fn set_sqe_len(sqe: &mut squeue::Entry128, len: u32) {
     }
 }
 
-impl Drop for FuseRing {
+impl Drop for Ring {
     fn drop(&mut self) {
         let kernel_holds_one = self.entries.iter().any(|e| e.in_kernel && !e.released);
         for mut e in self.entries.drain(..) {
@@ -364,7 +371,7 @@ impl Drop for FuseRing {
 /// [`Fetched::commit`] hands the entry back with the reply.
 #[derive(Debug)]
 pub(crate) struct Fetched<'r> {
-    ring: &'r mut FuseRing,
+    ring: &'r mut Ring,
     index: usize,
     commit_id: u64,
     payload_len: usize,
@@ -378,8 +385,9 @@ impl Fetched<'_> {
     pub(crate) fn copy_request(&mut self, into: &mut Vec<u8>) {
         let entry = &mut self.ring.entries[self.index];
         into.clear();
-        into.extend_from_slice(&entry.header.bytes()[IN_OUT..IN_OUT + IN_OUT_LEN]);
-        into.extend_from_slice(&entry.header.bytes()[OP_IN..OP_IN + OP_IN_LEN]);
+        for (at, len) in self.ring.format.request {
+            into.extend_from_slice(&entry.header.bytes()[at..at + len]);
+        }
         let n = self.payload_len;
         into.extend_from_slice(&entry.payload.bytes()[..n]);
     }
@@ -402,11 +410,13 @@ impl Fetched<'_> {
         let entry = &mut ring.entries[index];
         let body_len = body_len.min(entry.payload.len());
         let header = entry.header.bytes();
-        header[IN_OUT..IN_OUT + 16].copy_from_slice(out_header);
+        let (at_reply, at_len) = (ring.format.reply_header, ring.format.payload_len);
+        header[at_reply..at_reply + 16].copy_from_slice(out_header);
         let len = u32::try_from(body_len).map_err(|_| io::ErrorKind::InvalidInput)?;
-        header[PAYLOAD_SZ..PAYLOAD_SZ + 4].copy_from_slice(&len.to_ne_bytes());
+        header[at_len..at_len + 4].copy_from_slice(&len.to_ne_bytes());
         entry.dirty = body_len;
-        ring.submit_entry(index, CMD_COMMIT_AND_FETCH, commit_id)?;
+        let commit = ring.format.commit;
+        ring.submit_entry(index, commit, commit_id)?;
         // The kernel copies the reply out during the submission, and hands
         // over a request that was waiting, if one was, at once.
         ring.ring.submit()?;
@@ -484,7 +494,7 @@ mod tests {
     /// The SQE's `len` is where the kernel reads it, and nothing else moved.
     #[test]
     fn the_sqe_len_lands_at_offset_24() {
-        let base = opcode::UringCmd80::new(types::Fixed(0), CMD_REGISTER)
+        let base = opcode::UringCmd80::new(types::Fixed(0), 1)
             .addr(Some(0x1122_3344))
             .build();
         let mut sqe = base.clone();

@@ -9,6 +9,7 @@
 //! [`split`] cuts at the opcode's struct size; over io_uring the kernel puts
 //! them in three places of the ring entry itself.
 
+use crate::sys::uring::EntryFormat;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
@@ -44,6 +45,29 @@ pub(crate) mod notify {
     /// descriptor still open on it). No body.
     pub(crate) const RESEND: i32 = 7;
 }
+
+/// A FUSE-over-io_uring ring entry (`include/uapi/linux/fuse.h`): the
+/// header buffer is `struct fuse_uring_req_header`, 128 bytes for the
+/// `fuse_in_header` or `fuse_out_header`, 128 for the opcode's struct, then
+/// `struct fuse_uring_ent_in_out` (flags, commit_id, payload_sz, ...); the
+/// commands are `FUSE_IO_URING_CMD_REGISTER` and `_COMMIT_AND_FETCH`,
+/// carrying `struct fuse_uring_cmd_req { flags, commit_id, qid }`.
+pub(crate) const RING_ENTRY: EntryFormat = EntryFormat {
+    header_len: 256 + 32,
+    register: 1,
+    commit: 2,
+    request: [(0, REQUEST_OP), (128, REQUEST_PAYLOAD - REQUEST_OP)],
+    reply_header: 0,
+    commit_id: 256 + 8,
+    payload_len: 256 + 16,
+    command_commit_id: 8,
+    command_queue: 16,
+};
+
+/// Where the opcode's struct and the payload start in a request copied out
+/// of a ring entry (its two header areas, then the payload).
+pub(crate) const REQUEST_OP: usize = 128;
+pub(crate) const REQUEST_PAYLOAD: usize = 256;
 
 /// `fuse_open_out.open_flags`.
 pub(crate) const FOPEN_DIRECT_IO: u32 = 1 << 0;

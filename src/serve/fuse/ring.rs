@@ -21,8 +21,9 @@ use zeroize::Zeroize;
 use super::adapter::{self, Reply, Served};
 use super::filesystem::{FsError, Out};
 use super::proto::{self, InHeader};
+use super::proto::{REQUEST_OP, REQUEST_PAYLOAD, RING_ENTRY};
 use crate::engine::stats;
-use crate::sys::uring::{Ended, Fetched, FuseRing, REQUEST_OP, REQUEST_PAYLOAD};
+use crate::sys::uring::{Ended, Fetched, Ring};
 
 /// Ring entries per thread. A thread serves one request at a time, so one
 /// entry is all it can use: a second one would wait in the thread's own
@@ -49,14 +50,10 @@ pub(crate) enum RegisterError {
 
 /// A ring set up for queue `qid` and registered with the kernel; what the
 /// thread of that queue then serves ([`serve`]).
-pub(crate) fn register(
-    fuse: &OwnedFd,
-    qid: u16,
-    payload: usize,
-) -> Result<FuseRing, RegisterError> {
+pub(crate) fn register(fuse: &OwnedFd, qid: u16, payload: usize) -> Result<Ring, RegisterError> {
     use std::os::fd::AsFd;
     let mut ring =
-        FuseRing::new(fuse.as_fd(), qid, DEPTH, payload).map_err(RegisterError::Local)?;
+        Ring::new(fuse.as_fd(), RING_ENTRY, qid, DEPTH, payload).map_err(RegisterError::Local)?;
     ring.register().map_err(RegisterError::Refused)?;
     Ok(ring)
 }
@@ -78,7 +75,7 @@ pub(crate) fn pin_to(cpu: usize) {
 /// entries back to the kernel. (A request the kernel hands to an entry in
 /// the instant between the last look and that drop ends with ECANCELED:
 /// FUSE over io_uring has no way to withdraw an entry; docs/OPERATIONS.md.)
-pub(crate) fn serve(mut ring: FuseRing, served: &Served, stop: &AtomicBool) -> io::Result<()> {
+pub(crate) fn serve(mut ring: Ring, served: &Served, stop: &AtomicBool) -> io::Result<()> {
     let mut request = Vec::new();
     loop {
         let next = if stop.load(Ordering::Acquire) {
