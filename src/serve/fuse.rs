@@ -26,5 +26,5 @@ mod session;
 
 pub use adapter::REQUEST_LOG;
 pub(crate) use filesystem::{Filesystem, GROUP_MODE, MODE, Source};
-pub(crate) use ring::THREADS_PER_QUEUE as RING_THREADS_PER_QUEUE;
+pub(crate) use ring::{THREADS_PER_QUEUE as RING_THREADS_PER_QUEUE, pin_to};
 pub(crate) use session::{Init, Options, Session, StartError, Transport, io_uring_unavailable};

@@ -215,10 +215,8 @@ fn wake_queues(mount: &Path, queues: usize) {
     std::thread::scope(|s| {
         for cpu in 0..queues {
             s.spawn(move || {
-                let mut set = nix::sched::CpuSet::new();
-                let pinned = set.set(cpu).is_ok()
-                    && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok();
-                if pinned && let Err(e) = nix::sys::statvfs::statvfs(mount) {
+                fuse::pin_to(cpu);
+                if let Err(e) = nix::sys::statvfs::statvfs(mount) {
                     warn!("statfs of {} from CPU {cpu}: {}", mount.display(), e.desc());
                 }
             });

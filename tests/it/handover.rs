@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use std::os::unix::fs::OpenOptionsExt;
-
 use nix::sys::signal::Signal;
 
 use crate::common::manager::{Manager, Service};
@@ -328,14 +326,7 @@ fn restarts_under_a_manager(t: Transport, how: Signal) {
     let mut m = Manager::new();
     // The socket unit's FIFO, which systemd makes and holds.
     let fifo = dir.join("bits.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let held = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .unwrap();
-    m.listen("pilfered.socket", held.into());
+    m.listen_fifo(&fifo);
 
     let mut service = start_service(&m, dir, t, "start-0");
     m.await_ready(&mut service)

@@ -152,17 +152,9 @@ fn service() {
 /// it: given the socket unit's FIFO, it says READY=1 and stops on SIGTERM.
 #[test]
 fn the_daemon_starts_and_stops_under_the_manager() {
-    use std::os::unix::fs::OpenOptionsExt;
     let mut m = Manager::new();
     let fifo = m.dir().join("bits.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let held = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .unwrap();
-    m.listen("pilfered.socket", held.into());
+    m.listen_fifo(&fifo);
     let run = m.dir().join("run");
     let args = [
         OsStr::new("serve"),

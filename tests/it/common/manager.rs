@@ -67,6 +67,20 @@ impl Manager {
         self.sockets.push((name.to_string(), fd));
     }
 
+    /// Makes the FIFO `path` (0600) and holds it open read-write as the
+    /// socket unit `pilfered.socket` does (`ListenFIFO=`).
+    pub fn listen_fifo(&mut self, path: &Path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let held = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .unwrap();
+        self.listen("pilfered.socket", held.into());
+    }
+
     /// The names in the store, in order.
     pub fn stored(&self) -> Vec<&str> {
         self.store.iter().map(|(n, _)| n.as_str()).collect()
