@@ -6,6 +6,7 @@ pub(crate) mod manager;
 pub(crate) mod qemu;
 pub(crate) mod stretch;
 mod transport;
+mod wait;
 
 pub(crate) use transport::{
     ENABLE_URING, Switch, Transport, kernel_queues, on_both_transports, uring_available, uring_off,
@@ -339,17 +340,8 @@ pub fn open_dir() -> TempDir {
 }
 
 /// Polls `cond` every 10 ms until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+pub fn wait_until(limit: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait::poll_until(limit, Duration::from_millis(10), cond)
 }
 
 /// The thread of `pid` named `name`: its `/proc/PID/task/TID` directory
