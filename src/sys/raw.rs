@@ -133,6 +133,7 @@ nix::ioctl_read!(fuse_dev_ioc_clone, 229, 0, u32);
 /// A new `/dev/fuse` descriptor attached to the same connection as
 /// `session` (`FUSE_DEV_IOC_CLONE`), so that a thread reading requests has
 /// a queue of its own in the kernel.
+#[cfg(test)]
 pub(crate) fn clone_fuse(session: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
     let clone: OwnedFd = std::fs::OpenOptions::new()

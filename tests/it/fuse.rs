@@ -120,29 +120,47 @@ fn rchar(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The daemon's thread `name`, stopped by ptrace (`PTRACE_INTERRUPT`, which
-/// stops that thread alone) until this is dropped, panics included.
+/// The daemon's generator, stopped by ptrace (`PTRACE_INTERRUPT`, which
+/// stops that thread alone) until this is dropped, panics included. It is
+/// stopped once the queue is full and it rests, inside its futex wait, so that
+/// it holds no lock a reader needs: a generator stopped while it pushed a
+/// chunk would hold the queue's lock, and every read and `stats` would
+/// wait for it (stopped anywhere else, it is let go and stopped again).
 struct Stopped(nix::unistd::Pid);
 
 impl Stopped {
-    fn thread(d: &Daemon, name: &str) -> Stopped {
+    fn generator(d: &Daemon) -> Stopped {
         use nix::sys::ptrace;
         use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let name = "generator-0";
+        assert!(
+            wait_until(Duration::from_secs(60), generators_asleep(d)),
+            "the generator never rested with the queue full"
+        );
         let task = thread_named(d.pid().as_raw().unsigned_abs(), name);
         let tid: i32 = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
         let tid = nix::unistd::Pid::from_raw(tid);
-        ptrace::seize(tid, ptrace::Options::empty()).unwrap();
-        let stopped = Stopped(tid);
-        ptrace::interrupt(tid).unwrap();
-        let status = waitpid(tid, Some(WaitPidFlag::__WALL)).unwrap();
-        assert!(
-            matches!(
-                status,
-                WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)
-            ),
-            "{name} did not stop: {status:?}"
-        );
-        stopped
+        let futex = libc::SYS_futex.to_string();
+        for _ in 0..10_000 {
+            ptrace::seize(tid, ptrace::Options::empty()).unwrap();
+            let stopped = Stopped(tid);
+            ptrace::interrupt(tid).unwrap();
+            let status = waitpid(tid, Some(WaitPidFlag::__WALL)).unwrap();
+            assert!(
+                matches!(
+                    status,
+                    WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)
+                ),
+                "{name} did not stop: {status:?}"
+            );
+            // The system call it was stopped in (its number first), or -1
+            // if it ran its own code.
+            let syscall = std::fs::read_to_string(task.join("syscall")).unwrap();
+            if syscall.split_whitespace().next() == Some(futex.as_str()) {
+                return stopped;
+            }
+        }
+        panic!("{name} was never stopped inside a futex wait in 10000 tries");
     }
 }
 
@@ -178,7 +196,7 @@ fn pin_to(cpu: usize) {
 fn answers_beside_a_waiting_read(d: &Daemon, cpu: usize, shared: bool) {
     use std::sync::{Arc, mpsc};
     let capacity = usize::try_from(d.stats()["queue_capacity"]).unwrap();
-    let stopped = Stopped::thread(d, "generator-0");
+    let stopped = Stopped::generator(d);
     let (bits, stats) = (d.bits(), d.mount.join("stats"));
     let waits =
         |stats: &Path| parse_stats(&std::fs::read_to_string(stats).unwrap())["consumer_waits"];

@@ -42,13 +42,6 @@ fn canceled_allowed(t: Transport) -> bool {
     t == Transport::IoUring
 }
 
-/// Whether a reader of the FUSE file may see ECONNABORTED once per crash:
-/// a request a dead daemon's thread had read on its clone of the
-/// connection ends so when the clone closes (docs/OPERATIONS.md).
-fn aborted_allowed(how: Signal) -> bool {
-    how == Signal::SIGKILL
-}
-
 impl Reader {
     fn start(path: &Path, block: usize) -> Reader {
         Reader::start_allowing(path, block, false)
@@ -75,13 +68,7 @@ impl Reader {
                         longest = longest.max(last.elapsed());
                         last = Instant::now();
                     }
-                    Err(e)
-                        if canceled_ok
-                            && matches!(
-                                e.raw_os_error(),
-                                Some(libc::ECANCELED | libc::ECONNABORTED)
-                            ) =>
-                    {
+                    Err(e) if canceled_ok && e.raw_os_error() == Some(libc::ECANCELED) => {
                         c.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => return Err(format!("{shown}: {e} after {} bytes", got.len())),
@@ -360,7 +347,7 @@ fn restarts_under_a_manager(t: Transport, how: Signal) {
     // fresh opens after each restart instead of by readers held open.
     let stranding = t == Transport::IoUring && how == Signal::SIGKILL;
     let bits_path = dir.join("mnt/bits");
-    let allowed = canceled_allowed(t) || aborted_allowed(how);
+    let allowed = canceled_allowed(t);
     let held = |block| (!stranding).then(|| Reader::start_allowing(&bits_path, block, allowed));
     let (bits, small) = (held(4096), held(64));
     let piped = Reader::start(&fifo, 65536);

@@ -1,10 +1,10 @@
 //! The classic transport: threads that `read` requests from `/dev/fuse` and
 //! `writev` the replies, one system call each way.
 //!
-//! Each thread reads a clone of the session's open file (see
-//! [`descriptor`]). A reply sent from a chunk goes out with the header in one `writev`, with
-//! no copy; one filled through the thread's
-//! reply buffer has that buffer wiped right after. Over io_uring one such
+//! Every thread reads the session's one open file (see [`descriptor`]). A
+//! reply sent from a chunk goes out with the header in one `writev`, with
+//! no copy; one filled through the thread's reply buffer has that buffer
+//! wiped right after. Over io_uring one such
 //! thread stays, for what the kernel still sends here: interrupts, forgets,
 //! and anything before every ring queue is ready.
 
@@ -25,15 +25,13 @@ use super::proto::{self, OUT_HEADER};
 /// requests are a header, a struct and a name.
 pub(crate) const REQUEST_BUFFER: usize = 64 << 10;
 
-/// One thread's descriptor: a clone of `session` if `/dev/fuse` can be
-/// opened, else `session` itself, shared. (The kernel ends the requests
-/// read on a clone the moment it closes, as when its daemon dies: a crash
-/// under a manager gives those readers ECONNABORTED once, while requests
-/// read on the stored file would wait to be sent again. Reading the one
-/// file from every thread was tried and left: a test that stops the
-/// generator hung once in three runs with it, docs/OPERATIONS.md.)
+/// One thread's descriptor: `session` itself, shared (a duplicate). Not a
+/// clone (`FUSE_DEV_IOC_CLONE`): the kernel ends the requests read on a
+/// clone the moment it closes, as when its daemon dies (ECONNABORTED),
+/// while those read on the session's own open file wait, in a manager's
+/// store, for a successor to have them sent again (`FUSE_NOTIFY_RESEND`).
 pub(crate) fn descriptor(session: &OwnedFd) -> io::Result<OwnedFd> {
-    crate::sys::raw::clone_fuse(session.as_fd()).or_else(|_| session.try_clone())
+    session.try_clone()
 }
 
 /// Reads the next request from `fd` into `buf`: its length, or `None` once
