@@ -579,8 +579,10 @@ fn seed_file_conflicts_and_standard_input() {
     );
     // Standard input redirected from a file others may read.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let state = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(crate::common::BIN)
         .args(["serve", "--no-fifo", "--seed-file", "-"])
+        .env("PILFERED_RUNDIR", state.path().join("run"))
         .stdin(std::fs::File::open(&path).unwrap())
         .output()
         .unwrap();

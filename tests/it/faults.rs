@@ -164,6 +164,7 @@ fn a_queue_too_large_for_memory_refuses_the_start_cleanly() {
         .arg(BIN)
         .arg(&mount)
         .arg(&fifo)
+        .env("PILFERED_RUNDIR", dir.path().join("run"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

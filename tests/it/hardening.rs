@@ -62,7 +62,7 @@ fn missing_dev_fuse_is_explained() {
     let d = dir.path().display();
     let (status, _, stderr) = with_private_dev(
         &[NULL],
-        &format!("{BIN} serve --mount {d}/mnt --fifo {d}/fifo"),
+        &format!("PILFERED_RUNDIR={d}/run {BIN} serve --mount {d}/mnt --fifo {d}/fifo"),
     );
     assert_eq!(
         stderr,
@@ -83,7 +83,9 @@ fn unreadable_dev_fuse_is_explained() {
     let d = dir.path().display();
     let (status, _, stderr) = with_private_dev(
         &[NULL, ("fuse", "600", 10, 229)],
-        &format!("{NOBODY} {BIN} serve --mount {d}/mnt --fifo {d}/fifo"),
+        &format!(
+            "{NOBODY} env PILFERED_RUNDIR={d}/run {BIN} serve --mount {d}/mnt --fifo {d}/fifo"
+        ),
     );
     assert_eq!(
         stderr,
@@ -103,7 +105,9 @@ fn missing_fusermount3_is_explained() {
     // A PATH without fusermount3.
     let (status, _, stderr) = with_private_dev(
         &[NULL, FUSE],
-        &format!("{NOBODY} env PATH=/nonexistent {BIN} serve --mount {d}/mnt --fifo {d}/fifo"),
+        &format!(
+            "{NOBODY} env PATH=/nonexistent PILFERED_RUNDIR={d}/run {BIN} serve --mount {d}/mnt --fifo {d}/fifo"
+        ),
     );
     assert_eq!(
         stderr,
@@ -121,7 +125,8 @@ fn normal_user_mount_and_allow_other() {
     let dir = open_dir();
     std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let d = dir.path().display();
-    let serve = format!("{BIN} serve --mount {d}/mnt --fifo {d}/fifo -q");
+    let serve =
+        format!("env PILFERED_RUNDIR={d}/run {BIN} serve --mount {d}/mnt --fifo {d}/fifo -q");
     let (status, stdout, stderr) = with_private_dev(
         &[NULL, FUSE],
         &format!(
@@ -140,6 +145,8 @@ fn normal_user_mount_and_allow_other() {
     assert_eq!(status, 0);
     assert!(!dir.path().join("mnt").exists());
     assert!(!dir.path().join("fifo").exists());
+    let records: Vec<_> = std::fs::read_dir(dir.path().join("run")).unwrap().collect();
+    assert!(records.is_empty(), "a clean stop left records: {records:?}");
 
     // --allow-other as a normal user needs user_allow_other.
     if !std::fs::read_to_string("/etc/fuse.conf")
@@ -357,7 +364,7 @@ fn pipe_size_above_the_limit_is_clamped_for_normal_users() {
     std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let d = dir.path().display();
     let (status, stdout, stderr) = as_nobody(&format!(
-        "{BIN} serve --no-fuse --fifo {d}/fifo --pipe-size 64M -q 2>{d}/log & pid=$!
+        "PILFERED_RUNDIR={d}/run {BIN} serve --no-fuse --fifo {d}/fifo --pipe-size 64M -q 2>{d}/log & pid=$!
          i=0; while [ ! -p {d}/fifo ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
          head -c 5000 {d}/fifo | wc -c; kill $pid; wait $pid; echo exit=$?; cat {d}/log"
     ));

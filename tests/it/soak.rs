@@ -72,7 +72,9 @@ fn short_soak_passes() {
     if !fuse_available() {
         return;
     }
+    let state = tempfile::tempdir().unwrap();
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/soak.sh"))
+        .env("PILFERED_RUNDIR", state.path().join("run"))
         .env("SOAK_GIB", "0.25")
         .env("SOAK_INTERVAL", "1")
         .env("SOAK_SAMPLE_MIB", "16")

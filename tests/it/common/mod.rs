@@ -468,9 +468,24 @@ pub fn openssl_keystream(key_hex: &str, n: usize) -> Vec<u8> {
     out.stdout
 }
 
-/// Runs `pilfered ARGS` to completion; returns (status code, stdout, stderr).
+/// Runs `pilfered ARGS` to completion, with a state directory of its own
+/// (never the machine's `/run/pilfered`); returns (status code, stdout,
+/// stderr). Whatever it did, it must have left no record behind.
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let rundir = state.path().join("run");
+    let out = Command::new(BIN)
+        .args(args)
+        .env("PILFERED_RUNDIR", &rundir)
+        .output()
+        .unwrap();
+    let left: Vec<_> = std::fs::read_dir(&rundir)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "pilfered {args:?} left {left:?} in its state directory"
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
